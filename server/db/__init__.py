@@ -1,0 +1,1 @@
+"""The server's storage: SQLAlchemy models, the engine, migrations. SQL lives here only."""

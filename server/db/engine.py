@@ -1,0 +1,85 @@
+"""Database URLs, the async engine and sessions, for SQLite (embedded) and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+
+class BadDatabaseUrl(ValueError):
+    pass
+
+
+def database_url(db: str | None, data_dir: Path) -> URL:
+    """The async URL for ``db`` as a user writes it, or the data folder's SQLite file.
+
+    ``postgresql://user@host/db`` works as written: the async driver is picked here.
+    """
+    if not db:
+        return make_url(f"sqlite+aiosqlite:///{(data_dir / 'fieldloop.db').resolve()}")
+    try:
+        url = make_url(db)
+    except Exception as exc:  # noqa: BLE001 - sqlalchemy raises several kinds for a bad URL
+        raise BadDatabaseUrl(f"not a database URL: {db!r}") from exc
+    backend = url.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        return url.set(drivername="postgresql+asyncpg")
+    if backend == "sqlite":
+        return url.set(drivername="sqlite+aiosqlite")
+    raise BadDatabaseUrl(f"unsupported database {backend!r}: use sqlite or postgresql")
+
+
+def _json_dumps(value: object) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+def create_engine(url: URL, *, pool_size: int = 10) -> AsyncEngine:
+    """An engine configured for FieldLoop's write pattern on either database."""
+    if url.get_backend_name() == "sqlite":
+        engine = create_async_engine(
+            url,
+            json_serializer=_json_dumps,
+            json_deserializer=msgspec.json.decode,
+            connect_args={"timeout": 30},
+        )
+        _configure_sqlite(engine)
+        return engine
+    return create_async_engine(
+        url,
+        json_serializer=_json_dumps,
+        json_deserializer=msgspec.json.decode,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+    )
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # noqa: ANN001
+        # Take transaction control from the driver so that "begin" below decides the mode.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection):  # noqa: ANN001
+        # BEGIN IMMEDIATE: a deferred transaction cannot upgrade to a write lock under load,
+        # it fails with "database is locked" instead of waiting.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def is_postgres(engine: AsyncEngine) -> bool:
+    return engine.url.get_backend_name() == "postgresql"

@@ -1,0 +1,54 @@
+"""Apply Alembic migrations from inside the running server or the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+# Any fixed number: several server processes starting at once migrate one at a time.
+_PG_MIGRATION_LOCK = 0x0F1E1D
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+async def upgrade(engine: AsyncEngine) -> None:
+    """Bring the database to the newest revision; safe to call from several processes."""
+    async with engine.connect() as connection:
+        postgres = connection.dialect.name == "postgresql"
+        if postgres:
+            await connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            await connection.commit()
+        try:
+            await connection.run_sync(_upgrade_on)
+            await connection.commit()
+        finally:
+            if postgres:
+                await connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_MIGRATION_LOCK})
+                await connection.commit()
+
+
+def _upgrade_on(connection) -> None:  # noqa: ANN001
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+async def check(engine: AsyncEngine) -> None:
+    """Raise when the models and the migrations disagree (``alembic check``)."""
+    async with engine.connect() as connection:
+        await connection.run_sync(_check_on)
+
+
+def _check_on(connection) -> None:  # noqa: ANN001
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.check(config)

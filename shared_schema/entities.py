@@ -1,0 +1,188 @@
+"""The v1 entities (protocol section 9), each field with its merge rule beside it.
+
+Every field defaults to ``UNSET`` so that one Struct validates both a whole record and the
+partial ``fields`` of a mutation (only what the edit changed). ``REQUIRED_ON_CREATE`` names
+what a new record must carry.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, ClassVar
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from shared_schema.rules import SERVER, TRANSITION, UNION, MergeRule, field_rules, rule
+from shared_schema.types import (
+    Day,
+    Line,
+    Name,
+    Phone,
+    Photos,
+    Tags,
+    Text,
+    Timestamp,
+    Track,
+    UUIDStr,
+)
+from shared_schema.workflow import CaseStatus
+
+_lww = rule(MergeRule.LWW)
+
+
+class VisitMethod(str, enum.Enum):
+    """The five methods of the red stewards' work (五诊法)."""
+
+    SIT = "sit"  # 开门坐诊: walk-in at the office
+    INQUIRY = "inquiry"  # 入户问诊: door-to-door
+    EMERGENCY = "emergency"  # 现场急诊: on-site
+    CONSULT = "consult"  # 联合会诊: joint, with departments
+    FOLLOWUP = "followup"  # 跟踪复诊: follow-up
+
+
+class CaseCategory(str, enum.Enum):
+    DRAINAGE = "drainage"  # 落水管、下水道、化粪池
+    PARKING = "parking"
+    NOISE = "noise"
+    DISPUTE = "dispute"  # 邻里、物业纠纷
+    PETS = "pets"
+    SANITATION = "sanitation"
+    FACILITY = "facility"
+    SAFETY = "safety"
+    OTHER = "other"
+
+
+class ReviewVerdict(str, enum.Enum):
+    APPROVED = "approved"
+    FLAGGED = "flagged"
+
+
+class Review(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A supervisor's verdict on a visit."""
+
+    verdict: ReviewVerdict
+    comment: Annotated[str, Meta(max_length=2000)] = ""
+    reviewer: Annotated[str, Meta(max_length=100)] = ""
+    reviewed_at: Timestamp | None = None
+
+
+class Entity(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """Base of every entity's field set."""
+
+    REQUIRED_ON_CREATE: ClassVar[frozenset[str]] = frozenset()
+
+
+class Grid(Entity):
+    name: Annotated[Name | UnsetType, rule(SERVER)] = UNSET
+    community: Annotated[Name | UnsetType, rule(SERVER)] = UNSET
+    workers: Annotated[list[UUIDStr] | UnsetType, rule(SERVER)] = UNSET
+
+    REQUIRED_ON_CREATE = frozenset({"name", "community"})
+
+
+class Household(Entity):
+    grid_id: Annotated[UUIDStr | UnsetType, _lww] = UNSET
+    address: Annotated[Line | UnsetType, _lww] = UNSET
+    building: Annotated[Line | UnsetType, _lww] = UNSET
+    unit: Annotated[Line | UnsetType, _lww] = UNSET
+    room: Annotated[Line | UnsetType, _lww] = UNSET
+    head_name: Annotated[Line | UnsetType, _lww] = UNSET
+    phone: Annotated[Phone | UnsetType, _lww] = UNSET
+    members: Annotated[Annotated[int, Meta(ge=0, le=100)] | UnsetType, _lww] = UNSET
+    tags: Annotated[Tags | UnsetType, rule(UNION)] = UNSET
+    notes: Annotated[Text | UnsetType, _lww] = UNSET
+
+    REQUIRED_ON_CREATE = frozenset({"grid_id", "address"})
+
+
+class Visit(Entity):
+    grid_id: Annotated[UUIDStr | UnsetType, _lww] = UNSET
+    household_id: Annotated[UUIDStr | UnsetType, _lww] = UNSET
+    method: Annotated[VisitMethod | UnsetType, _lww] = UNSET
+    topics: Annotated[Tags | UnsetType, rule(UNION)] = UNSET
+    notes: Annotated[Text | UnsetType, _lww] = UNSET
+    photos: Annotated[Photos | UnsetType, rule(UNION)] = UNSET
+    follow_up_on: Annotated[Day | None | UnsetType, _lww] = UNSET
+    visited_at: Annotated[Timestamp | UnsetType, _lww] = UNSET
+    review: Annotated[Review | None | UnsetType, rule(SERVER)] = UNSET
+
+    REQUIRED_ON_CREATE = frozenset({"grid_id", "household_id", "method", "visited_at"})
+
+
+class Patrol(Entity):
+    grid_id: Annotated[UUIDStr | UnsetType, _lww] = UNSET
+    started_at: Annotated[Timestamp | UnsetType, _lww] = UNSET
+    ended_at: Annotated[Timestamp | None | UnsetType, _lww] = UNSET
+    notes: Annotated[Text | UnsetType, _lww] = UNSET
+    hazards: Annotated[Tags | UnsetType, rule(UNION)] = UNSET
+    photos: Annotated[Photos | UnsetType, rule(UNION)] = UNSET
+    track: Annotated[Track | UnsetType, _lww] = UNSET
+
+    REQUIRED_ON_CREATE = frozenset({"grid_id", "started_at"})
+
+
+class Case(Entity):
+    grid_id: Annotated[UUIDStr | UnsetType, _lww] = UNSET
+    household_id: Annotated[UUIDStr | None | UnsetType, _lww] = UNSET
+    category: Annotated[CaseCategory | UnsetType, _lww] = UNSET
+    title: Annotated[Annotated[str, Meta(min_length=1, max_length=200)] | UnsetType, _lww] = UNSET
+    description: Annotated[Text | UnsetType, _lww] = UNSET
+    photos: Annotated[Photos | UnsetType, rule(UNION)] = UNSET
+    status: Annotated[CaseStatus | UnsetType, rule(TRANSITION)] = UNSET
+    feedback: Annotated[Text | UnsetType, _lww] = UNSET
+    department: Annotated[Line | None | UnsetType, rule(SERVER)] = UNSET
+    due_at: Annotated[Timestamp | None | UnsetType, rule(SERVER)] = UNSET
+    rating: Annotated[Annotated[int, Meta(ge=1, le=5)] | None | UnsetType, rule(SERVER)] = UNSET
+
+    REQUIRED_ON_CREATE = frozenset({"grid_id", "category", "title", "status"})
+
+
+class Diary(Entity):
+    grid_id: Annotated[UUIDStr | UnsetType, _lww] = UNSET
+    text: Annotated[Annotated[str, Meta(min_length=1, max_length=8000)] | UnsetType, _lww] = UNSET
+    topics: Annotated[Tags | UnsetType, rule(UNION)] = UNSET
+    written_at: Annotated[Timestamp | UnsetType, _lww] = UNSET
+
+    REQUIRED_ON_CREATE = frozenset({"grid_id", "text", "written_at"})
+
+
+ENTITIES: dict[str, type[Entity]] = {
+    "grid": Grid,
+    "household": Household,
+    "visit": Visit,
+    "patrol": Patrol,
+    "case": Case,
+    "diary": Diary,
+}
+
+# Entities a device may write; `grid` is written by administrators only.
+DEVICE_WRITABLE = frozenset(ENTITIES) - {"grid"}
+
+# Union fields hold sets; their stored form is sorted so every replica compares equal.
+UNION_FIELDS: dict[str, frozenset[str]] = {
+    name: frozenset(f for f, r in field_rules(struct).items() if r is UNION)
+    for name, struct in ENTITIES.items()
+}
+
+
+class FieldsInvalid(ValueError):
+    """A mutation's ``fields`` do not fit the entity; the message carries the path."""
+
+
+def validate_fields(entity: str, fields: dict) -> dict:
+    """Validate a (partial) field set and return it normalised to JSON-ready builtins.
+
+    Raises:
+        KeyError: ``entity`` is not a v1 entity.
+        FieldsInvalid: a field is unknown, mistyped or out of bounds.
+    """
+    struct_type = ENTITIES[entity]
+    try:
+        value = msgspec.convert(fields, struct_type)
+    except msgspec.ValidationError as exc:
+        raise FieldsInvalid(str(exc).replace("$", "$.fields", 1)) from None
+    normalised = msgspec.to_builtins(value)
+    for name in UNION_FIELDS[entity] & normalised.keys():
+        normalised[name] = sorted(set(normalised[name]))
+    return normalised

@@ -1,0 +1,33 @@
+"""Constrained value types shared by entities and messages."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Annotated
+
+from msgspec import Meta
+
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+# <wall ms, 13 digits>-<counter, 4 hex digits>-<node id>
+HLC_PATTERN = r"^[0-9]{13}-[0-9a-f]{4}-[0-9A-Za-z_.:-]{1,64}$"
+
+UUIDStr = Annotated[str, Meta(pattern=UUID_PATTERN, description="lowercase UUID string")]
+Sha256 = Annotated[str, Meta(pattern=SHA256_PATTERN, description="lowercase hex SHA-256")]
+HlcStamp = Annotated[str, Meta(pattern=HLC_PATTERN, max_length=84)]
+
+Name = Annotated[str, Meta(min_length=1, max_length=100)]
+Line = Annotated[str, Meta(max_length=200)]
+Text = Annotated[str, Meta(max_length=8000)]
+Tag = Annotated[str, Meta(min_length=1, max_length=40)]
+Tags = Annotated[list[Tag], Meta(max_length=64)]
+Phone = Annotated[str, Meta(pattern=r"^[0-9+\- ]{0,20}$")]
+Photos = Annotated[list[Sha256], Meta(max_length=32)]
+Timestamp = Annotated[datetime.datetime, Meta(tz=True)]
+Day = datetime.date
+Latitude = Annotated[float, Meta(ge=-90, le=90)]
+Longitude = Annotated[float, Meta(ge=-180, le=180)]
+EpochMs = Annotated[int, Meta(ge=0)]
+# A patrol's track point: [lat, lon, t], t in milliseconds since the Unix epoch.
+TrackPoint = tuple[Latitude, Longitude, EpochMs]
+Track = Annotated[list[TrackPoint], Meta(max_length=20000)]

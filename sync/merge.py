@@ -1,0 +1,269 @@
+"""The merge: what one mutation does to one stored record (protocol sections 4 and 5).
+
+Pure functions, no I/O: the server calls ``apply_mutation`` inside its push transaction, and
+the property tests call it directly. A field is *concurrent* when someone other than the
+mutation's origin changed it after the mutation's ``base_version``; only concurrent fields
+are resolved by their rule. A device's own later edits are never in conflict with its earlier
+ones, even when it pushes them before it has seen the version its first edit produced.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from shared_schema.entities import DEVICE_WRITABLE, ENTITIES, FieldsInvalid, validate_fields
+from shared_schema.messages import Conflict, Mutation, MutationStatus, Record, RejectCode
+from shared_schema.rules import MergeRule, field_rules
+from shared_schema.workflow import Actor, may_create_in, may_transition
+
+DELETED_FIELD = "deleted"  # the field name a delete-against-edit conflict entry carries
+
+
+class FieldMeta(msgspec.Struct, array_like=True):
+    """When a field last changed: the record version, the winning stamp and its origin."""
+
+    version: int
+    hlc: str
+    origin: str
+
+
+class RecordState(msgspec.Struct, kw_only=True):
+    """A record as the server stores it. Deleted records keep their fields (for the logs and
+    for an edit that outlives a concurrent delete) but are sent with empty fields."""
+
+    entity: str
+    id: str
+    grid_id: str
+    version: int
+    hlc: str
+    deleted: bool = False
+    fields: dict[str, Any] = {}
+    meta: dict[str, FieldMeta] = {}
+    deleted_meta: FieldMeta | None = None
+
+    def to_record(self) -> Record:
+        return Record(
+            entity=self.entity,
+            id=self.id,
+            version=self.version,
+            hlc=self.hlc,
+            deleted=self.deleted,
+            fields={} if self.deleted else self.fields,
+        )
+
+
+class Rejection(msgspec.Struct, frozen=True):
+    code: RejectCode
+    message: str
+
+
+class Outcome(msgspec.Struct, kw_only=True):
+    """What applying one mutation did.
+
+    ``state`` is the record after the mutation (unchanged when nothing moved); ``changes`` maps
+    each changed field to ``(before, after)`` for the change log; ``changed`` says whether a
+    new version must be written.
+    """
+
+    status: MutationStatus
+    state: RecordState | None
+    changed: bool = False
+    changes: dict[str, tuple[Any, Any]] = {}
+    conflicts: list[Conflict] = []
+    rejection: Rejection | None = None
+
+
+def _reject(state: RecordState | None, code: RejectCode, message: str) -> Outcome:
+    return Outcome(status=MutationStatus.REJECTED, state=state, rejection=Rejection(code, message))
+
+
+def apply_mutation(
+    state: RecordState | None,
+    mutation: Mutation,
+    *,
+    stamp: str,
+    origin: str,
+    actor: Actor,
+    scope: frozenset[str] | None,
+) -> Outcome:
+    """Apply one mutation to the stored state of its record.
+
+    Args:
+        state: the record as stored, or None when the server has never seen it.
+        mutation: the mutation as received.
+        stamp: the mutation's effective hlc (the server re-stamps one from a clock too far ahead).
+        origin: who sent it (a device id, or ``console:<user id>``); a field last changed by the
+            same origin is never concurrent.
+        actor: device, console or server: decides which fields and transitions are allowed.
+        scope: the grid ids the sender may touch, or None for no limit.
+
+    Returns:
+        The outcome; a rejected outcome leaves ``state`` as it was.
+    """
+    entity_type = ENTITIES.get(mutation.entity)
+    if entity_type is None:
+        return _reject(state, RejectCode.UNKNOWN_ENTITY, f"unknown entity {mutation.entity!r}")
+    if state is not None and state.entity != mutation.entity:
+        return _reject(state, RejectCode.INVALID, f"record {mutation.id} is a {state.entity}, not a {mutation.entity}")
+    if actor is Actor.DEVICE and mutation.entity not in DEVICE_WRITABLE:
+        return _reject(state, RejectCode.READ_ONLY_FIELD, f"{mutation.entity} records are written by administrators only")
+    if state is not None and scope is not None and state.grid_id not in scope:
+        return _reject(state, RejectCode.FORBIDDEN_SCOPE, "this record belongs to a grid you are not assigned to")
+    if mutation.op == "delete":
+        return _apply_delete(state, mutation, stamp, origin)
+    try:
+        fields = validate_fields(mutation.entity, mutation.fields)
+    except FieldsInvalid as exc:
+        return _reject(state, RejectCode.INVALID, str(exc))
+    if not fields:
+        return _reject(state, RejectCode.INVALID, "an upsert must change at least one field")
+    rules = field_rules(entity_type)
+    if actor is Actor.DEVICE:
+        read_only = sorted(f for f in fields if rules[f] is MergeRule.SERVER)
+        if read_only:
+            return _reject(state, RejectCode.READ_ONLY_FIELD, f"written by the server only: {', '.join(read_only)}")
+    if "grid_id" in fields:
+        if scope is not None and fields["grid_id"] not in scope:
+            return _reject(state, RejectCode.FORBIDDEN_SCOPE, "the grid named is not one you are assigned to")
+        if state is not None and fields["grid_id"] != state.grid_id:
+            return _reject(state, RejectCode.INVALID, "a record cannot move to another grid")
+    if state is None:
+        return _create(mutation, fields, rules, stamp, origin, actor)
+    return _update(state, mutation, fields, rules, stamp, origin, actor)
+
+
+def _create(mutation: Mutation, fields: dict, rules: dict, stamp: str, origin: str, actor: Actor) -> Outcome:
+    missing = sorted(ENTITIES[mutation.entity].REQUIRED_ON_CREATE - fields.keys())
+    if missing:
+        return _reject(None, RejectCode.INVALID, f"a new {mutation.entity} needs: {', '.join(missing)}")
+    for name, value in fields.items():
+        if rules[name] is MergeRule.TRANSITION and not may_create_in(mutation.entity, name, value, actor):
+            return _reject(None, RejectCode.INVALID_TRANSITION, f"a new {mutation.entity} cannot start as {name}={value!r}")
+    meta = FieldMeta(1, stamp, origin)
+    state = RecordState(
+        entity=mutation.entity,
+        id=mutation.id,
+        grid_id=fields["grid_id"] if mutation.entity != "grid" else mutation.id,
+        version=1,
+        hlc=stamp,
+        fields=dict(fields),
+        meta={name: meta for name in fields},
+    )
+    return Outcome(
+        status=MutationStatus.APPLIED,
+        state=state,
+        changed=True,
+        changes={name: (None, value) for name, value in fields.items()},
+    )
+
+
+def _is_concurrent(meta: FieldMeta | None, base_version: int, origin: str) -> bool:
+    return meta is not None and meta.version > base_version and meta.origin != origin
+
+
+def _update(
+    state: RecordState, mutation: Mutation, fields: dict, rules: dict, stamp: str, origin: str, actor: Actor
+) -> Outcome:
+    new_version = state.version + 1
+    new_fields = dict(state.fields)
+    new_meta = dict(state.meta)
+    changes: dict[str, tuple[Any, Any]] = {}
+    conflicts: list[Conflict] = []
+    any_concurrent = False
+    deleted = state.deleted
+
+    if state.deleted:
+        concurrent_delete = _is_concurrent(state.deleted_meta, mutation.base_version, origin)
+        any_concurrent = concurrent_delete
+        if concurrent_delete and stamp <= state.deleted_meta.hlc:
+            conflicts.append(Conflict(field=DELETED_FIELD, kept=True, lost=fields, winner_hlc=state.deleted_meta.hlc))
+            return Outcome(status=MutationStatus.MERGED, state=state, conflicts=conflicts)
+        if concurrent_delete:
+            conflicts.append(Conflict(field=DELETED_FIELD, kept=False, lost=True, winner_hlc=stamp))
+        deleted = False
+        changes[DELETED_FIELD] = (True, False)
+
+    for name, incoming in fields.items():
+        rule_ = rules[name]
+        current = state.fields.get(name)
+        meta = state.meta.get(name)
+        concurrent = _is_concurrent(meta, mutation.base_version, origin)
+        any_concurrent = any_concurrent or concurrent
+        value = incoming
+        if rule_ is MergeRule.TRANSITION:
+            if current is None:
+                if not may_create_in(mutation.entity, name, incoming, actor):
+                    return _reject(state, RejectCode.INVALID_TRANSITION, f"{name} cannot start as {incoming!r}")
+            elif not may_transition(mutation.entity, name, current, incoming, actor):
+                return _reject(
+                    state,
+                    RejectCode.INVALID_TRANSITION,
+                    f"{name} cannot move from {current!r} to {incoming!r}",
+                )
+        elif rule_ is MergeRule.UNION:
+            if concurrent:
+                value = sorted(set(current or ()) | set(incoming))
+        elif concurrent:  # lww, and server fields written by the console
+            if stamp > meta.hlc:
+                if current != incoming:
+                    conflicts.append(Conflict(field=name, kept=incoming, lost=current, winner_hlc=stamp))
+            else:
+                if current != incoming:
+                    conflicts.append(Conflict(field=name, kept=current, lost=incoming, winner_hlc=meta.hlc))
+                continue
+        if value != current or name not in state.fields:
+            new_fields[name] = value
+            new_meta[name] = FieldMeta(new_version, stamp, origin)
+            changes[name] = (current, value)
+
+    status = MutationStatus.MERGED if any_concurrent else MutationStatus.APPLIED
+    if not changes:
+        return Outcome(status=status, state=state, conflicts=conflicts)
+    new_state = RecordState(
+        entity=state.entity,
+        id=state.id,
+        grid_id=state.grid_id,
+        version=new_version,
+        hlc=max(state.hlc, stamp),
+        deleted=deleted,
+        fields=new_fields,
+        meta=new_meta,
+        deleted_meta=None if not deleted else state.deleted_meta,
+    )
+    return Outcome(status=status, state=new_state, changed=True, changes=changes, conflicts=conflicts)
+
+
+def _apply_delete(state: RecordState | None, mutation: Mutation, stamp: str, origin: str) -> Outcome:
+    if state is None:
+        return _reject(None, RejectCode.INVALID, f"nothing to delete: record {mutation.id} is unknown")
+    if state.deleted:
+        return Outcome(status=MutationStatus.APPLIED, state=state)
+    concurrent = [m.hlc for m in state.meta.values() if _is_concurrent(m, mutation.base_version, origin)]
+    if concurrent:
+        latest_edit = max(concurrent)
+        if stamp <= latest_edit:
+            conflict = Conflict(field=DELETED_FIELD, kept=False, lost=True, winner_hlc=latest_edit)
+            return Outcome(status=MutationStatus.MERGED, state=state, conflicts=[conflict])
+    new_version = state.version + 1
+    new_state = RecordState(
+        entity=state.entity,
+        id=state.id,
+        grid_id=state.grid_id,
+        version=new_version,
+        hlc=max(state.hlc, stamp),
+        deleted=True,
+        fields=state.fields,
+        meta=state.meta,
+        deleted_meta=FieldMeta(new_version, stamp, origin),
+    )
+    conflicts = [Conflict(field=DELETED_FIELD, kept=True, lost=False, winner_hlc=stamp)] if concurrent else []
+    return Outcome(
+        status=MutationStatus.MERGED if concurrent else MutationStatus.APPLIED,
+        state=new_state,
+        changed=True,
+        changes={DELETED_FIELD: (False, True)},
+        conflicts=conflicts,
+    )
+
