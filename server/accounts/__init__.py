@@ -1,0 +1,1 @@
+"""Users, grids and who works in which grid."""

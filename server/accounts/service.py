@@ -1,0 +1,145 @@
+"""Accounts: create users and grids, assign grids, set passwords.
+
+Every grid is also a synced record (entity ``grid``, its fields ``name``, ``community`` and
+``workers``), written through the one write path so devices pull it like any other record.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.accounts.passwords import MIN_PASSWORD_LENGTH, hash_password
+from server.db.models import Grid, RecordRow, User, UserGrid
+from server.records.writes import SERVER, apply_in_transaction, server_clock
+from shared_schema.messages import Mutation
+
+
+class Role(str, enum.Enum):
+    GRID_WORKER = "grid_worker"
+    RED_STEWARD = "red_steward"
+    SUPERVISOR = "supervisor"
+    ADMIN = "admin"
+
+
+FIELD_ROLES = frozenset({Role.GRID_WORKER.value, Role.RED_STEWARD.value})
+
+
+class AccountError(ValueError):
+    """A request about accounts that cannot be carried out; the message says why."""
+
+
+def _check_name(name: str, what: str) -> str:
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise AccountError(f"a {what} name must have 1 to 100 characters")
+    return name
+
+
+async def add_grid(sessionmaker: async_sessionmaker, name: str, community: str) -> Grid:
+    """Create a grid and its synced record."""
+    name, community = _check_name(name, "grid"), _check_name(community, "community")
+    async with sessionmaker() as session, session.begin():
+        if await session.scalar(select(Grid.id).where(Grid.name == name)):
+            raise AccountError(f"a grid named {name!r} exists already")
+        grid = Grid(id=str(uuid.uuid4()), name=name, community=community)
+        await _write_grid_record(session, grid.id, {"name": name, "community": community, "workers": []})
+        session.add(grid)
+    return grid
+
+
+async def grids_by_name(session: AsyncSession, names: list[str]) -> list[Grid]:
+    found = {g.name: g for g in (await session.execute(select(Grid).where(Grid.name.in_(names)))).scalars()}
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise AccountError(f"no grid named {', '.join(map(repr, missing))}")
+    return [found[n] for n in names]
+
+
+async def create_user(
+    sessionmaker: async_sessionmaker,
+    name: str,
+    role: str,
+    grid_names: list[str] = (),
+    password: str | None = None,
+) -> User:
+    """Create a user with a role, grids and (for the console) a password."""
+    name = _check_name(name, "user")
+    if role not in {r.value for r in Role}:
+        raise AccountError(f"unknown role {role!r}: one of {', '.join(r.value for r in Role)}")
+    if password is not None and len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+    async with sessionmaker() as session, session.begin():
+        if await session.scalar(select(User.id).where(User.name == name)):
+            raise AccountError(f"a user named {name!r} exists already")
+        grids = await grids_by_name(session, list(dict.fromkeys(grid_names)))
+        user = User(id=str(uuid.uuid4()), name=name, role=role,
+                    password_hash=hash_password(password) if password else None)
+        session.add(user)
+        await session.flush()
+        await _assign(session, user.id, [g.id for g in grids])
+    return user
+
+
+async def set_grids(sessionmaker: async_sessionmaker, user_name: str, grid_names: list[str]) -> None:
+    """Replace the grids a user works in (the user's devices then pull the new scope)."""
+    async with sessionmaker() as session, session.begin():
+        user = await user_by_name(session, user_name)
+        grids = await grids_by_name(session, list(dict.fromkeys(grid_names)))
+        await _assign(session, user.id, [g.id for g in grids])
+
+
+async def set_password(sessionmaker: async_sessionmaker, user_name: str, password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+    async with sessionmaker() as session, session.begin():
+        user = await user_by_name(session, user_name)
+        user.password_hash = hash_password(password)
+
+
+async def user_by_name(session: AsyncSession, name: str) -> User:
+    user = await session.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise AccountError(f"no user named {name!r}")
+    return user
+
+
+async def user_grid_ids(session: AsyncSession, user_id: str) -> frozenset[str]:
+    rows = await session.execute(select(UserGrid.grid_id).where(UserGrid.user_id == user_id))
+    return frozenset(rows.scalars())
+
+
+async def _assign(session: AsyncSession, user_id: str, grid_ids: list[str]) -> None:
+    before = await user_grid_ids(session, user_id)
+    after = frozenset(grid_ids)
+    if before == after:
+        return
+    touched = sorted(before ^ after)
+    await session.execute(delete(UserGrid).where(UserGrid.user_id == user_id))
+    for grid_id in after:
+        session.add(UserGrid(user_id=user_id, grid_id=grid_id))
+    await session.flush()
+    for grid_id in touched:
+        workers = sorted(
+            (await session.execute(select(UserGrid.user_id).where(UserGrid.grid_id == grid_id))).scalars()
+        )
+        await _write_grid_record(session, grid_id, {"workers": workers})
+
+
+async def _write_grid_record(session: AsyncSession, grid_id: str, fields: dict) -> None:
+    version = await session.scalar(select(RecordRow.version).where(RecordRow.id == grid_id)) or 0
+    mutation = Mutation(
+        mid=str(uuid.uuid4()),
+        entity="grid",
+        id=grid_id,
+        op="upsert",
+        base_version=version,
+        hlc=server_clock().now(),
+        fields=fields,
+    )
+    [result] = await apply_in_transaction(session, [mutation], SERVER)
+    if result.status.value == "rejected":
+        raise AccountError(f"grid record not written: {result.error.message}")

@@ -1,0 +1,89 @@
+"""The Litestar application: wiring only. Domain code lives in the service modules."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from litestar import Litestar, get
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+
+from server.blobs.store import FileBlobStore
+from server.db.engine import create_engine, session_factory
+from server.db.migrate import upgrade
+from server.devices.tokens import load_token_secret
+from server.errors import exception_handlers
+from server.records.overdue import mark_overdue_cases
+from server.settings import Settings
+from server.sync_api.routes import v1_router
+from server.sync_api.synclog import SyncLog
+from shared_schema.messages import MAX_BLOB_BYTES
+from sync.hlc import wall_now_ms
+
+log = logging.getLogger("fieldloop")
+
+
+@get("/healthz", include_in_schema=False)
+async def healthz() -> dict:
+    return {"ok": True, "server_time": wall_now_ms()}
+
+
+def create_app(settings: Settings, *, migrate: bool = True) -> Litestar:
+    """The FieldLoop server for ``settings``; migrations run at start unless ``migrate`` is off
+    (several processes on one PostgreSQL: migrate once before starting them)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(settings.url)
+        if migrate:
+            await upgrade(engine)
+        sessionmaker = session_factory(engine)
+        state = app.state
+        state.settings = settings
+        state.engine = engine
+        state.sessionmaker = sessionmaker
+        state.token_secret = await load_token_secret(sessionmaker)
+        state.blob_store = FileBlobStore(settings.blob_dir)
+        state.sync_log = SyncLog(sessionmaker)
+        state.sync_log.start()
+        overdue = asyncio.create_task(_mark_overdue_periodically(sessionmaker, settings.overdue_check_s))
+        try:
+            yield
+        finally:
+            overdue.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await overdue
+            await state.sync_log.stop()
+            await engine.dispose()
+
+    plugins = []
+    try:
+        from server.console.plugin import ConsolePlugin
+    except ImportError:  # the console is optional while it is being built
+        ConsolePlugin = None  # noqa: N806
+    if ConsolePlugin is not None:
+        plugins.append(ConsolePlugin())
+
+    return Litestar(
+        route_handlers=[v1_router(), healthz],
+        lifespan=[lifespan],
+        state=State({"settings": settings}),
+        exception_handlers=exception_handlers,
+        plugins=plugins,
+        request_max_body_size=MAX_BLOB_BYTES + 1024 * 1024,
+        openapi_config=OpenAPIConfig(title="FieldLoop", version="1", path="/schema"),
+        debug=settings.debug,
+    )
+
+
+async def _mark_overdue_periodically(sessionmaker, every_s: float) -> None:  # noqa: ANN001
+    while True:
+        try:
+            await mark_overdue_cases(sessionmaker)
+        except Exception:  # noqa: BLE001 - a failed sweep is retried at the next one
+            log.exception("overdue sweep failed")
+        await asyncio.sleep(every_s)

@@ -1,0 +1,93 @@
+"""Resumable, content-checked uploads and scoped reads of blobs."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from server.blobs.store import BlobStore, OffsetMismatch
+from server.db.models import BlobRef
+from server.errors import Conflict, Invalid, Malformed, NotFound, TooLarge
+from shared_schema.messages import MAX_BLOB_BYTES
+
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_hash(sha256: str) -> str:
+    if not SHA256.match(sha256):
+        raise Malformed("a blob is named by its lowercase hex SHA-256")
+    return sha256
+
+
+@dataclass(frozen=True)
+class UploadState:
+    complete: bool
+    offset: int | None  # bytes held of an upload in progress; None when unknown
+
+
+def upload_state(store: BlobStore, sha256: str) -> UploadState:
+    if store.is_complete(sha256):
+        return UploadState(True, None)
+    return UploadState(False, store.partial_size(sha256))
+
+
+_locks: dict[str, asyncio.Lock] = {}
+
+
+async def receive_chunk(store: BlobStore, sha256: str, offset: int, length: int, data: bytes) -> tuple[bool, int]:
+    """Append one chunk. Returns (complete, offset now held).
+
+    Raises:
+        TooLarge: the declared length exceeds the limit.
+        Conflict: the offset is not where the upload stands (the reply carries the right one).
+        Invalid: the bytes do not hash to the name (the partial data is discarded).
+    """
+    if length > MAX_BLOB_BYTES:
+        raise TooLarge(f"a blob may have at most {MAX_BLOB_BYTES} bytes")
+    if offset + len(data) > length:
+        raise Malformed("the chunk runs past Upload-Length")
+    lock = _locks.setdefault(sha256, asyncio.Lock())
+    async with lock:
+        if store.is_complete(sha256):
+            return True, length
+        try:
+            held = await asyncio.to_thread(store.append, sha256, offset, data)
+        except OffsetMismatch as exc:
+            raise Conflict(f"this upload continues at offset {exc.expected}", offset=exc.expected) from None
+        if held < length:
+            return False, held
+        if not await asyncio.to_thread(store.finish, sha256):
+            raise Invalid("the uploaded bytes do not match their SHA-256; the upload was discarded")
+        return True, held
+
+
+async def may_read(sessionmaker: async_sessionmaker, sha256: str, scope: frozenset[str]) -> bool:
+    """A device may read a blob only when a record of its grids refers to it."""
+    if not scope:
+        return False
+    async with sessionmaker() as session:
+        found = await session.scalar(
+            select(BlobRef.record_id).where(BlobRef.sha256 == sha256, BlobRef.grid_id.in_(sorted(scope))).limit(1)
+        )
+    return found is not None
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, end exclusive) for a ``Range: bytes=a-b`` header, None for the whole blob."""
+    if not header:
+        return None
+    match = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
+    if not match or (not match[1] and not match[2]):
+        raise Malformed("Range must be bytes=start-end")
+    if match[1]:
+        start = int(match[1])
+        end = min(int(match[2]) + 1, size) if match[2] else size
+    else:
+        start, end = max(size - int(match[2]), 0), size
+    if start >= size or start >= end:
+        raise Malformed("the range is outside the blob")
+    return start, end

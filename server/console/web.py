@@ -1,0 +1,227 @@
+"""What every console page shares: rendering with the user's language, the signed-in user,
+the CSRF check, pagination, and the HTML error pages."""
+
+from __future__ import annotations
+
+import datetime
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
+from litestar.response import Redirect
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from server.console import auth
+from server.console.i18n import LANG_COOKIE, pick_language, translator
+from sync.hlc import parse_stamp
+
+TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
+PREFIX = "/console"
+# The sub-district's clock: every time a supervisor reads is local time.
+LOCAL_TZ = ZoneInfo("Asia/Shanghai")
+PAGE_SIZE = 50
+
+
+class LoginRequired(NotAuthorizedException):
+    """No valid session: the console answers with a redirect to the login page."""
+
+
+def _local(value: datetime.datetime | None) -> datetime.datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite hands back naive datetimes; they were stored as UTC
+        value = value.replace(tzinfo=datetime.UTC)
+    return value.astimezone(LOCAL_TZ)
+
+
+def fmt_time(value: Any) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        try:
+            value = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(value, datetime.datetime):
+        return _local(value).strftime("%Y-%m-%d %H:%M")
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return str(value)
+
+
+def fmt_hlc(stamp: str | None) -> str:
+    """A stamp's wall time in local time (the device's clock when it made the edit)."""
+    if not stamp:
+        return ""
+    try:
+        wall = parse_stamp(stamp).wall_ms
+    except ValueError:
+        return stamp
+    return fmt_time(datetime.datetime.fromtimestamp(wall / 1000, datetime.UTC))
+
+
+def fmt_value(value: Any) -> str:
+    """A field value as plain text (the template escapes it)."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "✓" if value else "✗"
+    if isinstance(value, list):
+        return ", ".join(fmt_value(v) for v in value) if value else "—"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {fmt_value(v)}" for k, v in value.items())
+    return str(value)
+
+
+_env = Environment(
+    loader=FileSystemLoader(TEMPLATES),
+    autoescape=select_autoescape(enabled_extensions=("html", "svg"), default=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_env.filters["t"] = fmt_time
+_env.filters["hlc"] = fmt_hlc
+_env.filters["v"] = fmt_value
+
+
+def environment() -> Environment:
+    return _env
+
+
+def sessionmaker_of(request: Request) -> async_sessionmaker:
+    return request.app.state.sessionmaker
+
+
+def language(request: Request) -> str:
+    return pick_language(request.cookies.get(LANG_COOKIE))
+
+
+def csrf_token(request: Request) -> str:
+    """The CSRF token for this request's forms: the cookie's, or a new one set on the response."""
+    token = request.cookies.get(auth.CSRF_COOKIE) or request.scope.get("state", {}).get("fl_new_csrf")
+    if not token:
+        token = auth.new_csrf_token()
+        request.scope.setdefault("state", {})["fl_new_csrf"] = token
+    return token
+
+
+def set_csrf_cookie(request: Request, response: Response) -> None:
+    new = request.scope.get("state", {}).get("fl_new_csrf")
+    if new:
+        response.set_cookie(
+            auth.CSRF_COOKIE, new, path=PREFIX, httponly=True, samesite="lax", secure=request.url.scheme == "https"
+        )
+
+
+def url(path: str, **query: Any) -> str:
+    """A console URL with the query parameters that are set."""
+    clean = {k: v for k, v in query.items() if v not in (None, "")}
+    return f"{PREFIX}{path}" + (f"?{urlencode(clean)}" if clean else "")
+
+
+def render(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
+    lang = language(request)
+    user = request.scope.get("state", {}).get("console_user")
+    body = _env.get_template(template).render(
+        _=translator(lang),
+        lang=lang,
+        me=user,
+        csrf=csrf_token(request),
+        csrf_field=auth.CSRF_FIELD,
+        request_path=request.url.path,
+        request_query=request.url.query,
+        url=url,
+        P=PREFIX,
+        **context,
+    )
+    response = Response(body, status_code=status_code, media_type="text/html; charset=utf-8")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    set_csrf_cookie(request, response)
+    return response
+
+
+async def current_user(request: Request) -> auth.ConsoleUser:
+    """The dependency every console page takes: the signed-in user, or a redirect to log in."""
+    sm = sessionmaker_of(request)
+    key = await session_key(request)
+    user = await auth.user_from_session(sm, key, request.cookies.get(auth.SESSION_COOKIE))
+    if user is None:
+        raise LoginRequired()
+    request.scope.setdefault("state", {})["console_user"] = user
+    return user
+
+
+async def admin_user(request: Request) -> auth.ConsoleUser:
+    user = await current_user(request)
+    if not user.is_admin:
+        raise PermissionDeniedException("administrators only")
+    return user
+
+
+async def session_key(request: Request) -> bytes:
+    state = request.app.state
+    key = getattr(state, "console_session_key", None)
+    if key is None:
+        key = await auth.session_key(sessionmaker_of(request))
+        state.console_session_key = key
+    return key
+
+
+async def check_csrf(request: Request) -> None:
+    """Router-wide before-request hook: every state-changing request carries the form token."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    submitted = request.headers.get(auth.CSRF_HEADER)
+    if not submitted:
+        form = await request.form()
+        submitted = form.get(auth.CSRF_FIELD)
+    if not auth.csrf_matches(request.cookies.get(auth.CSRF_COOKIE), submitted if isinstance(submitted, str) else None):
+        raise PermissionDeniedException("csrf")
+
+
+def html_error(request: Request, exc: Exception) -> Response:
+    """Console errors as pages in the user's language (the sync API keeps its JSON errors)."""
+    if isinstance(exc, LoginRequired):
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return Redirect(url("/login", next=target))
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    detail = exc.detail if isinstance(exc, HTTPException) else ""
+    return render(request, "error.html", status_code=status, status=status, detail=detail)
+
+
+@dataclass
+class Page:
+    """One page of a list."""
+
+    items: list
+    number: int
+    size: int
+    total: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.size))
+
+    @property
+    def offset(self) -> int:
+        return (self.number - 1) * self.size
+
+
+def page_number(raw: str | None) -> int:
+    try:
+        return max(1, min(int(raw or 1), 100_000))
+    except ValueError:
+        return 1
+
+
+def redirect(path: str, **query: Any) -> Redirect:
+    return Redirect(url(path, **query), status_code=303)

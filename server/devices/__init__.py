@@ -1,0 +1,1 @@
+"""Devices: enrollment codes, enrollment, challenge-response tokens, retire and revoke."""

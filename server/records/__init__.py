@@ -1,0 +1,1 @@
+"""Records: the one write path (``writes``) and the pull feed (``feed``)."""

@@ -1,0 +1,205 @@
+"""The one write path for records: device pushes, console actions and the server's own moves.
+
+``commit_mutations`` applies a list of mutations in one transaction. It first takes the lock
+on the ``change_seq`` counter row, so record writers run one at a time and every ``seq`` it
+hands out is larger than any seq already committed: the pull feed, ordered by seq, never
+skips a change that commits later (G4). On SQLite, ``BEGIN IMMEDIATE`` gives the same
+serialisation.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import msgspec
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.db.models import AppliedMutation, BlobRef, ChangeLogEntry, ConflictEntry, Counter, RecordRow
+from server.db.upsert import insert_ignoring_duplicates
+from server.records.state import row_values, state_from_row
+from shared_schema.entities import UNION_FIELDS
+from shared_schema.messages import Mutation, MutationStatus, Record, Result, ResultError
+from shared_schema.workflow import Actor
+from sync.hlc import HybridClock, is_too_far_ahead, wall_now_ms
+from sync.merge import RecordState, apply_mutation
+
+CHANGE_SEQ = "change_seq"
+_result_encoder = msgspec.msgpack.Encoder()
+_result_decoder = msgspec.msgpack.Decoder(Result)
+_clock: HybridClock | None = None
+
+
+def server_clock() -> HybridClock:
+    """This process's clock; its node id names the process so two servers never tie."""
+    global _clock
+    if _clock is None:
+        _clock = HybridClock(node=f"server.{os.getpid()}")
+    return _clock
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who writes: a device, a console user, or the server itself.
+
+    Args:
+        origin: the device id, ``console:<user id>`` or ``server``; a field last changed by the
+            same origin is not concurrent with its next edit.
+        actor: decides which fields and workflow moves are allowed.
+        scope: the grids the sender may touch; None for administrators and the server.
+    """
+
+    origin: str
+    actor: Actor
+    scope: frozenset[str] | None
+    device_id: str | None = None
+    user_id: str | None = None
+
+
+SERVER = Sender(origin="server", actor=Actor.SERVER, scope=None)
+
+
+async def commit_mutations(
+    sessionmaker: async_sessionmaker, mutations: list[Mutation], sender: Sender
+) -> list[Result]:
+    """Apply mutations in order, each on its own, in one transaction; one result per mutation.
+
+    A mutation id seen before returns the result stored for it the first time (G2).
+    """
+    async with sessionmaker() as session, session.begin():
+        return await apply_in_transaction(session, mutations, sender)
+
+
+async def apply_in_transaction(session: AsyncSession, mutations: list[Mutation], sender: Sender) -> list[Result]:
+    """``commit_mutations`` inside a transaction the caller holds (it must not have written yet)."""
+    seq = (
+        await session.execute(select(Counter.value).where(Counter.name == CHANGE_SEQ).with_for_update())
+    ).scalar_one()
+    first_seq = seq
+    mids = list({m.mid for m in mutations})
+    stored: dict[str, Result] = {}
+    for mid, blob in (
+        await session.execute(select(AppliedMutation.mid, AppliedMutation.result).where(AppliedMutation.mid.in_(mids)))
+    ).all():
+        stored[mid] = _result_decoder.decode(blob)
+
+    ids = list({m.id for m in mutations if m.mid not in stored})
+    states: dict[str, RecordState] = {}
+    if ids:
+        for row in (await session.execute(select(RecordRow).where(RecordRow.id.in_(ids)))).scalars():
+            states[row.id] = state_from_row(row)
+    existing = set(states)
+
+    clock = server_clock()
+    now = datetime.datetime.now(datetime.UTC)
+    now_ms = wall_now_ms()
+    dirty: dict[str, int] = {}
+    log_rows, conflict_rows, applied_rows, ref_rows = [], [], [], []
+    results: list[Result] = []
+    for mutation in mutations:
+        if mutation.mid in stored:
+            results.append(stored[mutation.mid])
+            continue
+        stamp, original = mutation.hlc, None
+        if is_too_far_ahead(mutation.hlc, now_ms):
+            # A clock a year ahead must not win every later conflict: re-stamp, keep the original.
+            stamp, original = clock.now(), mutation.hlc
+        else:
+            clock.observe(mutation.hlc)
+        before = states.get(mutation.id)
+        outcome = apply_mutation(
+            before, mutation, stamp=stamp, origin=sender.origin, actor=sender.actor, scope=sender.scope
+        )
+        state = outcome.state
+        if outcome.changed:
+            seq += 1
+            states[mutation.id] = state
+            dirty[mutation.id] = seq
+            log_rows.append(
+                {
+                    "seq": seq,
+                    "record_id": state.id,
+                    "entity": state.entity,
+                    "grid_id": state.grid_id,
+                    "version": state.version,
+                    "op": mutation.op,
+                    "hlc": stamp,
+                    "original_hlc": original,
+                    "mid": mutation.mid,
+                    "device_id": sender.device_id,
+                    "user_id": sender.user_id,
+                    "received_at": now,
+                    "changes": {name: [b, a] for name, (b, a) in outcome.changes.items()},
+                }
+            )
+            for name in UNION_FIELDS.get(state.entity, ()) & outcome.changes.keys():
+                if name == "photos":
+                    ref_rows.extend(
+                        {"sha256": sha, "record_id": state.id, "grid_id": state.grid_id}
+                        for sha in outcome.changes[name][1] or ()
+                    )
+        for conflict in outcome.conflicts:
+            conflict_rows.append(
+                {
+                    "record_id": mutation.id,
+                    "entity": mutation.entity,
+                    "grid_id": state.grid_id,
+                    "field": conflict.field,
+                    "kept": conflict.kept,
+                    "lost": conflict.lost,
+                    "winner_hlc": conflict.winner_hlc,
+                    "mid": mutation.mid,
+                    "device_id": sender.device_id,
+                    "user_id": sender.user_id,
+                    "created_at": now,
+                }
+            )
+        result = _result(mutation, outcome, state)
+        stored[mutation.mid] = result
+        results.append(result)
+        applied_rows.append(
+            {
+                "mid": mutation.mid,
+                "device_id": sender.device_id,
+                "record_id": mutation.id,
+                "status": result.status.value,
+                "result": _result_encoder.encode(result),
+                "received_at": now,
+            }
+        )
+
+    new_rows = [row_values(states[i], s) for i, s in dirty.items() if i not in existing]
+    changed_rows = [row_values(states[i], s) | {"updated_at": now} for i, s in dirty.items() if i in existing]
+    if changed_rows:
+        await session.execute(update(RecordRow), changed_rows)
+    if new_rows:
+        await session.execute(insert(RecordRow), new_rows)
+    if log_rows:
+        await session.execute(insert(ChangeLogEntry), log_rows)
+    if conflict_rows:
+        await session.execute(insert(ConflictEntry), conflict_rows)
+    if applied_rows:
+        await session.execute(insert(AppliedMutation), applied_rows)
+    if ref_rows:
+        await insert_ignoring_duplicates(session, BlobRef, ref_rows)
+    if seq != first_seq:
+        await session.execute(update(Counter).where(Counter.name == CHANGE_SEQ).values(value=seq))
+    return results
+
+
+def _result(mutation: Mutation, outcome, state: RecordState | None) -> Result:  # noqa: ANN001
+    if outcome.status is MutationStatus.REJECTED:
+        rejection = outcome.rejection
+        return Result(
+            mid=mutation.mid,
+            status=outcome.status,
+            version=state.version if state else 0,
+            error=ResultError(code=rejection.code.value, message=rejection.message),
+        )
+    record: Record = state.to_record()
+    if outcome.conflicts:
+        return Result(mid=mutation.mid, status=outcome.status, version=state.version, record=record,
+                      conflicts=outcome.conflicts)
+    return Result(mid=mutation.mid, status=outcome.status, version=state.version, record=record)

@@ -1,0 +1,1 @@
+"""The /v1 HTTP API: enrollment, tokens, push, pull, blobs."""

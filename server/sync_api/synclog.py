@@ -1,0 +1,83 @@
+"""The sync log: every push and pull, written in the background in small batches.
+
+A pull only reads; logging it in its own write transaction would make every pull wait for the
+database's write lock on SQLite. Entries are queued and flushed every half second instead,
+with the devices' last sync time and app version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+
+from sqlalchemy import insert, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from server.db.models import Device, SyncLogEntry
+
+log = logging.getLogger("fieldloop")
+
+
+class SyncLog:
+    def __init__(self, sessionmaker: async_sessionmaker, interval_s: float = 0.5):
+        self._sessionmaker = sessionmaker
+        self._interval = interval_s
+        self._pending: list[dict] = []
+        self._task: asyncio.Task | None = None
+
+    def add(self, *, device_id: str | None, user_id: str | None, kind: str, app_version: str = "",
+            error: str | None = None, duration_ms: int = 0, **counts: int) -> None:
+        self._pending.append(
+            {
+                "device_id": device_id,
+                "user_id": user_id,
+                "kind": kind,
+                "at": datetime.datetime.now(datetime.UTC),
+                "app_version": app_version,
+                "error": error,
+                "duration_ms": duration_ms,
+                "mutations": counts.get("mutations", 0),
+                "applied": counts.get("applied", 0),
+                "merged": counts.get("merged", 0),
+                "rejected": counts.get("rejected", 0),
+                "changes": counts.get("changes", 0),
+            }
+        )
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        await self.flush()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.flush()
+            except Exception:  # noqa: BLE001 - the log must never take the server down
+                log.exception("sync log flush failed; will retry")
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        last_seen: dict[str, datetime.datetime] = {}
+        for entry in batch:
+            if entry["device_id"] and not entry["error"]:
+                last_seen[entry["device_id"]] = entry["at"]
+        try:
+            async with self._sessionmaker() as session, session.begin():
+                await session.execute(insert(SyncLogEntry), batch)
+                for device_id, at in last_seen.items():
+                    await session.execute(update(Device).where(Device.id == device_id).values(last_sync_at=at))
+        except Exception:
+            self._pending[:0] = batch
+            raise

@@ -1,0 +1,79 @@
+"""Bodies on the wire: JSON or msgpack by ``Content-Type``, replies by ``Accept``.
+
+Decoding validates against a shared_schema Struct; a body that is not JSON/msgpack is
+``malformed`` (400), one that does not fit the Struct is ``invalid`` (422) with the path.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import msgspec
+from litestar import Request
+
+MSGPACK = "application/msgpack"
+JSON = "application/json"
+
+T = TypeVar("T")
+
+_json_decoders: dict[type, msgspec.json.Decoder] = {}
+_msgpack_decoders: dict[type, msgspec.msgpack.Decoder] = {}
+_json_encoder = msgspec.json.Encoder()
+_msgpack_encoder = msgspec.msgpack.Encoder()
+
+
+def _media(value: str | None) -> str:
+    return (value or "").split(";", 1)[0].strip().lower()
+
+
+def body_is_msgpack(request: Request) -> bool:
+    media = _media(request.headers.get("content-type"))
+    return media in (MSGPACK, "application/x-msgpack", "application/vnd.msgpack")
+
+
+def reply_is_msgpack(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    if MSGPACK in accept or "application/x-msgpack" in accept:
+        return True
+    if JSON in accept:
+        return False
+    return body_is_msgpack(request)
+
+
+def decode_body(request: Request, data: bytes, struct_type: type[T]) -> T:
+    """Decode and validate a request body.
+
+    Raises:
+        server.errors.Malformed: not decodable as JSON or msgpack, or an unsupported media type.
+        server.errors.Invalid: decodable but not of the expected shape.
+    """
+    from server.errors import Invalid, Malformed
+
+    media = _media(request.headers.get("content-type"))
+    if body_is_msgpack(request):
+        decoder = _msgpack_decoders.get(struct_type) or _msgpack_decoders.setdefault(
+            struct_type, msgspec.msgpack.Decoder(struct_type)
+        )
+    elif media in (JSON, ""):
+        decoder = _json_decoders.get(struct_type) or _json_decoders.setdefault(
+            struct_type, msgspec.json.Decoder(struct_type)
+        )
+    else:
+        raise Malformed(f"unsupported Content-Type {media!r}: use application/json or application/msgpack")
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise Invalid(str(exc), {"path": _path_of(str(exc))}) from None
+    except msgspec.DecodeError as exc:
+        raise Malformed(f"body is not valid {'msgpack' if body_is_msgpack(request) else 'JSON'}: {exc}") from None
+
+
+def _path_of(message: str) -> str:
+    marker = " - at `"
+    return message.split(marker, 1)[1].rstrip("`") if marker in message else "$"
+
+
+def encode_reply(request: Request, value: object) -> tuple[bytes, str]:
+    if reply_is_msgpack(request):
+        return _msgpack_encoder.encode(value), MSGPACK
+    return _json_encoder.encode(value), JSON
