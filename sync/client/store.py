@@ -1,0 +1,1046 @@
+"""The device's local store: server records, the outbox of pending edits, results, conflicts,
+meta and blobs, in one SQLite file (WAL) plus a folder of blob files.
+
+Contract:
+- Everything a person typed or photographed is sealed with the store's ``Cipher`` before it
+  touches the disk: record fields, outbox fields, results, conflict values, meta values and
+  blob files. Only ids, versions, stamps, hashes and field *names* are stored in the clear.
+- ``records`` holds the server's state of each record; the user's pending edits live in
+  ``outbox`` and are rebased on top when a record is read (``get``, ``records``), so a pull
+  never hides an edit that has not been pushed yet.
+- An outbox entry leaves the outbox only in the transaction that stores its result
+  (``apply_results``); the pull cursor moves only in the transaction that applies its page
+  (``apply_pulled``). A crash between two transactions therefore repeats work (the same
+  ``mid`` is pushed again; the server answers with its first result) and never loses any.
+- Every method is thread-safe (one connection behind a lock) so the app's UI thread may read
+  while a background thread syncs. SQLite errors surface as ``sync.errors.StorageError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import os
+import shutil
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from shared_schema.entities import DEVICE_WRITABLE, ENTITIES, UNION_FIELDS, FieldsInvalid, validate_fields
+from shared_schema.messages import Conflict, Mutation, MutationStatus, Record, Result
+from shared_schema.rules import MergeRule, field_rules
+from sync.client.cipher import Cipher
+from sync.client.ids import new_id
+from sync.errors import BlobRejected, InvalidEdit, StorageError
+
+# Meta keys other modules share.
+META_CURSOR = "sync.cursor"
+META_CLOCK_LAST = "clock.last"
+META_CLOCK_OFFSET = "clock.offset_ms"
+META_DEVICE_ID = "device.id"
+META_SERVER_URL = "server.url"
+META_RETIRED = "device.retired"
+META_LAST_SYNC = "sync.last"
+
+# Fields that hold blob hashes; a pulled record naming one makes the blob known to the store.
+BLOB_FIELDS = frozenset({"photos"})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    entity TEXT NOT NULL,
+    id TEXT NOT NULL,
+    grid_id TEXT,
+    household_id TEXT,
+    version INTEGER NOT NULL,
+    hlc TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    fields BLOB NOT NULL,
+    PRIMARY KEY (entity, id)
+);
+CREATE INDEX IF NOT EXISTS records_by_grid ON records (entity, grid_id);
+CREATE INDEX IF NOT EXISTS records_by_household ON records (entity, household_id);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    mid TEXT NOT NULL UNIQUE,
+    entity TEXT NOT NULL,
+    id TEXT NOT NULL,
+    op TEXT NOT NULL,
+    base_version INTEGER NOT NULL,
+    hlc TEXT NOT NULL,
+    grid_id TEXT,
+    household_id TEXT,
+    fields BLOB NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_by_record ON outbox (entity, id);
+CREATE TABLE IF NOT EXISTS results (
+    mid TEXT PRIMARY KEY,
+    entity TEXT NOT NULL,
+    id TEXT NOT NULL,
+    op TEXT NOT NULL,
+    status TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    error_code TEXT,
+    payload BLOB NOT NULL,
+    received_at TEXT NOT NULL,
+    dismissed INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS results_by_status ON results (status, dismissed);
+CREATE TABLE IF NOT EXISTS conflicts (
+    cid INTEGER PRIMARY KEY AUTOINCREMENT,
+    mid TEXT NOT NULL,
+    entity TEXT NOT NULL,
+    id TEXT NOT NULL,
+    field TEXT NOT NULL,
+    winner_hlc TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    seen INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    UNIQUE (mid, field)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS blobs (
+    sha256 TEXT PRIMARY KEY,
+    size INTEGER,
+    state TEXT NOT NULL,
+    path TEXT,
+    created_at TEXT NOT NULL
+);
+"""
+
+BLOB_LOCAL = "local"  # made on this device, not yet on the server
+BLOB_UPLOADED = "uploaded"  # made on this device and complete on the server
+BLOB_REMOTE = "remote"  # known from a record; ``path`` is set once it is downloaded
+
+
+class LocalRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A record as the user sees it: the server's state with pending edits rebased on top.
+
+    Attributes:
+        version: the server version the record is based on (0 for a record never pushed).
+        pending: True when edits of this record wait in the outbox.
+    """
+
+    entity: str
+    id: str
+    version: int
+    hlc: str
+    deleted: bool
+    fields: dict[str, Any]
+    pending: bool = False
+    grid_id: str | None = None
+    household_id: str | None = None
+
+
+class OutboxEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One pending edit, exactly as it will be pushed (and pushed again after a crash)."""
+
+    seq: int
+    mid: str
+    entity: str
+    id: str
+    op: str
+    base_version: int
+    hlc: str
+    fields: dict[str, Any]
+    created_at: str
+
+    def to_mutation(self) -> Mutation:
+        """The wire form of this entry."""
+        return Mutation(
+            mid=self.mid,
+            entity=self.entity,
+            id=self.id,
+            op=self.op,
+            base_version=self.base_version,
+            hlc=self.hlc,
+            fields=self.fields,
+        )
+
+
+class ConflictEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """A value that lost a concurrent edit (or won against someone else's), kept for the user."""
+
+    cid: int
+    mid: str
+    entity: str
+    id: str
+    field: str
+    kept: Any
+    lost: Any
+    winner_hlc: str
+    seen: bool
+    created_at: str
+
+
+class RejectedEdit(msgspec.Struct, frozen=True, kw_only=True):
+    """A pending edit the server refused; it left the outbox and waits here for the user."""
+
+    mid: str
+    entity: str
+    id: str
+    op: str
+    fields: dict[str, Any]
+    code: str
+    message: str
+    received_at: str
+
+
+class PushSummary(msgspec.Struct, kw_only=True):
+    """What one ``apply_results`` call stored."""
+
+    applied: int = 0
+    merged: int = 0
+    rejected: int = 0
+    conflicts: int = 0
+    unanswered: int = 0
+
+
+def _now_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder().decode
+
+
+class _Payload(msgspec.Struct, kw_only=True):
+    """What a results row seals: the result and the fields the edit carried."""
+
+    result: Result
+    fields: dict[str, Any] = {}
+
+
+class _ConflictValues(msgspec.Struct, array_like=True):
+    kept: Any
+    lost: Any
+
+
+_decode_payload = msgspec.msgpack.Decoder(_Payload).decode
+_decode_conflict = msgspec.msgpack.Decoder(_ConflictValues).decode
+
+
+def _record_aad(entity: str, id_: str) -> bytes:
+    return f"rec:{entity}/{id_}".encode()
+
+
+def _lookup_ids(entity: str, id_: str, fields: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The plain grid and household ids a record is looked up by."""
+    grid_id = id_ if entity == "grid" else fields.get("grid_id")
+    return grid_id, fields.get("household_id")
+
+
+class LocalStore:
+    """The device's encrypted store (see the module docstring for its contract).
+
+    Args:
+        path: the SQLite file; blob files go to the folder ``<path>.blobs`` beside it.
+        cipher: seals everything personal before it is written.
+    """
+
+    def __init__(self, path: Path, cipher: Cipher):
+        self.path = Path(path)
+        self.blob_dir = self.path.with_name(self.path.name + ".blobs")
+        self._cipher = cipher
+        self._lock = threading.RLock()
+        self._closed = False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a write never has
+            # to upgrade a read lock (which fails with "database is locked" under load).
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: an edit the user saw saved must survive a power cut, not only a crash.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            # Sorting and temp tables stay in memory so no plaintext spills into temp files.
+            self._db.execute("PRAGMA temp_store=MEMORY")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the local store at {self.path}: {exc}") from exc
+
+    # ---- plumbing -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._check_open()
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                raise StorageError(f"local store read failed: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: everything inside commits together or not at all."""
+        with self._lock:
+            self._check_open()
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StorageError(f"local store is busy or broken: {exc}") from exc
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StorageError(f"local store write failed: {exc}") from exc
+                raise
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError("the local store is closed")
+
+    def _seal(self, value: Any, aad: bytes) -> bytes:
+        return self._cipher.encrypt(_encode(value), aad)
+
+    def _open(self, sealed: bytes, aad: bytes) -> Any:
+        return _decode(self._cipher.decrypt(sealed, aad))
+
+    # ---- meta -----------------------------------------------------------------------
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        """A meta value (cursor, device id, clock stamp, ...), or ``default`` when unset."""
+        with self._read() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return default
+        return self._cipher.decrypt(row[0], f"meta:{key}".encode()).decode()
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        """Set (or, with None, remove) a meta value; values are sealed like everything else."""
+        self.set_meta_many({key: value})
+
+    def set_meta_many(self, values: dict[str, str | None]) -> None:
+        """Set several meta values in one transaction."""
+        with self._write() as db:
+            self._set_meta_in(db, values)
+
+    def _set_meta_in(self, db: sqlite3.Connection, values: dict[str, str | None]) -> None:
+        for key, value in values.items():
+            if value is None:
+                db.execute("DELETE FROM meta WHERE key = ?", (key,))
+            else:
+                sealed = self._cipher.encrypt(value.encode(), f"meta:{key}".encode())
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, sealed))
+
+    def _bump_clock_in(self, db: sqlite3.Connection, hlc: str) -> None:
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (META_CLOCK_LAST,)).fetchone()
+        last = self._cipher.decrypt(row[0], f"meta:{META_CLOCK_LAST}".encode()).decode() if row else ""
+        if hlc > last:
+            self._set_meta_in(db, {META_CLOCK_LAST: hlc})
+
+    # ---- local edits ----------------------------------------------------------------
+
+    def new_record_id(self) -> str:
+        """A fresh, time-ordered id for a record created on this device."""
+        return new_id()
+
+    def create(self, entity: str, fields: dict[str, Any], *, hlc: str, id: str | None = None) -> str:
+        """Create a record locally and queue it for the server.
+
+        Args:
+            entity: a device-writable entity name.
+            fields: its fields; must include the entity's ``REQUIRED_ON_CREATE``.
+            hlc: the edit's stamp (``SyncEngine.stamp()``).
+            id: the record id; a new time-ordered UUID when omitted.
+
+        Returns:
+            The record id.
+
+        Raises:
+            InvalidEdit: unknown entity, read-only or invalid field, a required field missing.
+        """
+        record_id = id or new_id()
+        self.edit(entity, record_id, fields, hlc=hlc)
+        return record_id
+
+    def edit(self, entity: str, id: str, fields: dict[str, Any], *, hlc: str) -> str | None:
+        """Upsert the changed fields of a record: queue them in the outbox and show them at once.
+
+        Fields equal to what the user already sees are dropped. A ``union`` field (photos,
+        tags) carries the whole set the user wants. A second edit of a record whose first edit
+        is still pending becomes a new outbox entry with the same ``base_version`` (the server
+        never treats a device's own earlier edits as concurrent).
+
+        Args:
+            entity: a device-writable entity name.
+            id: the record id (a new record when the store has never seen it).
+            fields: the fields to set.
+            hlc: the edit's stamp.
+
+        Returns:
+            The new entry's mutation id, or None when nothing changed.
+
+        Raises:
+            InvalidEdit: unknown entity, read-only or invalid field, a new record without its
+                required fields, or a record that is another entity.
+        """
+        normalised = self._validate(entity, fields)
+        with self._write() as db:
+            server = self._server_row(db, entity, id)
+            entries = self._entries_of(db, entity, id)
+            current = self._rebase(entity, id, server, entries)
+            if current is None:
+                missing = sorted(ENTITIES[entity].REQUIRED_ON_CREATE - normalised.keys())
+                if missing:
+                    raise InvalidEdit(f"a new {entity} needs: {', '.join(missing)}")
+            if current is not None and not current.deleted:
+                normalised = {k: v for k, v in normalised.items() if k not in current.fields or current.fields[k] != v}
+            if not normalised:
+                return None
+            base_version = server.version if server is not None else 0
+            return self._append(db, entity, id, "upsert", base_version, hlc, normalised)
+
+    def delete(self, entity: str, id: str, *, hlc: str) -> str:
+        """Queue the deletion of a record and hide it at once.
+
+        Returns:
+            The new entry's mutation id.
+
+        Raises:
+            InvalidEdit: the store knows no such record, or the entity is not device-writable.
+        """
+        if entity not in DEVICE_WRITABLE:
+            raise InvalidEdit(f"{entity} records cannot be changed on a device")
+        with self._write() as db:
+            server = self._server_row(db, entity, id)
+            entries = self._entries_of(db, entity, id)
+            if server is None and not entries:
+                raise InvalidEdit(f"no {entity} {id} to delete")
+            base_version = server.version if server is not None else 0
+            return self._append(db, entity, id, "delete", base_version, hlc, {})
+
+    def _validate(self, entity: str, fields: dict[str, Any]) -> dict[str, Any]:
+        if entity not in ENTITIES:
+            raise InvalidEdit(f"unknown entity {entity!r}")
+        if entity not in DEVICE_WRITABLE:
+            raise InvalidEdit(f"{entity} records cannot be changed on a device")
+        rules = field_rules(ENTITIES[entity])
+        read_only = sorted(f for f in fields if rules.get(f) is MergeRule.SERVER)
+        if read_only:
+            raise InvalidEdit(f"written by the server only: {', '.join(read_only)}")
+        try:
+            return validate_fields(entity, fields)
+        except FieldsInvalid as exc:
+            raise InvalidEdit(str(exc)) from None
+
+    def _append(
+        self, db: sqlite3.Connection, entity: str, id_: str, op: str, base_version: int, hlc: str, fields: dict
+    ) -> str:
+        mid = new_id()
+        grid_id, household_id = _lookup_ids(entity, id_, fields)
+        db.execute(
+            "INSERT INTO outbox (mid, entity, id, op, base_version, hlc, grid_id, household_id, fields, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                mid,
+                entity,
+                id_,
+                op,
+                base_version,
+                hlc,
+                grid_id,
+                household_id,
+                self._seal(fields, f"out:{mid}".encode()),
+                _now_iso(),
+            ),
+        )
+        self._bump_clock_in(db, hlc)
+        return mid
+
+    # ---- reading what the user sees -------------------------------------------------
+
+    def get(self, entity: str, id: str) -> LocalRecord | None:
+        """A record as the user sees it (deleted ones included, with ``deleted=True``), or None."""
+        with self._read() as db:
+            return self._rebase(entity, id, self._server_row(db, entity, id), self._entries_of(db, entity, id))
+
+    def records(
+        self,
+        entity: str,
+        *,
+        grid_id: str | None = None,
+        household_id: str | None = None,
+        include_deleted: bool = False,
+    ) -> list[LocalRecord]:
+        """Every record of an entity as the user sees it, optionally of one grid or household.
+
+        Records created here and not yet pushed are included. Ordered by id, which for ids
+        made on devices is creation order.
+        """
+        where, params = "entity = ?", [entity]
+        if grid_id is not None:
+            where += " AND grid_id = ?"
+            params.append(grid_id)
+        if household_id is not None:
+            where += " AND household_id = ?"
+            params.append(household_id)
+        with self._read() as db:
+            servers = {r.id: r for r in self._server_rows(db, f"SELECT * FROM records WHERE {where}", params)}
+            pending_ids = {row[0] for row in db.execute(f"SELECT DISTINCT id FROM outbox WHERE {where}", params)}
+            # A pending edit may touch a record whose lookup ids only its server row carries.
+            pending_ids |= {row[0] for row in db.execute("SELECT DISTINCT id FROM outbox WHERE entity = ?", (entity,))} & (
+                servers.keys()
+            )
+            entries: dict[str, list[OutboxEntry]] = {}
+            if pending_ids:
+                for entry in self._entries(db, "SELECT * FROM outbox WHERE entity = ? ORDER BY seq", (entity,)):
+                    if entry.id in pending_ids:
+                        entries.setdefault(entry.id, []).append(entry)
+                missing = pending_ids - servers.keys()
+                for rid in missing:
+                    server = self._server_row(db, entity, rid)
+                    if server is not None:
+                        servers[rid] = server
+        out = []
+        for rid in sorted(servers.keys() | pending_ids):
+            record = self._rebase(entity, rid, servers.get(rid), entries.get(rid, []))
+            if record is None or (record.deleted and not include_deleted):
+                continue
+            if grid_id is not None and record.grid_id != grid_id:
+                continue
+            if household_id is not None and record.household_id != household_id:
+                continue
+            out.append(record)
+        return out
+
+    def _server_row(self, db: sqlite3.Connection, entity: str, id_: str) -> LocalRecord | None:
+        rows = self._server_rows(db, "SELECT * FROM records WHERE entity = ? AND id = ?", (entity, id_))
+        return rows[0] if rows else None
+
+    def _server_rows(self, db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[LocalRecord]:
+        out = []
+        for entity, id_, grid_id, household_id, version, hlc, deleted, sealed in db.execute(sql, params):
+            out.append(
+                LocalRecord(
+                    entity=entity,
+                    id=id_,
+                    version=version,
+                    hlc=hlc,
+                    deleted=bool(deleted),
+                    fields=self._open(sealed, _record_aad(entity, id_)),
+                    grid_id=grid_id,
+                    household_id=household_id,
+                )
+            )
+        return out
+
+    def _entries_of(self, db: sqlite3.Connection, entity: str, id_: str) -> list[OutboxEntry]:
+        return self._entries(db, "SELECT * FROM outbox WHERE entity = ? AND id = ? ORDER BY seq", (entity, id_))
+
+    def _entries(self, db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[OutboxEntry]:
+        out = []
+        for seq, mid, entity, id_, op, base, hlc, _grid, _household, sealed, created in db.execute(sql, params):
+            out.append(
+                OutboxEntry(
+                    seq=seq,
+                    mid=mid,
+                    entity=entity,
+                    id=id_,
+                    op=op,
+                    base_version=base,
+                    hlc=hlc,
+                    fields=self._open(sealed, f"out:{mid}".encode()),
+                    created_at=created,
+                )
+            )
+        return out
+
+    @staticmethod
+    def _rebase(entity: str, id_: str, server: LocalRecord | None, entries: list[OutboxEntry]) -> LocalRecord | None:
+        """The server state with pending edits replayed on top, the way the server will merge them
+        when nobody else interferes; a ``union`` field the server changed since the edit's base
+        shows both sides, as the server's merge will."""
+        if not entries:
+            return server
+        fields = dict(server.fields) if server is not None else {}
+        deleted = server.deleted if server is not None else False
+        hlc = server.hlc if server is not None else ""
+        server_version = server.version if server is not None else 0
+        unions = UNION_FIELDS.get(entity, frozenset())
+        for entry in entries:
+            hlc = max(hlc, entry.hlc)
+            if entry.op == "delete":
+                deleted = True
+                continue
+            deleted = False
+            for name, value in entry.fields.items():
+                if name in unions and server_version > entry.base_version and name in fields:
+                    fields[name] = sorted(set(fields[name] or ()) | set(value))
+                else:
+                    fields[name] = value
+        grid_id, household_id = _lookup_ids(entity, id_, fields)
+        return LocalRecord(
+            entity=entity,
+            id=id_,
+            version=server_version,
+            hlc=hlc,
+            deleted=deleted,
+            fields=fields,
+            pending=True,
+            grid_id=grid_id or (server.grid_id if server is not None else None),
+            household_id=household_id or (server.household_id if server is not None else None),
+        )
+
+    # ---- the outbox and push results -------------------------------------------------
+
+    def pending_count(self) -> int:
+        """How many edits wait in the outbox."""
+        with self._read() as db:
+            return db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+
+    def pending_mutations(self, limit: int = 500) -> list[OutboxEntry]:
+        """The oldest ``limit`` outbox entries, in the order they were made (push them in this order)."""
+        with self._read() as db:
+            return self._entries(db, "SELECT * FROM outbox ORDER BY seq LIMIT ?", (limit,))
+
+    def apply_results(self, entries: Sequence[OutboxEntry], results: Sequence[Result]) -> PushSummary:
+        """Store a push's results and retire the answered entries, all in one transaction.
+
+        For each result: the result is kept (with its conflicts, sealed); an ``applied`` or
+        ``merged`` result replaces the server state of its record with ``result.record``
+        (unless the store already holds a later version); a ``merged`` result's conflicts go
+        to the conflict log; a ``rejected`` one stays visible in ``rejections()``. Then its
+        entry leaves the outbox. An entry with no result stays queued.
+
+        Args:
+            entries: the entries that were pushed.
+            results: the server's results (matched to entries by ``mid``).
+
+        Returns:
+            Counts of what was stored.
+        """
+        by_mid = {r.mid: r for r in results}
+        summary = PushSummary()
+        now = _now_iso()
+        with self._write() as db:
+            for entry in entries:
+                result = by_mid.get(entry.mid)
+                if result is None:
+                    summary.unanswered += 1
+                    continue
+                self._store_result(db, entry, result, now)
+                if result.status is MutationStatus.REJECTED:
+                    summary.rejected += 1
+                else:
+                    if result.status is MutationStatus.MERGED:
+                        summary.merged += 1
+                    else:
+                        summary.applied += 1
+                    self._adopt_result_record(db, entry, result)
+                    summary.conflicts += self._store_conflicts(db, entry, result, now)
+                self._retire_entry(db, entry)
+        return summary
+
+    def _store_result(self, db: sqlite3.Connection, entry: OutboxEntry, result: Result, now: str) -> None:
+        error_code = result.error.code if result.error else None
+        payload = self._cipher.encrypt(
+            _encode(_Payload(result=result, fields=entry.fields)), f"res:{entry.mid}".encode()
+        )
+        db.execute(
+            "INSERT OR REPLACE INTO results (mid, entity, id, op, status, version, error_code, payload, received_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (entry.mid, entry.entity, entry.id, entry.op, result.status.value, result.version, error_code, payload, now),
+        )
+
+    def _adopt_result_record(self, db: sqlite3.Connection, entry: OutboxEntry, result: Result) -> None:
+        if result.record:
+            self._upsert_records(db, [result.record])
+            return
+        # A server that sends no record on `applied`: replay the edit on our copy so the user
+        # does not see it vanish until the next pull brings the server's state.
+        server = self._server_row(db, entry.entity, entry.id)
+        if server is not None and server.version >= result.version:
+            return
+        fields = dict(server.fields) if server is not None else {}
+        if entry.op == "delete":
+            fields, deleted = {}, True
+        else:
+            fields.update(entry.fields)
+            deleted = False
+        record = Record(entity=entry.entity, id=entry.id, version=result.version, hlc=entry.hlc, deleted=deleted, fields=fields)
+        self._upsert_records(db, [record])
+
+    def _store_conflicts(self, db: sqlite3.Connection, entry: OutboxEntry, result: Result, now: str) -> int:
+        if not result.conflicts:
+            return 0
+        rows = [
+            (
+                entry.mid,
+                entry.entity,
+                entry.id,
+                c.field,
+                c.winner_hlc,
+                self._cipher.encrypt(_encode(_ConflictValues(c.kept, c.lost)), f"cfl:{entry.mid}:{c.field}".encode()),
+                now,
+            )
+            for c in result.conflicts
+        ]
+        # OR IGNORE: a repeated first result (same mid) must not log its conflicts twice.
+        db.executemany(
+            "INSERT OR IGNORE INTO conflicts (mid, entity, id, field, winner_hlc, payload, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        return len(rows)
+
+    def _retire_entry(self, db: sqlite3.Connection, entry: OutboxEntry) -> None:
+        db.execute("DELETE FROM outbox WHERE mid = ?", (entry.mid,))
+
+    def result(self, mid: str) -> Result | None:
+        """The stored result of a pushed mutation, or None when it has none (yet)."""
+        with self._read() as db:
+            row = db.execute("SELECT payload FROM results WHERE mid = ?", (mid,)).fetchone()
+        if row is None:
+            return None
+        return _decode_payload(self._cipher.decrypt(row[0], f"res:{mid}".encode())).result
+
+    def rejections(self, *, include_dismissed: bool = False) -> list[RejectedEdit]:
+        """Edits the server refused, newest first, with the fields they carried and why."""
+        sql = "SELECT mid, entity, id, op, error_code, payload, received_at FROM results WHERE status = 'rejected'"
+        if not include_dismissed:
+            sql += " AND dismissed = 0"
+        with self._read() as db:
+            rows = db.execute(sql + " ORDER BY received_at DESC, mid DESC").fetchall()
+        out = []
+        for mid, entity, id_, op, code, sealed, received in rows:
+            payload = _decode_payload(self._cipher.decrypt(sealed, f"res:{mid}".encode()))
+            message = payload.result.error.message if payload.result.error else ""
+            out.append(
+                RejectedEdit(
+                    mid=mid,
+                    entity=entity,
+                    id=id_,
+                    op=op,
+                    fields=payload.fields,
+                    code=code or "",
+                    message=message,
+                    received_at=received,
+                )
+            )
+        return out
+
+    def dismiss_rejection(self, mid: str) -> None:
+        """Hide a rejection the user has read (it stays stored for the logs)."""
+        with self._write() as db:
+            db.execute("UPDATE results SET dismissed = 1 WHERE mid = ?", (mid,))
+
+    def conflicts(self, unseen_only: bool = False, *, entity: str | None = None, id: str | None = None) -> list[ConflictEntry]:
+        """Conflict entries the server reported for this device's edits, oldest first."""
+        sql = "SELECT cid, mid, entity, id, field, winner_hlc, payload, seen, created_at FROM conflicts WHERE 1=1"
+        params: list[Any] = []
+        if unseen_only:
+            sql += " AND seen = 0"
+        if entity is not None:
+            sql += " AND entity = ?"
+            params.append(entity)
+        if id is not None:
+            sql += " AND id = ?"
+            params.append(id)
+        with self._read() as db:
+            rows = db.execute(sql + " ORDER BY cid", params).fetchall()
+        out = []
+        for cid, mid, ent, id_, field, winner, sealed, seen, created in rows:
+            values = _decode_conflict(self._cipher.decrypt(sealed, f"cfl:{mid}:{field}".encode()))
+            out.append(
+                ConflictEntry(
+                    cid=cid,
+                    mid=mid,
+                    entity=ent,
+                    id=id_,
+                    field=field,
+                    kept=values.kept,
+                    lost=values.lost,
+                    winner_hlc=winner,
+                    seen=bool(seen),
+                    created_at=created,
+                )
+            )
+        return out
+
+    def mark_conflicts_seen(self, cids: Iterable[int] | None = None) -> None:
+        """Mark conflict entries as seen by the user (all of them when ``cids`` is None)."""
+        with self._write() as db:
+            if cids is None:
+                db.execute("UPDATE conflicts SET seen = 1")
+            else:
+                db.executemany("UPDATE conflicts SET seen = 1 WHERE cid = ?", [(c,) for c in cids])
+
+    # ---- pulled records -------------------------------------------------------------
+
+    def apply_pulled(self, records: Sequence[Record], *, cursor: str | None = None, meta: dict[str, str | None] | None = None) -> int:
+        """Apply one pulled page and move the cursor, in one transaction.
+
+        A pulled record replaces the server state of its record unless the store already holds
+        a later version; pending edits stay in the outbox and are rebased on read. Blob hashes
+        named by the records become known (to download later).
+
+        Args:
+            records: the page's changes.
+            cursor: the cursor that follows this page; stored in the same transaction.
+            meta: other meta values to store in the same transaction (the clock's stamp).
+
+        Returns:
+            How many records were written.
+        """
+        with self._write() as db:
+            self._upsert_records(db, records)
+            values = dict(meta or {})
+            if cursor is not None:
+                values[META_CURSOR] = cursor
+            self._set_meta_in(db, values)
+        return len(records)
+
+    def _upsert_records(self, db: sqlite3.Connection, records: Sequence[Record]) -> None:
+        rows = []
+        blob_rows = []
+        now = None
+        for r in records:
+            fields = {} if r.deleted else r.fields
+            grid_id, household_id = _lookup_ids(r.entity, r.id, fields)
+            rows.append(
+                (
+                    r.entity,
+                    r.id,
+                    grid_id,
+                    household_id,
+                    r.version,
+                    r.hlc,
+                    int(r.deleted),
+                    self._cipher.encrypt(_encode(fields), _record_aad(r.entity, r.id)),
+                )
+            )
+            for name in BLOB_FIELDS & fields.keys():
+                for sha in fields[name] or ():
+                    now = now or _now_iso()
+                    blob_rows.append((sha, BLOB_REMOTE, now))
+        # The version guard keeps a replayed (older) result or page from rolling a record back;
+        # a tombstone keeps the lookup ids its live version had.
+        db.executemany(
+            "INSERT INTO records (entity, id, grid_id, household_id, version, hlc, deleted, fields)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (entity, id) DO UPDATE SET"
+            " grid_id = coalesce(excluded.grid_id, records.grid_id),"
+            " household_id = CASE WHEN excluded.deleted THEN records.household_id ELSE excluded.household_id END,"
+            " version = excluded.version, hlc = excluded.hlc, deleted = excluded.deleted, fields = excluded.fields"
+            " WHERE excluded.version >= records.version",
+            rows,
+        )
+        if blob_rows:
+            db.executemany("INSERT OR IGNORE INTO blobs (sha256, state, created_at) VALUES (?, ?, ?)", blob_rows)
+
+    def record_count(self, entity: str | None = None) -> int:
+        """How many server records (tombstones included) the store holds."""
+        with self._read() as db:
+            if entity is None:
+                return db.execute("SELECT count(*) FROM records").fetchone()[0]
+            return db.execute("SELECT count(*) FROM records WHERE entity = ?", (entity,)).fetchone()[0]
+
+    # ---- blobs ----------------------------------------------------------------------
+
+    def _blob_file(self, sha: str) -> Path:
+        return self.blob_dir / sha
+
+    def _write_sealed_file(self, target: Path, sealed: bytes) -> None:
+        tmp = target.with_name(target.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(sealed)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+
+    def put_blob(self, data: bytes, *, state: str = BLOB_LOCAL) -> str:
+        """Keep a blob (a photo) sealed on disk and return its SHA-256.
+
+        Args:
+            data: the plaintext bytes.
+            state: ``local`` for a blob made here (queued for upload); ``remote`` for a
+                downloaded one.
+
+        Returns:
+            The lowercase hex SHA-256 of ``data`` (the blob's name everywhere).
+        """
+        sha = hashlib.sha256(data).hexdigest()
+        target = self._blob_file(sha)
+        with self._lock:
+            self._check_open()
+            if not target.exists():
+                try:
+                    self._write_sealed_file(target, self._cipher.encrypt(data, f"blob:{sha}".encode()))
+                except OSError as exc:
+                    raise StorageError(f"cannot write a blob: {exc}") from exc
+            with self._write() as db:
+                db.execute(
+                    "INSERT INTO blobs (sha256, size, state, path, created_at) VALUES (?, ?, ?, ?, ?)"
+                    " ON CONFLICT (sha256) DO UPDATE SET size = excluded.size, path = excluded.path",
+                    (sha, len(data), state, target.name, _now_iso()),
+                )
+        return sha
+
+    def read_blob(self, sha: str) -> bytes | None:
+        """A blob's plaintext, or None when it is not on this device."""
+        with self._lock:
+            self._check_open()
+            target = self._blob_file(sha)
+            try:
+                sealed = target.read_bytes()
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise StorageError(f"cannot read a blob: {exc}") from exc
+        return self._cipher.decrypt(sealed, f"blob:{sha}".encode())
+
+    def has_blob(self, sha: str) -> bool:
+        """Whether a blob's bytes are on this device."""
+        return self._blob_file(sha).exists()
+
+    def blob_state(self, sha: str) -> str | None:
+        """``local``, ``uploaded`` or ``remote``, or None for a blob the store does not know."""
+        with self._read() as db:
+            row = db.execute("SELECT state FROM blobs WHERE sha256 = ?", (sha,)).fetchone()
+        return row[0] if row else None
+
+    def blobs_to_upload(self) -> list[str]:
+        """Blobs made on this device that the server does not hold complete yet, oldest first."""
+        with self._read() as db:
+            return [r[0] for r in db.execute("SELECT sha256 FROM blobs WHERE state = ? ORDER BY created_at", (BLOB_LOCAL,))]
+
+    def mark_blob_uploaded(self, sha: str) -> None:
+        """Record that the server holds a blob complete, so it is never sent again."""
+        with self._write() as db:
+            db.execute("UPDATE blobs SET state = ? WHERE sha256 = ? AND state = ?", (BLOB_UPLOADED, sha, BLOB_LOCAL))
+
+    def blobs_to_download(self) -> list[str]:
+        """Blobs named by records whose bytes are not on this device."""
+        with self._read() as db:
+            rows = [r[0] for r in db.execute("SELECT sha256 FROM blobs WHERE path IS NULL ORDER BY created_at")]
+        return [sha for sha in rows if not self.has_blob(sha)]
+
+    def _part_file(self, sha: str) -> Path:
+        return self.blob_dir / f"{sha}.part"
+
+    def blob_part_size(self, sha: str) -> int:
+        """How many plaintext bytes of an interrupted download are kept (where to resume)."""
+        size, _ = self._scan_part(sha)
+        return size
+
+    def _scan_part(self, sha: str) -> tuple[int, int]:
+        """(plaintext bytes, file bytes) of the whole chunks of a part file; a torn tail is ignored."""
+        path = self._part_file(sha)
+        if not path.exists():
+            return 0, 0
+        data = path.read_bytes()
+        pos = plain = 0
+        while pos + 8 <= len(data):
+            plain_len = int.from_bytes(data[pos : pos + 4], "big")
+            sealed_len = int.from_bytes(data[pos + 4 : pos + 8], "big")
+            if pos + 8 + sealed_len > len(data):
+                break
+            pos += 8 + sealed_len
+            plain += plain_len
+        return plain, pos
+
+    def reset_blob_part(self, sha: str) -> None:
+        """Drop the kept part of an interrupted download (the server is sending it from the start)."""
+        self._part_file(sha).unlink(missing_ok=True)
+
+    def append_blob_part(self, sha: str, offset: int, chunk: bytes) -> None:
+        """Keep a downloaded chunk (sealed) so an interrupted download resumes from here.
+
+        Args:
+            sha: the blob.
+            offset: where ``chunk`` starts; must equal ``blob_part_size(sha)``.
+            chunk: plaintext bytes.
+        """
+        with self._lock:
+            self._check_open()
+            plain, good = self._scan_part(sha)
+            if offset != plain:
+                raise StorageError(f"blob part out of order: have {plain} bytes, got a chunk at {offset}")
+            sealed = self._cipher.encrypt(chunk, f"part:{sha}:{offset}".encode())
+            path = self._part_file(sha)
+            with open(path, "ab") as fh:
+                fh.truncate(good)  # drop a torn tail left by a crash
+                fh.write(len(chunk).to_bytes(4, "big") + len(sealed).to_bytes(4, "big") + sealed)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+    def finish_blob_download(self, sha: str) -> bytes:
+        """Join a complete download, check its hash, and keep it as a blob.
+
+        Returns:
+            The blob's plaintext.
+
+        Raises:
+            BlobRejected: the bytes do not hash to ``sha`` (the part is discarded).
+        """
+        with self._lock:
+            self._check_open()
+            path = self._part_file(sha)
+            data = path.read_bytes() if path.exists() else b""
+            pos, plain_offset, pieces = 0, 0, []
+            while pos + 8 <= len(data):
+                plain_len = int.from_bytes(data[pos : pos + 4], "big")
+                sealed_len = int.from_bytes(data[pos + 4 : pos + 8], "big")
+                if pos + 8 + sealed_len > len(data):
+                    break
+                sealed = data[pos + 8 : pos + 8 + sealed_len]
+                pieces.append(self._cipher.decrypt(sealed, f"part:{sha}:{plain_offset}".encode()))
+                pos += 8 + sealed_len
+                plain_offset += plain_len
+            blob = b"".join(pieces)
+            path.unlink(missing_ok=True)
+            if hashlib.sha256(blob).hexdigest() != sha:
+                raise BlobRejected("invalid", f"downloaded blob does not match its hash {sha}")
+            self.put_blob(blob, state=BLOB_REMOTE)
+            return blob
+
+    # ---- end of life ----------------------------------------------------------------
+
+    def wipe(self) -> None:
+        """Erase everything: every table, every blob file, and the database files themselves.
+
+        The store is closed afterwards; open a new one to start again.
+        """
+        with self._lock:
+            if not self._closed:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("BEGIN IMMEDIATE")
+                    for table in ("records", "outbox", "results", "conflicts", "meta", "blobs"):
+                        self._db.execute(f"DELETE FROM {table}")
+                    self._db.execute("COMMIT")
+                    # Overwrite the freed pages before the files go, for storage that keeps them.
+                    self._db.execute("PRAGMA secure_delete=ON")
+                    self._db.execute("VACUUM")
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.close()
+                self._closed = True
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(str(self.path) + suffix).unlink(missing_ok=True)
+            shutil.rmtree(self.blob_dir, ignore_errors=True)
+
+    def close(self) -> None:
+        """Close the database (idempotent)."""
+        with self._lock:
+            if not self._closed:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.close()
+                self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        """Whether the store was closed or wiped."""
+        return self._closed
