@@ -7,13 +7,16 @@ node id, which is the protocol's tie-break for ``lww``.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Callable, NamedTuple
 
 from shared_schema.messages import MAX_CLOCK_SKEW_MS
+from shared_schema.types import HLC_PATTERN
 
 MAX_COUNTER = 0xFFFF
+_STAMP = re.compile(HLC_PATTERN.replace("^", r"\A", 1).replace("$", r"\Z"))
 
 
 class Stamp(NamedTuple):
@@ -27,10 +30,15 @@ def format_stamp(wall_ms: int, counter: int, node: str) -> str:
 
 
 def parse_stamp(stamp: str) -> Stamp:
-    """Split a stamp into its parts. Raises ValueError on a malformed stamp."""
-    wall, counter, node = stamp.split("-", 2)
-    if len(wall) != 13 or len(counter) != 4 or not node:
+    """Split a stamp into its parts. Raises ValueError on a malformed stamp.
+
+    Only the exact wire form is accepted (``int`` alone would take ``+``, ``_``, spaces,
+    ``0x`` and non-ASCII digits), so a stamp that parses always formats back to itself and
+    its string order is its causal order.
+    """
+    if not isinstance(stamp, str) or not _STAMP.match(stamp):
         raise ValueError(f"not an hlc stamp: {stamp!r}")
+    wall, counter, node = stamp.split("-", 2)
     return Stamp(int(wall), int(counter, 16), node)
 
 
@@ -89,16 +97,20 @@ class HybridClock:
                 self._l, self._c = top, 0
 
     def observe_server_time(self, server_ms: int) -> bool:
-        """Correct this node's wall clock when it is off the server's by more than the allowed skew.
+        """Take in a reply's ``server_time``: advance past it, and correct this node's wall clock
+        when it is off the server's by more than the allowed skew.
+
+        The protocol (section 2) has a device advance its clock from every ``server_time``, so
+        the server's time is observed whether or not a correction is needed.
 
         Returns True when the correction changed.
         """
-        skew = server_ms - self._wall()
-        wanted = skew if abs(skew) > MAX_CLOCK_SKEW_MS else 0
-        changed = wanted != self.offset_ms
-        self.offset_ms = wanted
-        if wanted:
-            self.observe(format_stamp(server_ms, 0, self.node))
+        with self._lock:
+            skew = server_ms - self._wall()
+            wanted = skew if abs(skew) > MAX_CLOCK_SKEW_MS else 0
+            changed = wanted != self.offset_ms
+            self.offset_ms = wanted
+        self.observe(format_stamp(server_ms, 0, self.node))
         return changed
 
     def last(self) -> str:
