@@ -19,6 +19,9 @@ from shared_schema.rules import MergeRule, field_rules
 from shared_schema.workflow import Actor, may_create_in, may_transition
 
 DELETED_FIELD = "deleted"  # the field name a delete-against-edit conflict entry carries
+# The origin recorded for a union field whose value merges several writers' sets: it matches no
+# sender, so every writer that has not seen the merged set is concurrent with it.
+MERGED_ORIGIN = "merged"
 
 
 class FieldMeta(msgspec.Struct, array_like=True):
@@ -209,13 +212,22 @@ def _update(
             if stamp > meta.hlc:
                 if current != incoming:
                     conflicts.append(Conflict(field=name, kept=incoming, lost=current, winner_hlc=stamp))
+                elif name in state.fields:
+                    # Same value, later stamp: the field's winning stamp must still rise, else a
+                    # third edit stamped between the two would win or lose by arrival order.
+                    new_meta[name] = FieldMeta(new_version, stamp, origin)
+                    changes[name] = (current, value)
+                    continue
             else:
                 if current != incoming:
                     conflicts.append(Conflict(field=name, kept=current, lost=incoming, winner_hlc=meta.hlc))
                 continue
         if value != current or name not in state.fields:
             new_fields[name] = value
-            new_meta[name] = FieldMeta(new_version, stamp, origin)
+            # A merged set holds other writers' items this origin never saw: its own next edit
+            # (same origin, old base) must merge again, not replace the set and drop them.
+            merged = rule_ is MergeRule.UNION and concurrent and value != incoming
+            new_meta[name] = FieldMeta(new_version, stamp, MERGED_ORIGIN if merged else origin)
             changes[name] = (current, value)
 
     status = MutationStatus.MERGED if any_concurrent else MutationStatus.APPLIED
