@@ -181,7 +181,7 @@ def validate_fields(entity: str, fields: dict) -> dict:
     try:
         value = msgspec.convert(fields, struct_type)
     except msgspec.ValidationError as exc:
-        raise FieldsInvalid(str(exc).replace("$", "$.fields", 1)) from None
+        raise FieldsInvalid(str(exc).replace(" - at `$", " - at `$.fields", 1)) from None
     normalised = msgspec.to_builtins(value)
     for name in UNION_FIELDS[entity] & normalised.keys():
         normalised[name] = sorted(set(normalised[name]))

@@ -382,11 +382,6 @@ def test_a_validation_error_is_rejected_invalid_and_names_the_path(fields, path)
     assert f"at `{path}`" in out.rejection.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="shared_schema.entities.validate_fields rewrites the first '$' of the message, which for a pattern "
-    "error is the regex's end anchor, so the path stays `$.grid_id` (reported to the lead)",
-)
 @pytest.mark.parametrize(
     "entity,fields,path",
     [
