@@ -1,0 +1,83 @@
+"""The small account changes the console makes that the accounts service does not offer yet.
+
+Everything else (create users and grids, assign grids, set passwords, enrollment codes, retire,
+revoke) is the lead's ``server.accounts.service`` / ``server.devices.service``; the console calls it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from server.accounts.service import AccountError, Role
+from server.db.models import Device, Grid, RecordRow, User, UserGrid
+
+
+async def set_role_and_active(sm: async_sessionmaker, user_id: str, role: str, active: bool, acting_user_id: str) -> User:
+    """Change a user's role and whether the user may sign in and sync.
+
+    An administrator cannot demote or deactivate themselves: a console must keep one way in.
+    """
+    if role not in {r.value for r in Role}:
+        raise AccountError(f"unknown role {role!r}")
+    async with sm() as db, db.begin():
+        user = await db.get(User, user_id)
+        if user is None:
+            raise AccountError("no such user")
+        if user_id == acting_user_id and (role != Role.ADMIN.value or not active):
+            raise AccountError("you cannot remove your own administrator access")
+        user.role, user.active = role, active
+    return user
+
+
+async def user_overview(sm: async_sessionmaker, page: int, size: int | None) -> tuple[list, int]:
+    """Users with their grid names and device counts, by name."""
+    async with sm() as db:
+        total = await db.scalar(select(func.count()).select_from(User)) or 0
+        stmt = select(User).order_by(User.role, User.name)
+        if size is not None:
+            stmt = stmt.limit(size).offset((page - 1) * size)
+        users = list((await db.scalars(stmt)).all())
+        ids = [u.id for u in users]
+        grid_rows = (
+            await db.execute(select(UserGrid.user_id, Grid.name).join(Grid, Grid.id == UserGrid.grid_id).where(UserGrid.user_id.in_(ids)))
+        ).all() if ids else []
+        device_rows = (
+            await db.execute(
+                select(Device.user_id, func.count()).where(Device.user_id.in_(ids), Device.status == "active").group_by(Device.user_id)
+            )
+        ).all() if ids else []
+    grids: dict[str, list[str]] = {}
+    for uid, name in grid_rows:
+        grids.setdefault(uid, []).append(name)
+    devices = dict(device_rows)
+    return [(u, sorted(grids.get(u.id, [])), devices.get(u.id, 0)) for u in users], total
+
+
+async def grid_overview(sm: async_sessionmaker, page: int, size: int | None) -> tuple[list, int]:
+    """Grids by community with how many workers and households each has."""
+    async with sm() as db:
+        total = await db.scalar(select(func.count()).select_from(Grid)) or 0
+        stmt = select(Grid).order_by(Grid.community, Grid.name)
+        if size is not None:
+            stmt = stmt.limit(size).offset((page - 1) * size)
+        grids = list((await db.scalars(stmt)).all())
+        ids = [g.id for g in grids]
+        workers = dict(
+            (await db.execute(select(UserGrid.grid_id, func.count()).where(UserGrid.grid_id.in_(ids)).group_by(UserGrid.grid_id))).all()
+        ) if ids else {}
+        homes = dict(
+            (
+                await db.execute(
+                    select(RecordRow.grid_id, func.count())
+                    .where(RecordRow.entity == "household", RecordRow.deleted.is_(False), RecordRow.grid_id.in_(ids))
+                    .group_by(RecordRow.grid_id)
+                )
+            ).all()
+        ) if ids else {}
+    return [(g, workers.get(g.id, 0), homes.get(g.id, 0)) for g in grids], total
+
+
+async def communities(sm: async_sessionmaker) -> list[tuple[str, int]]:
+    async with sm() as db:
+        return list((await db.execute(select(Grid.community, func.count()).group_by(Grid.community).order_by(Grid.community))).all())

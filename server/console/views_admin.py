@@ -1,0 +1,286 @@
+"""Administrator pages: users, communities and grids, imports, enrollment codes, devices.
+
+Every handler takes ``admin`` (the ``admin_user`` dependency): a supervisor gets 403 on each.
+"""
+
+from __future__ import annotations
+
+import datetime
+import urllib.parse
+from typing import Annotated
+
+import segno
+from litestar import Request, Response, get, post
+from litestar.datastructures import UploadFile
+from litestar.exceptions import NotFoundException
+from litestar.params import Parameter
+from markupsafe import Markup
+
+from server.accounts import service as accounts
+from server.console import accounts_admin, importer, queries
+from server.console.auth import ConsoleUser
+from server.console.exports import FORMATS, export_response
+from server.console.i18n import translator
+from server.console.web import PAGE_SIZE, Page, fmt_time, language, page_number, redirect, render, sessionmaker_of
+from server.db.models import Grid, User
+from server.devices import service as devices_service
+
+Query = Annotated[str | None, Parameter(required=False)]
+
+
+def _form_text(form, name: str, limit: int = 200) -> str:  # noqa: ANN001
+    value = form.get(name, "")
+    return value.strip()[:limit] if isinstance(value, str) else ""
+
+
+# ---- users ------------------------------------------------------------------------------------
+
+
+async def _users_page(request: Request, page: str | None, status_code: int = 200, **extra) -> Response:  # noqa: ANN003
+    sm = sessionmaker_of(request)
+    number = page_number(page)
+    rows, total = await accounts_admin.user_overview(sm, number, PAGE_SIZE)
+    grids = await queries.grids_in_scope(sm, _admin_scope(request))
+    return render(request, "admin_users.html", status_code=status_code, rows=rows,
+                  page=Page(items=rows, number=number, size=PAGE_SIZE, total=total), grids=grids,
+                  roles=[r.value for r in accounts.Role], **extra)
+
+
+def _admin_scope(request: Request) -> ConsoleUser:
+    return request.scope["state"]["console_user"]
+
+
+@get("/admin/users", name="console:users")
+async def users(request: Request, admin: ConsoleUser, page: Query = None, format: Query = None) -> Response:  # noqa: A002
+    if format in FORMATS:
+        rows, _total = await accounts_admin.user_overview(sessionmaker_of(request), 1, None)
+        _ = translator(language(request))
+        headers = [_(k) for k in ("col.name", "col.role", "col.grids", "col.devices", "col.active", "col.created")]
+        out = [[u.name, _(f"role.{u.role}"), ", ".join(g), n, "✓" if u.active else "✗", fmt_time(u.created_at)] for u, g, n in rows]
+        return export_response(format, "users", headers, out)
+    return await _users_page(request, page, form={}, error=None)
+
+
+@post("/admin/users", name="console:users-create")
+async def create_user(request: Request, admin: ConsoleUser) -> Response:
+    sm = sessionmaker_of(request)
+    form = await request.form()
+    name, role = _form_text(form, "name", 100), _form_text(form, "role", 20)
+    password = form.get("password", "") if isinstance(form.get("password", ""), str) else ""
+    async with sm() as db:
+        grid_names = await _grid_names_from_ids(db, form.getall("grids") if hasattr(form, "getall") else [])
+    try:
+        await accounts.create_user(sm, name, role, grid_names, password or None)
+    except accounts.AccountError as exc:
+        return await _users_page(request, None, 400, form={"name": name, "role": role}, error=str(exc))
+    return redirect("/admin/users", created=name)
+
+
+async def _grid_names_from_ids(db, ids: list) -> list[str]:  # noqa: ANN001
+    from sqlalchemy import select
+
+    ids = [i for i in ids if isinstance(i, str)]
+    if not ids:
+        return []
+    return list((await db.scalars(select(Grid.name).where(Grid.id.in_(ids)))).all())
+
+
+@get("/admin/users/{user_id:str}", name="console:user")
+async def user_page(request: Request, admin: ConsoleUser, user_id: str, saved: Query = None) -> Response:
+    return await _user_page(request, user_id, saved=saved)
+
+
+async def _user_page(request: Request, user_id: str, status_code: int = 200, error: str | None = None, saved=None) -> Response:  # noqa: ANN001
+    sm = sessionmaker_of(request)
+    async with sm() as db:
+        user = await db.get(User, user_id)
+        if user is None:
+            raise NotFoundException()
+        assigned = await accounts.user_grid_ids(db, user.id)
+    grids = await queries.grids_in_scope(sm, _admin_scope(request))
+    return render(request, "admin_user.html", status_code=status_code, user=user, assigned=assigned, grids=grids,
+                  roles=[r.value for r in accounts.Role], error=error, saved=saved)
+
+
+@post("/admin/users/{user_id:str}", name="console:user-save")
+async def save_user(request: Request, admin: ConsoleUser, user_id: str) -> Response:
+    """Role and active flag, grids, and (if given) a new password."""
+    sm = sessionmaker_of(request)
+    form = await request.form()
+    async with sm() as db:
+        user = await db.get(User, user_id)
+        if user is None:
+            raise NotFoundException()
+        grid_names = await _grid_names_from_ids(db, form.getall("grids") if hasattr(form, "getall") else [])
+    action = _form_text(form, "action", 20)
+    try:
+        if action == "password":
+            password = form.get("password", "")
+            if not isinstance(password, str) or password != form.get("password2", ""):
+                raise accounts.AccountError("the two passwords differ")
+            await accounts.set_password(sm, user.name, password)
+        elif action == "save":
+            await accounts_admin.set_role_and_active(
+                sm, user.id, _form_text(form, "role", 20), form.get("active") == "1", admin.id
+            )
+            await accounts.set_grids(sm, user.name, grid_names)
+        else:
+            raise accounts.AccountError("unknown action")
+    except accounts.AccountError as exc:
+        return await _user_page(request, user_id, 400, error=str(exc))
+    return redirect(f"/admin/users/{user_id}", saved=action)
+
+
+# ---- communities and grids --------------------------------------------------------------------
+
+
+@get("/admin/grids", name="console:grids")
+async def grids(request: Request, admin: ConsoleUser, page: Query = None, format: Query = None) -> Response:  # noqa: A002
+    sm = sessionmaker_of(request)
+    if format in FORMATS:
+        rows, _total = await accounts_admin.grid_overview(sm, 1, None)
+        _ = translator(language(request))
+        headers = [_(k) for k in ("col.community", "col.grid", "col.workers", "col.households")]
+        return export_response(format, "grids", headers, [[g.community, g.name, w, h] for g, w, h in rows])
+    return await _grids_page(request, page)
+
+
+async def _grids_page(request: Request, page: str | None, status_code: int = 200, error: str | None = None,
+                      form: dict | None = None) -> Response:
+    sm = sessionmaker_of(request)
+    number = page_number(page)
+    rows, total = await accounts_admin.grid_overview(sm, number, PAGE_SIZE)
+    return render(request, "admin_grids.html", status_code=status_code, rows=rows,
+                  page=Page(items=rows, number=number, size=PAGE_SIZE, total=total),
+                  communities=await accounts_admin.communities(sm), error=error, form=form or {})
+
+
+@post("/admin/grids", name="console:grids-create")
+async def create_grid(request: Request, admin: ConsoleUser) -> Response:
+    form = await request.form()
+    name, community = _form_text(form, "name", 100), _form_text(form, "community", 100)
+    try:
+        await accounts.add_grid(sessionmaker_of(request), name, community)
+    except accounts.AccountError as exc:
+        return await _grids_page(request, None, 400, error=str(exc), form={"name": name, "community": community})
+    return redirect("/admin/grids", created=name)
+
+
+# ---- import -----------------------------------------------------------------------------------
+
+
+@get("/admin/import", name="console:import")
+async def import_page(request: Request, admin: ConsoleUser) -> Response:
+    return render(request, "admin_import.html", report=None, error=None)
+
+
+@post("/admin/import", name="console:import-post", request_max_body_size=importer.MAX_BYTES + 64 * 1024)
+async def import_file(request: Request, admin: ConsoleUser) -> Response:
+    """Import grids or households; the answer lists every rejected row with its reason."""
+    form = await request.form()
+    kind = form.get("kind")
+    upload = form.get("file")
+    if kind not in ("grids", "households") or not isinstance(upload, UploadFile):
+        return render(request, "admin_import.html", status_code=400, report=None, error="import.error.form")
+    data = await upload.read()
+    try:
+        rows = importer.read_table(upload.filename or "", data)
+    except importer.ImportFileError as exc:
+        return render(request, "admin_import.html", status_code=400, report=None, error=f"import.error.{exc.code}")
+    sm = sessionmaker_of(request)
+    if kind == "grids":
+        report = await importer.import_grids(sm, rows)
+    else:
+        report = await importer.import_households(sm, admin, rows)
+    return render(request, "admin_import.html", report=report, error=None)
+
+
+# ---- enrollment codes -------------------------------------------------------------------------
+
+
+async def _field_users(request: Request) -> list[User]:
+    from sqlalchemy import select
+
+    async with sessionmaker_of(request)() as db:
+        return list(
+            (await db.scalars(select(User).where(User.role.in_(sorted(accounts.FIELD_ROLES)), User.active.is_(True))
+                              .order_by(User.name))).all()
+        )
+
+
+def _default_server(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+@get("/admin/enrollment", name="console:enrollment")
+async def enrollment_page(request: Request, admin: ConsoleUser) -> Response:
+    return render(request, "admin_enrollment.html", users=await _field_users(request), code=None, qr=None, error=None,
+                  server=_default_server(request))
+
+
+@post("/admin/enrollment", name="console:enrollment-create")
+async def create_enrollment(request: Request, admin: ConsoleUser) -> Response:
+    """A one-time code for a field user's phone, shown once, with a QR image the app scans."""
+    form = await request.form()
+    user_name = _form_text(form, "user", 100)
+    server = _form_text(form, "server", 300) or _default_server(request)
+    if not server.startswith(("http://", "https://")):
+        return render(request, "admin_enrollment.html", status_code=400, users=await _field_users(request), code=None,
+                      qr=None, error="enroll.error.server", server=server)
+    settings = request.app.state.settings
+    try:
+        code = await devices_service.create_enrollment_code(sessionmaker_of(request), user_name, settings.enrollment_ttl_s)
+    except accounts.AccountError as exc:
+        return render(request, "admin_enrollment.html", status_code=400, users=await _field_users(request), code=None,
+                      qr=None, error=str(exc), server=server)
+    text = "fieldloop://enroll?" + urllib.parse.urlencode({"server": server, "code": code})
+    qr = Markup(segno.make(text, error="m").svg_inline(scale=6, border=2))
+    expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=settings.enrollment_ttl_s)
+    return render(request, "admin_enrollment.html", users=await _field_users(request), code=code, qr=qr, qr_text=text,
+                  for_user=user_name, expires=expires, error=None, server=server)
+
+
+# ---- devices ----------------------------------------------------------------------------------
+
+
+@get("/admin/devices", name="console:devices")
+async def device_list(
+    request: Request, admin: ConsoleUser, status: Query = None, page: Query = None, format: Query = None  # noqa: A002
+) -> Response:
+    """Devices with last sync, app version and open conflicts; retire or revoke from here."""
+    sm = sessionmaker_of(request)
+    status = status if status in ("active", "retired", "revoked") else None
+    export = format in FORMATS
+    result = await queries.devices(sm, admin, status=status, page=page_number(page), size=None if export else PAGE_SIZE)
+    if export:
+        _ = translator(language(request))
+        headers = [_(k) for k in ("col.device", "col.user", "col.status", "col.app_version", "col.last_sync", "col.enrolled",
+                                  "col.open_conflicts")]
+        rows = [[d.label, n, _(f"device.status.{d.status}"), d.app_version, fmt_time(d.last_sync_at), fmt_time(d.enrolled_at), c]
+                for d, n, c in result.items]
+        return export_response(format, "devices", headers, rows)
+    stale = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=3)
+    return render(request, "admin_devices.html", page=result, f={"status": status}, stale=stale)
+
+
+@post("/admin/devices/{device_id:str}", name="console:device-action")
+async def device_action(request: Request, admin: ConsoleUser, device_id: str) -> Response:
+    """Retire (the phone keeps its data until its user has seen it) or revoke with wipe (lost or stolen)."""
+    sm = sessionmaker_of(request)
+    if await queries.device(sm, admin, device_id) is None:
+        raise NotFoundException()
+    form = await request.form()
+    action = _form_text(form, "action", 20)
+    if action == "retire":
+        await devices_service.retire(sm, device_id)
+    elif action == "revoke":
+        await devices_service.revoke(sm, device_id, wipe=form.get("wipe") == "1")
+    else:
+        return redirect("/admin/devices", error="bad_action")
+    return redirect("/admin/devices", done=action)
+
+
+HANDLERS = [
+    users, create_user, user_page, save_user, grids, create_grid, import_page, import_file, enrollment_page,
+    create_enrollment, device_list, device_action,
+]
