@@ -1,0 +1,1 @@
+"""The app's domain: plain Python, no Kivy. Screens call these; tests call them without a window."""

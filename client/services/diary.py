@@ -1,0 +1,25 @@
+"""The people's-sentiment diary (民情日记): what residents said today."""
+
+from __future__ import annotations
+
+from client.services.session import Session
+
+
+class DiaryInvalid(ValueError):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def write_diary(session: Session, text: str, topics: list[str] | None = None) -> str:
+    text = text.strip()
+    if not text:
+        raise DiaryInvalid("diary.error.empty")
+    return session.create("diary", {"text": text, "topics": sorted(set(topics or [])), "written_at": session.now().isoformat()})
+
+
+def diary_entries(session: Session, limit: int = 100) -> list:
+    """Newest first."""
+    rows = session.records("diary")
+    rows.sort(key=lambda r: r.fields.get("written_at", ""), reverse=True)
+    return rows[:limit]

@@ -1,0 +1,87 @@
+"""What the home screen shows first: follow-ups due, my open cases, what waits to sync."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+
+from client.services.cases import CaseRow, my_cases
+from client.services.session import Session
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """A household to visit again (跟踪复诊), from the latest visit that asked for it."""
+
+    visit_id: str
+    household_id: str
+    due_on: datetime.date
+    overdue_days: int  # 0: due today
+
+
+@dataclass
+class HomeSummary:
+    due_today: list[FollowUp] = field(default_factory=list)
+    overdue: list[FollowUp] = field(default_factory=list)
+    open_cases: list[CaseRow] = field(default_factory=list)
+    pending_edits: int = 0
+    last_sync: dict | None = None
+
+
+def follow_ups(session: Session) -> tuple[list[FollowUp], list[FollowUp]]:
+    """(due today, overdue): the follow-up date of each household's latest visit, if it is today or past.
+
+    A later visit to the same household settles an earlier visit's follow-up, whether or not
+    it sets a new date.
+    """
+    today = session.today()
+    latest: dict[str, tuple[str, object]] = {}
+    for visit in session.records("visit"):
+        f = visit.fields
+        household = f.get("household_id")
+        if not household:
+            continue
+        stamp = f.get("visited_at", "")
+        seen = latest.get(household)
+        if seen is None or stamp > seen[0]:
+            latest[household] = (stamp, visit)
+    due, late = [], []
+    for household, (_, visit) in latest.items():
+        raw = visit.fields.get("follow_up_on")
+        if not raw:
+            continue
+        due_on = datetime.date.fromisoformat(raw)
+        if due_on > today:
+            continue
+        item = FollowUp(visit.id, household, due_on, (today - due_on).days)
+        (due if due_on == today else late).append(item)
+    late.sort(key=lambda f: f.due_on)
+    return due, late
+
+
+def home_summary(session: Session) -> HomeSummary:
+    due, late = follow_ups(session)
+    return HomeSummary(
+        due_today=due,
+        overdue=late,
+        open_cases=my_cases(session, open_only=True),
+        pending_edits=session.pending_count(),
+        last_sync=session.last_sync(),
+    )
+
+
+@dataclass
+class HouseholdHistory:
+    household: object
+    visits: list
+    cases: list[CaseRow]
+
+
+def household_history(session: Session, household_id: str) -> HouseholdHistory:
+    """A household with its visits (newest first) and its cases."""
+    household = session.get("household", household_id)
+    if household is None:
+        raise KeyError(household_id)
+    visits = session.records("visit", household_id=household_id)
+    visits.sort(key=lambda v: v.fields.get("visited_at", ""), reverse=True)
+    return HouseholdHistory(household, visits, my_cases(session, household_id=household_id))

@@ -1,0 +1,110 @@
+"""Patrols (巡查): walk the grid, note hazards, take photos, keep the GPS track where there is one.
+
+A patrol is saved as soon as it starts and again at every hazard, photo and stop, so a phone
+that dies halfway up a stairwell loses at most the last few track points.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from client.phone.location import Fix, LocationProvider, NoLocation
+from client.services.session import Session
+
+COMMON_HAZARDS = ["blocked_exit", "wires", "gas", "fire_equipment", "drain", "falling_objects", "ebike_charging", "rubbish"]
+# Track points are written in batches: each point on its own would flood the outbox.
+TRACK_FLUSH_POINTS = 20
+
+
+@dataclass
+class PatrolState:
+    patrol_id: str
+    hazards: list[str] = field(default_factory=list)
+    photos: list[str] = field(default_factory=list)
+    notes: str = ""
+    track: list[list] = field(default_factory=list)
+    unsaved_points: int = 0
+
+
+class PatrolRecorder:
+    """One patrol at a time: start, add hazards, notes and photos, stop."""
+
+    def __init__(self, session: Session, location: LocationProvider | None = None):
+        self._session = session
+        self._location = location or NoLocation()
+        self._lock = threading.Lock()
+        self.current: PatrolState | None = None
+
+    @property
+    def has_gps(self) -> bool:
+        return self._location.available
+
+    def start(self) -> str:
+        if self.current is not None:
+            return self.current.patrol_id
+        patrol_id = self._session.create("patrol", {"started_at": self._session.now().isoformat(), "ended_at": None})
+        self.current = PatrolState(patrol_id)
+        self._location.start(self._on_fix)
+        return patrol_id
+
+    def add_hazard(self, hazard: str) -> None:
+        state = self._require()
+        if hazard and hazard not in state.hazards:
+            state.hazards.append(hazard)
+            self._session.edit("patrol", state.patrol_id, {"hazards": sorted(state.hazards)})
+
+    def add_photo(self, data: bytes) -> str:
+        state = self._require()
+        sha = self._session.add_photo(data)
+        if sha not in state.photos:
+            state.photos.append(sha)
+            self._session.edit("patrol", state.patrol_id, {"photos": sorted(state.photos)})
+        return sha
+
+    def set_notes(self, notes: str) -> None:
+        state = self._require()
+        if notes != state.notes:
+            state.notes = notes
+            self._session.edit("patrol", state.patrol_id, {"notes": notes})
+
+    def stop(self, notes: str | None = None) -> str:
+        state = self._require()
+        self._location.stop()
+        fields: dict = {"ended_at": self._session.now().isoformat()}
+        if notes is not None and notes != state.notes:
+            state.notes = notes
+            fields["notes"] = notes
+        with self._lock:
+            if state.unsaved_points:
+                fields["track"] = list(state.track)
+                state.unsaved_points = 0
+        self._session.edit("patrol", state.patrol_id, fields)
+        self.current = None
+        return state.patrol_id
+
+    def _on_fix(self, fix: Fix) -> None:
+        # Called on the GPS thread; the edit is small and the store serialises writers.
+        state = self.current
+        if state is None:
+            return
+        with self._lock:
+            state.track.append([fix[0], fix[1], fix[2]])
+            state.unsaved_points += 1
+            flush = state.unsaved_points >= TRACK_FLUSH_POINTS
+            if flush:
+                state.unsaved_points = 0
+                track = list(state.track)
+        if flush:
+            self._session.edit("patrol", state.patrol_id, {"track": track})
+
+    def _require(self) -> PatrolState:
+        if self.current is None:
+            raise RuntimeError("no patrol is running")
+        return self.current
+
+
+def recent_patrols(session: Session, limit: int = 50) -> list:
+    rows = session.records("patrol")
+    rows.sort(key=lambda r: r.fields.get("started_at", ""), reverse=True)
+    return rows[:limit]

@@ -1,0 +1,184 @@
+"""An unlocked device: the decrypted store, the sync engine and who the user is.
+
+Every screen's service goes through a ``Session`` for reads and edits, so the rules of
+writing (a fresh clock stamp, the user's grid, photos downscaled before they are stored)
+live here once.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable
+
+from client.services.households import HouseholdIndex
+from client.services.photos import downscale_photo
+
+ACCOUNT_META_KEY = "app.account"
+LAST_SYNC_META_KEY = "app.last_sync"
+
+
+@dataclass
+class Account:
+    """Who this device belongs to, as the server said at enrollment."""
+
+    device_id: str
+    user_id: str
+    user_name: str
+    role: str
+    server_url: str
+    grids: list[dict] = field(default_factory=list)  # [{id, name, community}]
+
+    @property
+    def grid_ids(self) -> list[str]:
+        return [g["id"] for g in self.grids]
+
+
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+class Session:
+    """The open store and engine of an unlocked device.
+
+    Args:
+        store: a ``sync.client.LocalStore`` opened with the data key.
+        engine: the ``sync.client.SyncEngine`` over that store.
+        account: the enrolled user.
+        clock: the current UTC time; injected so tests can pin "today".
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        engine: Any,
+        account: Account,
+        clock: Callable[[], datetime.datetime] = utc_now,
+        transport_factory: Callable[[str], Any] | None = None,
+    ):
+        self.store = store
+        self.engine = engine
+        self.account = account
+        self.clock = clock
+        self.transport_factory = transport_factory
+        # The UI thread edits while the sync thread pulls; the index swap is guarded.
+        self._index_lock = threading.Lock()
+        self._index: HouseholdIndex | None = None
+        self.closed = False
+
+    # ---- time ------------------------------------------------------------------------
+
+    def now(self) -> datetime.datetime:
+        return self.clock()
+
+    def today(self) -> datetime.date:
+        # "Today" is the worker's local day, not UTC's: a follow-up due today shows from midnight in Beijing.
+        return self.clock().astimezone().date()
+
+    # ---- records ---------------------------------------------------------------------
+
+    def create(self, entity: str, fields: dict) -> str:
+        """A new record in the user's first grid unless ``fields`` names one; returns its id."""
+        from sync.client.ids import new_id
+
+        record_id = new_id()
+        fields = {"grid_id": self.default_grid_id(), **fields}
+        self.edit(entity, record_id, fields)
+        return record_id
+
+    def edit(self, entity: str, record_id: str, fields: dict) -> None:
+        """Record an edit locally (it waits in the outbox for the next sync). Raises InvalidEdit."""
+        self.store.edit(entity, record_id, fields, hlc=self.engine.stamp())
+        if entity == "household":
+            self.refresh_households()
+
+    def get(self, entity: str, record_id: str):
+        """The record with my unsynced edits on top, or None."""
+        record = self.store.get(entity, record_id)
+        return None if record is None or record.deleted else record
+
+    def records(self, entity: str, **filters) -> list:
+        return [r for r in self.store.records(entity, **filters) if not r.deleted]
+
+    def default_grid_id(self) -> str:
+        return self.account.grid_ids[0] if self.account.grids else ""
+
+    def grid_name(self, grid_id: str) -> str:
+        for grid in self.account.grids:
+            if grid["id"] == grid_id:
+                return grid.get("name", "")
+        return ""
+
+    # ---- photos ----------------------------------------------------------------------
+
+    def add_photo(self, data: bytes) -> str:
+        """Downscale a photo, keep it encrypted in the blob cache; returns its SHA-256."""
+        return self.engine.add_photo(downscale_photo(data))
+
+    def photo(self, sha256: str) -> bytes | None:
+        """A photo's bytes from the cache (or the server); None when it cannot be had now."""
+        from sync.errors import SyncError
+
+        try:
+            return self.engine.fetch_blob(sha256)
+        except SyncError:
+            return None
+
+    # ---- the household index ---------------------------------------------------------
+
+    @property
+    def households(self) -> HouseholdIndex:
+        with self._index_lock:
+            if self._index is None:
+                self._index = HouseholdIndex.build(self.store.records("household"))
+            return self._index
+
+    def refresh_households(self) -> None:
+        index = HouseholdIndex.build(self.store.records("household"))
+        with self._index_lock:
+            self._index = index
+
+    # ---- small state kept in the encrypted meta ---------------------------------------
+
+    def pending_count(self) -> int:
+        return self.store.pending_count()
+
+    def save_last_sync(self, summary: dict) -> None:
+        self.store.set_meta(LAST_SYNC_META_KEY, json.dumps(summary, ensure_ascii=False))
+
+    def last_sync(self) -> dict | None:
+        raw = self.store.get_meta(LAST_SYNC_META_KEY)
+        return json.loads(raw) if raw else None
+
+    def change_server(self, server_url: str) -> None:
+        """Sync with another address from now on (the server moved, or a typo at enrollment)."""
+        if self.transport_factory is None:
+            raise RuntimeError("this session cannot change its server")
+        from sync.client.blobs import BlobTransfer
+
+        transport = self.transport_factory(server_url)
+        # The engine has no public way to swap its transport yet (asked of sync/ in the report).
+        self.engine.transport = transport
+        self.engine.blobs = BlobTransfer(self.store, transport)
+        self.account.server_url = server_url
+        save_account(self.store, self.account)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.store.close()
+
+
+def save_account(store: Any, account: Account) -> None:
+    store.set_meta(ACCOUNT_META_KEY, json.dumps(asdict(account), ensure_ascii=False))
+
+
+def load_account(store: Any) -> Account | None:
+    raw = store.get_meta(ACCOUNT_META_KEY)
+    return Account(**json.loads(raw)) if raw else None
+
+
+def iter_live(records: Iterable) -> Iterable:
+    return (r for r in records if not r.deleted)

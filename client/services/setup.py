@@ -1,0 +1,265 @@
+"""From a new phone to an unlocked app: enroll with the server, set a PIN, unlock, sign out.
+
+The order the user sees is server and code first, then the PIN. The data key is made before
+enrollment (the device's signing key lives in the encrypted store) and held in memory until
+the PIN wraps it; a first run interrupted before the PIN leaves a store nobody can open,
+which the next start erases and begins again.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from client.services.session import Account, Session, load_account, save_account
+from client.vault import Vault, check_new_pin
+
+APP_VERSION = "0.1.0"
+ENROLL_SCHEME = "fieldloop"
+
+
+class SetupError(Exception):
+    """A step of set-up failed; ``reason`` is a catalog key the screen shows."""
+
+    def __init__(self, reason: str, **values: Any):
+        super().__init__(reason)
+        self.reason = reason
+        self.values = values
+
+
+class UnsyncedEdits(Exception):
+    """Signing out would lose edits that never reached the server."""
+
+    def __init__(self, count: int):
+        super().__init__(f"{count} edits not yet synced")
+        self.count = count
+
+
+@dataclass(frozen=True)
+class EnrollmentText:
+    server_url: str | None
+    code: str
+
+
+def parse_enrollment_text(text: str) -> EnrollmentText:
+    """Read what the user typed or the console's QR code held.
+
+    Accepts ``fieldloop://enroll?server=URL&code=CODE`` and a bare code.
+    """
+    text = text.strip()
+    if text.lower().startswith(f"{ENROLL_SCHEME}://"):
+        parsed = urllib.parse.urlsplit(text)
+        query = urllib.parse.parse_qs(parsed.query)
+        code = (query.get("code") or [""])[0].strip()
+        server = (query.get("server") or [None])[0]
+        if not code:
+            raise SetupError("setup.error.no_code")
+        return EnrollmentText(normalise_server_url(server) if server else None, code)
+    if not text:
+        raise SetupError("setup.error.no_code")
+    return EnrollmentText(None, text.replace(" ", ""))
+
+
+def normalise_server_url(url: str) -> str:
+    """``192.168.1.5:8000`` becomes ``http://192.168.1.5:8000``; a trailing slash goes."""
+    url = url.strip()
+    if not url:
+        raise SetupError("setup.error.no_server")
+    if "://" not in url:
+        url = "http://" + url
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise SetupError("setup.error.bad_server")
+    return url.rstrip("/")
+
+
+class DataDir:
+    """Where an installation keeps its files."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    @property
+    def vault(self) -> Path:
+        return self.root / "vault.json"
+
+    @property
+    def store(self) -> Path:
+        return self.root / "store.sqlite"
+
+    @property
+    def settings(self) -> Path:
+        # Not secret: the language and the server address, needed before the PIN is typed.
+        return self.root / "settings.json"
+
+
+def read_settings(data_dir: DataDir) -> dict:
+    try:
+        return json.loads(data_dir.settings.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def write_settings(data_dir: DataDir, **changes: Any) -> dict:
+    settings = read_settings(data_dir) | changes
+    data_dir.root.mkdir(parents=True, exist_ok=True)
+    data_dir.settings.write_text(json.dumps(settings, ensure_ascii=False), encoding="utf-8")
+    return settings
+
+
+@dataclass
+class PendingEnrollment:
+    """Enrolled with the server; waiting for the user to choose a PIN."""
+
+    session: Session
+    data_key: bytes
+
+
+def _default_transport(server_url: str):
+    from sync.client.transport import HttpTransport
+
+    return HttpTransport(server_url)
+
+
+class DeviceSetup:
+    """The device's lifecycle before a session exists, and its end.
+
+    Args:
+        data_dir: the installation's folder.
+        transport_factory: server URL -> a sync transport (tests pass one at a fake or live server).
+        vault_factory: path -> Vault (tests pass a cheaper scrypt or a movable clock).
+    """
+
+    def __init__(
+        self,
+        data_dir: DataDir,
+        transport_factory: Callable[[str], Any] = _default_transport,
+        vault_factory: Callable[[Path], Vault] = Vault,
+        session_clock: Callable | None = None,
+    ):
+        self.data_dir = data_dir
+        self.vault = vault_factory(data_dir.vault)
+        self._transport_factory = transport_factory
+        self._session_clock = session_clock
+
+    def is_set_up(self) -> bool:
+        return self.vault.exists() and self.data_dir.store.exists()
+
+    def _open(self, data_key: bytes, server_url: str) -> tuple[Any, Any]:
+        from sync.client.cipher import AesGcmCipher
+        from sync.client.engine import SyncEngine
+        from sync.client.identity import DeviceIdentity
+        from sync.client.store import LocalStore
+
+        store = LocalStore(self.data_dir.store, AesGcmCipher(data_key))
+        engine = SyncEngine(store, self._transport_factory(server_url), DeviceIdentity(store))
+        return store, engine
+
+    def _session(self, store: Any, engine: Any, account: Account) -> Session:
+        extra = {"clock": self._session_clock} if self._session_clock is not None else {}
+        return Session(store, engine, account, transport_factory=self._transport_factory, **extra)
+
+    def enroll(self, server_url: str, code_text: str, label: str = "") -> PendingEnrollment:
+        """Enroll this device with a one-time code. Raises SetupError with a reason for the user."""
+        from sync.client.cipher import AesGcmCipher
+        from sync.errors import AuthError, ProtocolError, SyncError, TransportError, UpgradeRequired
+
+        parsed = parse_enrollment_text(code_text)
+        server = parsed.server_url or normalise_server_url(server_url)
+        # A store without a vault is the remains of an interrupted first run: nobody can open it.
+        self.erase()
+        data_key = AesGcmCipher.generate_key()
+        store, engine = self._open(data_key, server)
+        try:
+            reply = engine.enroll(parsed.code, label=label or "FieldLoop", app_version=APP_VERSION)
+        except TransportError:
+            store.wipe()
+            raise SetupError("setup.error.unreachable", server=server) from None
+        except AuthError:
+            store.wipe()
+            raise SetupError("setup.error.code_refused") from None
+        except UpgradeRequired:
+            store.wipe()
+            raise SetupError("setup.error.upgrade") from None
+        except (ProtocolError, SyncError) as exc:
+            store.wipe()
+            raise SetupError("setup.error.failed", detail=str(exc)) from None
+        account = account_from_enroll_reply(reply, server)
+        save_account(store, account)
+        write_settings(self.data_dir, server_url=server)
+        return PendingEnrollment(self._session(store, engine, account), data_key)
+
+    def set_pin(self, pending: PendingEnrollment, pin: str, pin_again: str) -> Session:
+        """Choose the PIN that wraps the data key; the app is set up from here on."""
+        from client.vault import PinRejected
+
+        try:
+            check_new_pin(pin)
+        except PinRejected:
+            raise SetupError("pin.error.format") from None
+        if pin != pin_again:
+            raise SetupError("pin.error.mismatch")
+        self.vault.create(pin, pending.data_key)
+        return pending.session
+
+    def unlock(self, pin: str) -> Session:
+        """Open the store with the PIN. Raises the vault's WrongPin or VaultLocked."""
+        data_key = self.vault.unlock(pin)
+        server = read_settings(self.data_dir).get("server_url", "")
+        store, engine = self._open(data_key, server)
+        account = load_account(store)
+        if account is None:
+            store.close()
+            raise SetupError("setup.error.damaged")
+        return self._session(store, engine, account)
+
+    def sign_out(self, session: Session | None, *, force: bool = False) -> None:
+        """Erase this device's data. Refuses (UnsyncedEdits) while edits wait, unless forced."""
+        if session is not None and not force:
+            pending = session.pending_count()
+            if pending:
+                raise UnsyncedEdits(pending)
+        if session is not None and not session.store.closed:
+            session.closed = True
+            session.store.wipe()
+        self.erase()
+
+    def erase(self) -> None:
+        """Remove the store, its blobs and the wrapped key (the language setting stays)."""
+        from sync.client.cipher import PlainCipher
+        from sync.client.store import LocalStore
+
+        if self.data_dir.store.exists():
+            # The key may be gone already: open it unencrypted only to wipe its files.
+            LocalStore(self.data_dir.store, PlainCipher()).wipe()
+        blob_dir = self.data_dir.store.with_name(self.data_dir.store.name + ".blobs")
+        if blob_dir.exists():
+            import shutil
+
+            shutil.rmtree(blob_dir, ignore_errors=True)
+        self.vault.destroy()
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def account_from_enroll_reply(reply: Any, server_url: str) -> Account:
+    user = _get(reply, "user", {})
+    grids = [
+        {"id": _get(g, "id"), "name": _get(g, "name", ""), "community": _get(g, "community", "")}
+        for g in (_get(reply, "grids", []) or [])
+    ]
+    return Account(
+        device_id=_get(reply, "device_id", ""),
+        user_id=_get(user, "id", ""),
+        user_name=_get(user, "name", ""),
+        role=_get(user, "role", ""),
+        server_url=server_url,
+        grids=grids,
+    )

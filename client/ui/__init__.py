@@ -1,0 +1,1 @@
+"""The Kivy screens: thin views over client.services. Importing this package imports Kivy."""

@@ -1,0 +1,149 @@
+"""Patrol, diary, and my cases."""
+
+from __future__ import annotations
+
+from kivy.metrics import dp
+from kivy.uix.gridlayout import GridLayout
+
+from client.i18n import tr
+from client.services import cases as case_service
+from client.services.diary import DiaryInvalid, diary_entries, write_diary
+from client.services.patrols import COMMON_HAZARDS
+from client.ui.widgets import MUTED, PRIMARY, WARNING, BigButton, BigInput, BigLabel, BigToggle, Page
+
+
+def _grid(cols: int) -> GridLayout:
+    grid = GridLayout(cols=cols, spacing=dp(6), size_hint_y=None)
+    grid.bind(minimum_height=grid.setter("height"))
+    return grid
+
+
+class PatrolScreen(Page):
+    title_key = "patrol.title"
+
+    def refresh(self) -> None:
+        self.body.clear_widgets()
+        recorder = self.app.patrols
+        running = recorder.current is not None
+        self.state_label = BigLabel(tr("patrol.running") if running else tr("patrol.idle"), size_sp=22,
+                                    color=PRIMARY if running else MUTED)
+        self.body.add_widget(self.state_label)
+        if not recorder.has_gps:
+            self.body.add_widget(BigLabel(tr("patrol.no_gps"), color=MUTED))
+        self.toggle_button = BigButton(tr("patrol.stop") if running else tr("patrol.start"), primary=True)
+        self.toggle_button.bind(on_release=lambda *_: self.toggle())
+        self.body.add_widget(self.toggle_button)
+        if not running:
+            return
+        state = recorder.current
+        self.body.add_widget(BigLabel(tr("patrol.hazards"), bold=True))
+        hazards = _grid(2)
+        for hazard in COMMON_HAZARDS:
+            button = BigToggle(tr("hazard." + hazard), state="down" if hazard in state.hazards else "normal")
+            button.bind(on_release=lambda b, h=hazard: self._hazard(h, b))
+            hazards.add_widget(button)
+        self.body.add_widget(hazards)
+        self.notes_input = BigInput(multiline=True, lines=3, text=state.notes, hint_text=tr("patrol.notes"))
+        self.body.add_widget(self.notes_input)
+        self.info_label = BigLabel("", color=MUTED)
+        self.body.add_widget(self.info_label)
+        photo = BigButton(tr("photo.add"))
+        photo.bind(on_release=lambda *_: self.app.pick_photo(self.add_photo))
+        self.body.add_widget(photo)
+        self._show_info()
+
+    def _show_info(self) -> None:
+        state = self.app.patrols.current
+        if state is not None:
+            self.info_label.text = tr("patrol.info", photos=len(state.photos), points=len(state.track))
+
+    def _hazard(self, hazard: str, button) -> None:
+        if button.state == "down":
+            self.app.patrols.add_hazard(hazard)
+        else:
+            button.state = "down"  # a hazard once noted stays noted (it is a union field)
+
+    def add_photo(self, data: bytes) -> None:
+        self.app.patrols.add_photo(data)
+        self._show_info()
+
+    def toggle(self) -> None:
+        recorder = self.app.patrols
+        if recorder.current is None:
+            recorder.start()
+        else:
+            recorder.stop(notes=self.notes_input.text)
+            self.app.toast(tr("patrol.saved"))
+        self.refresh()
+
+
+class DiaryScreen(Page):
+    title_key = "diary.title"
+
+    def refresh(self) -> None:
+        self.body.clear_widgets()
+        self.body.add_widget(BigLabel(tr("diary.prompt")))
+        self.text_input = BigInput(multiline=True, lines=5)
+        self.body.add_widget(self.text_input)
+        save = BigButton(tr("common.save"), primary=True)
+        save.bind(on_release=lambda *_: self.save())
+        self.body.add_widget(save)
+        self.error_label = BigLabel("", color=WARNING)
+        self.body.add_widget(self.error_label)
+        for entry in diary_entries(self.app.session, limit=30):
+            when = str(entry.fields.get("written_at", ""))[:16].replace("T", " ")
+            self.body.add_widget(BigLabel(f"[b]{when}[/b]  {entry.fields.get('text', '')}", markup=True))
+
+    def save(self) -> None:
+        try:
+            write_diary(self.app.session, self.text_input.text)
+        except DiaryInvalid as exc:
+            self.error_label.text = tr(exc.reason)
+            return
+        self.app.toast(tr("diary.saved"))
+        self.refresh()
+
+
+class CasesScreen(Page):
+    title_key = "cases.title"
+
+    def __init__(self, app, **kwargs):
+        super().__init__(app, **kwargs)
+        self.focus = ""
+
+    def refresh(self) -> None:
+        self.body.clear_widgets()
+        new = BigButton(tr("cases.report_new"), primary=True)
+        new.bind(on_release=lambda *_: self.app.go("case_form", household_id=""))
+        self.body.add_widget(new)
+        self.error_label = BigLabel("", color=WARNING)
+        self.body.add_widget(self.error_label)
+        self.feedback_inputs = {}
+        rows = case_service.my_cases(self.app.session)
+        if not rows:
+            self.body.add_widget(BigLabel(tr("cases.none"), color=MUTED))
+        for case in rows:
+            text = f"[b]{case.title}[/b]\n{tr('category.' + case.category)} · {tr('case.status.' + case.status)}"
+            if case.department:
+                text += " · " + tr("case.department", department=case.department)
+            if case.due_at:
+                text += " · " + tr("case.due", due=str(case.due_at)[:10])
+            if case.feedback:
+                text += "\n" + tr("case.feedback_shown", feedback=case.feedback)
+            self.body.add_widget(BigLabel(text, markup=True, color=WARNING if case.status == "overdue" else (0.1, 0.1, 0.1, 1)))
+            if case.can_resolve:
+                feedback = BigInput(multiline=True, lines=2, hint_text=tr("case.feedback_hint"))
+                self.feedback_inputs[case.id] = feedback
+                self.body.add_widget(feedback)
+                resolve = BigButton(tr("case.resolve"))
+                resolve.bind(on_release=lambda _b, cid=case.id: self.resolve(cid))
+                self.body.add_widget(resolve)
+
+    def resolve(self, case_id: str) -> None:
+        try:
+            case_service.resolve_case(self.app.session, case_id, self.feedback_inputs[case_id].text)
+        except case_service.CaseInvalid as exc:
+            self.error_label.text = tr(exc.reason)
+            return
+        self.app.toast(tr("case.resolved"))
+        self.refresh()

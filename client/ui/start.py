@@ -1,0 +1,116 @@
+"""First run (server and enrollment code), the PIN, and the end-of-life notice."""
+
+from __future__ import annotations
+
+from kivy.metrics import dp
+
+from client.i18n import tr
+from client.services.setup import SetupError
+from client.ui.widgets import PRIMARY, WARNING, BigButton, BigInput, BigLabel, Page
+from client.vault import VaultLocked, WrongPin
+
+
+class FirstRunScreen(Page):
+    title_key = "setup.title"
+    back_to = None
+
+    def __init__(self, app, **kwargs):
+        super().__init__(app, **kwargs)
+        self.body.add_widget(BigLabel(tr("setup.intro")))
+        self.body.add_widget(BigLabel(tr("setup.server")))
+        self.server_input = BigInput(hint_text=tr("setup.server_hint"))
+        self.body.add_widget(self.server_input)
+        self.body.add_widget(BigLabel(tr("setup.code")))
+        self.code_input = BigInput(multiline=True, lines=2, hint_text=tr("setup.code_hint"))
+        self.body.add_widget(self.code_input)
+        self.enroll_button = BigButton(tr("setup.enroll"), primary=True)
+        self.enroll_button.bind(on_release=lambda *_: self.enroll())
+        self.body.add_widget(self.enroll_button)
+        self.error_label = BigLabel("", color=WARNING)
+        self.body.add_widget(self.error_label)
+
+    def refresh(self) -> None:
+        self.server_input.text = self.server_input.text or self.app.settings.get("server_url", "")
+
+    def enroll(self) -> None:
+        self.error_label.text = tr("setup.enrolling")
+        try:
+            pending = self.app.setup.enroll(self.server_input.text, self.code_input.text, label=self.app.device_label)
+        except SetupError as exc:
+            self.error_label.text = tr(exc.reason, **exc.values)
+            return
+        self.error_label.text = ""
+        self.app.pending_enrollment = pending
+        self.app.go("pin", mode="set")
+
+
+class PinScreen(Page):
+    title_key = "pin.title"
+    back_to = None
+
+    def __init__(self, app, **kwargs):
+        super().__init__(app, **kwargs)
+        self.mode = "unlock"
+        self.prompt = BigLabel("", size_sp=22)
+        self.body.add_widget(self.prompt)
+        self.pin_input = BigInput(password=True, input_filter="int", hint_text=tr("pin.hint"))
+        self.body.add_widget(self.pin_input)
+        self.again_label = BigLabel(tr("pin.again"))
+        self.again_input = BigInput(password=True, input_filter="int")
+        self.body.add_widget(self.again_label)
+        self.body.add_widget(self.again_input)
+        self.ok_button = BigButton(tr("common.ok"), primary=True)
+        self.ok_button.bind(on_release=lambda *_: self.submit())
+        self.body.add_widget(self.ok_button)
+        self.error_label = BigLabel("", color=WARNING)
+        self.body.add_widget(self.error_label)
+
+    def refresh(self) -> None:
+        setting = self.mode == "set"
+        self.prompt.text = tr("pin.set_prompt") if setting else tr("pin.unlock_prompt", name=self.app.user_name_hint())
+        self.again_label.opacity = self.again_input.opacity = 1 if setting else 0
+        self.again_input.disabled = not setting
+        self.again_label.height = self.again_input.height = dp(56) if setting else 0
+        self.pin_input.text = self.again_input.text = ""
+        self.error_label.text = ""
+
+    def submit(self) -> None:
+        pin = self.pin_input.text
+        try:
+            if self.mode == "set":
+                session = self.app.setup.set_pin(self.app.pending_enrollment, pin, self.again_input.text)
+                self.app.pending_enrollment = None
+            else:
+                session = self.app.setup.unlock(pin)
+        except SetupError as exc:
+            self.error_label.text = tr(exc.reason, **exc.values)
+            return
+        except WrongPin as exc:
+            self.pin_input.text = ""
+            self.error_label.text = (
+                tr("pin.locked", seconds=int(exc.locked_for)) if exc.locked_for else tr("pin.wrong", left=exc.attempts_left)
+            )
+            return
+        except VaultLocked as exc:
+            self.error_label.text = tr("pin.locked", seconds=int(exc.seconds) + 1)
+            return
+        self.app.open_session(session)
+
+
+class NoticeScreen(Page):
+    """Said once, plainly: the device was erased, or retired."""
+
+    title_key = "notice.title"
+    back_to = None
+
+    def __init__(self, app, **kwargs):
+        super().__init__(app, **kwargs)
+        self.text_label = BigLabel("", size_sp=24, color=PRIMARY)
+        self.body.add_widget(self.text_label)
+        self.next_button = BigButton(tr("common.ok"), primary=True)
+        self.next_button.bind(on_release=lambda *_: self.app.after_notice())
+        self.body.add_widget(self.next_button)
+        self.key = "notice.wiped"
+
+    def refresh(self) -> None:
+        self.text_label.text = tr(self.key)

@@ -1,0 +1,108 @@
+"""Big, plain widgets for older eyes and thick fingers: text at 20 sp and up, targets 64 dp high."""
+
+from __future__ import annotations
+
+from kivy.graphics import Color, Rectangle
+from kivy.metrics import dp, sp
+from kivy.uix.boxlayout import BoxLayout
+from kivy.uix.button import Button
+from kivy.uix.label import Label
+from kivy.uix.screenmanager import Screen
+from kivy.uix.scrollview import ScrollView
+from kivy.uix.textinput import TextInput
+from kivy.uix.togglebutton import ToggleButton
+
+from client.i18n import tr
+
+TEXT_SP = 20
+TITLE_SP = 26
+ROW_DP = 64
+# High contrast: dark text on light background reads best in sunlight on a cheap screen.
+BACKGROUND = (0.97, 0.96, 0.93, 1)
+INK = (0.1, 0.1, 0.1, 1)
+PRIMARY = (0.72, 0.11, 0.11, 1)  # the red of the red stewards
+WARNING = (0.75, 0.35, 0.0, 1)
+MUTED = (0.35, 0.35, 0.35, 1)
+
+
+class BigLabel(Label):
+    """A label that wraps to its width and grows to its text's height."""
+
+    def __init__(self, text: str = "", size_sp: float = TEXT_SP, color=INK, bold: bool = False, **kwargs):
+        super().__init__(text=text, font_size=sp(size_sp), color=color, bold=bold, halign="left", valign="middle",
+                         size_hint_y=None, **kwargs)
+        self.bind(width=self._wrap, texture_size=self._grow)
+
+    def _wrap(self, *_):
+        self.text_size = (self.width, None)
+
+    def _grow(self, *_):
+        self.height = max(self.texture_size[1] + dp(8), dp(32))
+
+
+class BigButton(Button):
+    def __init__(self, text: str = "", primary: bool = False, **kwargs):
+        kwargs.setdefault("size_hint_y", None)
+        kwargs.setdefault("height", dp(ROW_DP))
+        super().__init__(text=text, font_size=sp(TEXT_SP + 2), **kwargs)
+        if primary:
+            self.background_normal = ""
+            self.background_color = PRIMARY
+
+
+class BigToggle(ToggleButton):
+    def __init__(self, text: str = "", **kwargs):
+        kwargs.setdefault("size_hint_y", None)
+        kwargs.setdefault("height", dp(ROW_DP - 8))
+        super().__init__(text=text, font_size=sp(TEXT_SP), **kwargs)
+
+
+class BigInput(TextInput):
+    def __init__(self, multiline: bool = False, lines: int = 1, **kwargs):
+        kwargs.setdefault("size_hint_y", None)
+        kwargs.setdefault("height", dp(56) if lines == 1 else dp(40 * lines))
+        super().__init__(multiline=multiline, font_size=sp(TEXT_SP), write_tab=False, **kwargs)
+
+
+class Page(Screen):
+    """A screen with a title bar (back button, title) and a scrolling column below it."""
+
+    title_key = ""
+    back_to: str | None = "home"
+
+    def __init__(self, app, **kwargs):
+        super().__init__(**kwargs)
+        self.app = app
+        with self.canvas.before:
+            Color(*BACKGROUND)
+            self._bg = Rectangle(pos=self.pos, size=self.size)
+        self.bind(pos=lambda *_: setattr(self._bg, "pos", self.pos), size=lambda *_: setattr(self._bg, "size", self.size))
+        outer = BoxLayout(orientation="vertical", padding=dp(12), spacing=dp(8))
+        bar = BoxLayout(size_hint_y=None, height=dp(ROW_DP), spacing=dp(8))
+        if self.back_to:
+            self.back_button = BigButton(tr("common.back"), size_hint_x=None, width=dp(110))
+            self.back_button.bind(on_release=lambda *_: self.go_back())
+            bar.add_widget(self.back_button)
+        self.title_label = Label(text=tr(self.title_key) if self.title_key else "", font_size=sp(TITLE_SP), bold=True,
+                                 color=PRIMARY, halign="left", valign="middle")
+        self.title_label.bind(size=lambda w, *_: setattr(w, "text_size", w.size))
+        bar.add_widget(self.title_label)
+        outer.add_widget(bar)
+        self.body = BoxLayout(orientation="vertical", spacing=dp(10), size_hint_y=None)
+        self.body.bind(minimum_height=self.body.setter("height"))
+        self.scroll = ScrollView(do_scroll_x=False)
+        self.scroll.add_widget(self.body)
+        outer.add_widget(self.scroll)
+        self.add_widget(outer)
+
+    def go_back(self) -> None:
+        self.app.go(self.back_to)
+
+    def on_pre_enter(self, *args):
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Rebuild what the screen shows from the services; called each time it is entered."""
+
+    def message(self, key: str, **values) -> BigLabel:
+        return BigLabel(tr(key, **values))
