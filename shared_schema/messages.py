@@ -139,7 +139,8 @@ class Mutation(_In):
 
 
 class PushRequest(_In):
-    mutations: Annotated[list[Mutation], Meta(max_length=MAX_PUSH_MUTATIONS)]
+    # At most MAX_PUSH_MUTATIONS: the server answers more with 413 too_large (a limit, not a shape).
+    mutations: list[Mutation]
 
 
 class Conflict(msgspec.Struct, kw_only=True):

@@ -1,0 +1,253 @@
+"""The ``fieldloop`` command. Outside tools call it exactly so:
+
+    fieldloop [--data DIR] [--db URL] serve [--host H] [--port P] [--workers N]
+    fieldloop db upgrade
+    fieldloop grid add NAME --community C
+    fieldloop user add NAME --role ROLE [--grid GRID_NAME]... [--password-stdin]
+    fieldloop user password NAME            (new password from stdin)
+    fieldloop enrollment create --user NAME (the code alone on the last line)
+    fieldloop device list | revoke DEVICE_ID [--wipe] | retire DEVICE_ID
+    fieldloop demo
+
+``--data`` and ``--db`` may come from FIELDLOOP_DATA and FIELDLOOP_DB. A bad argument gets a
+one-line error and exit status 2; a failure of the database or the machine, exit status 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import click
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from server.accounts import service as accounts
+from server.accounts.service import AccountError, Role
+from server.db.engine import BadDatabaseUrl, create_engine, session_factory
+from server.db.migrate import upgrade
+from server.devices import service as devices
+from server.settings import Settings
+
+T = TypeVar("T")
+
+
+class CliFailure(Exception):
+    """A failure that is not the caller's argument (exit status 1)."""
+
+
+def _run(settings: Settings, job: Callable[..., Awaitable[T]]) -> T:
+    """Run ``job(sessionmaker)`` on a migrated database."""
+
+    async def main() -> T:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(settings.url)
+        try:
+            await upgrade(engine)
+            return await job(session_factory(engine))
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(main())
+    except (OSError, OperationalError) as exc:
+        raise CliFailure(f"cannot reach the database: {str(exc).splitlines()[0]}") from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data", "data_dir", envvar="FIELDLOOP_DATA", default="data", show_default=True,
+              type=click.Path(file_okay=False), help="data folder (SQLite file, photos)")
+@click.option("--db", envvar="FIELDLOOP_DB", default=None, help="database URL, e.g. postgresql://user@host/db")
+@click.pass_context
+def cli(ctx: click.Context, data_dir: str, db: str | None) -> None:
+    """FieldLoop server: sync API, web console, administration."""
+    settings = Settings.from_env(data_dir, db)
+    try:
+        settings.url  # noqa: B018 - validates the URL before any command runs
+    except BadDatabaseUrl as exc:
+        raise click.BadParameter(str(exc), param_hint="--db") from None
+    ctx.obj = settings
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.pass_obj
+def serve(settings: Settings, host: str, port: int, workers: int) -> None:
+    """Run the server (migrations are applied first)."""
+    import uvicorn
+
+    if workers > 1 and settings.url.get_backend_name() == "sqlite":
+        raise click.BadParameter("several workers need PostgreSQL (--db postgresql://...)", param_hint="--workers")
+    _run(settings, lambda _sm: asyncio.sleep(0))  # migrate once, before any worker starts
+    os.environ["FIELDLOOP_DATA"] = str(settings.data_dir)
+    if settings.db:
+        os.environ["FIELDLOOP_DB"] = settings.db
+    os.environ["FIELDLOOP_MIGRATED"] = "1"
+    click.echo(f"FieldLoop on http://{host}:{port}/  (console: http://{host}:{port}/console/)", err=True)
+    uvicorn.run("server.asgi:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level="warning", timeout_graceful_shutdown=5)
+
+
+@cli.group()
+def db() -> None:
+    """The database."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(settings: Settings) -> None:
+    """Apply every migration."""
+    _run(settings, lambda _sm: asyncio.sleep(0))
+    click.echo("database is up to date")
+
+
+@cli.group()
+def grid() -> None:
+    """Grids (网格)."""
+
+
+@grid.command("add")
+@click.argument("name")
+@click.option("--community", required=True, help="the community (社区) the grid belongs to")
+@click.pass_obj
+def grid_add(settings: Settings, name: str, community: str) -> None:
+    """Add a grid; prints its id."""
+    created = _run(settings, lambda sm: accounts.add_grid(sm, name, community))
+    click.echo(created.id)
+
+
+@cli.group()
+def user() -> None:
+    """Users: grid workers, red stewards, supervisors, administrators."""
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--role", required=True, type=click.Choice([r.value for r in Role]))
+@click.option("--grid", "grids", multiple=True, help="a grid name; repeat for several")
+@click.option("--password-stdin", is_flag=True, help="read a console password from stdin")
+@click.pass_obj
+def user_add(settings: Settings, name: str, role: str, grids: tuple[str, ...], password_stdin: bool) -> None:
+    """Add a user."""
+    password = _password_from_stdin() if password_stdin else None
+    created = _run(settings, lambda sm: accounts.create_user(sm, name, role, list(grids), password))
+    click.echo(created.id)
+
+
+@user.command("password")
+@click.argument("name")
+@click.pass_obj
+def user_password(settings: Settings, name: str) -> None:
+    """Set a user's console password from stdin."""
+    password = _password_from_stdin()
+    _run(settings, lambda sm: accounts.set_password(sm, name, password))
+    click.echo(f"password set for {name}")
+
+
+@user.command("grids")
+@click.argument("name")
+@click.option("--grid", "grids", multiple=True, help="a grid name; repeat for several")
+@click.pass_obj
+def user_grids(settings: Settings, name: str, grids: tuple[str, ...]) -> None:
+    """Replace the grids a user works in."""
+    _run(settings, lambda sm: accounts.set_grids(sm, name, list(grids)))
+    click.echo(f"{name}: {', '.join(grids) or 'no grids'}")
+
+
+def _password_from_stdin() -> str:
+    line = sys.stdin.readline().rstrip("\r\n")
+    if not line:
+        raise click.BadParameter("no password on stdin", param_hint="stdin")
+    return line
+
+
+@cli.group()
+def enrollment() -> None:
+    """Enrollment codes for new devices."""
+
+
+@enrollment.command("create")
+@click.option("--user", "user_name", required=True)
+@click.option("--hours", default=24, show_default=True, type=click.IntRange(1, 24 * 30), help="valid for")
+@click.pass_obj
+def enrollment_create(settings: Settings, user_name: str, hours: int) -> None:
+    """Make a one-time enrollment code; the code is the last line printed."""
+    code = _run(settings, lambda sm: devices.create_enrollment_code(sm, user_name, hours * 3600))
+    click.echo(f"enrollment code for {user_name}, valid {hours} h:")
+    click.echo(code)
+
+
+@cli.group()
+def device() -> None:
+    """Enrolled devices."""
+
+
+@device.command("list")
+@click.pass_obj
+def device_list(settings: Settings) -> None:
+    """List devices: id, user, status, last sync, app version, label."""
+    rows = _run(settings, devices.list_devices)
+    for d, user_name in rows:
+        last = d.last_sync_at.isoformat(timespec="seconds") if d.last_sync_at else "never"
+        status = f"{d.status}{'+wipe' if d.wipe else ''}"
+        click.echo(f"{d.id}\t{user_name}\t{status}\t{last}\t{d.app_version or '-'}\t{d.label}")
+
+
+@device.command("revoke")
+@click.argument("device_id")
+@click.option("--wipe", is_flag=True, help="lost or stolen: the app erases its data")
+@click.pass_obj
+def device_revoke(settings: Settings, device_id: str, wipe: bool) -> None:
+    """Revoke a device: it can no longer sync."""
+    _run(settings, lambda sm: devices.revoke(sm, device_id, wipe=wipe))
+    click.echo(f"revoked {device_id}{' (wipe)' if wipe else ''}")
+
+
+@device.command("retire")
+@click.argument("device_id")
+@click.pass_obj
+def device_retire(settings: Settings, device_id: str) -> None:
+    """Retire a device: it stops syncing and keeps its data until its user has seen why."""
+    _run(settings, lambda sm: devices.retire(sm, device_id))
+    click.echo(f"retired {device_id}")
+
+
+@cli.command()
+@click.option("--households", default=3000, show_default=True, type=click.IntRange(10, 200_000))
+@click.option("--seed", default=2018, show_default=True, type=int)
+@click.pass_obj
+def demo(settings: Settings, households: int, seed: int) -> None:
+    """Load a demo sub-district (communities, grids, households, users, visits, cases)."""
+    from server.demo import load_demo
+
+    summary = _run(settings, lambda sm: load_demo(sm, households=households, seed=seed))
+    for line in summary:
+        click.echo(line)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one-line errors, exit 2 for bad arguments, 1 for failures."""
+    try:
+        cli.main(args=argv, prog_name="fieldloop", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("fieldloop: aborted", err=True)
+        sys.exit(1)
+    except click.UsageError as exc:
+        click.echo(f"fieldloop: error: {exc.format_message()}".replace("\n", " "), err=True)
+        sys.exit(2)
+    except AccountError as exc:
+        click.echo(f"fieldloop: error: {exc}", err=True)
+        sys.exit(2)
+    except (CliFailure, SQLAlchemyError, BadDatabaseUrl) as exc:
+        click.echo(f"fieldloop: error: {str(exc).splitlines()[0]}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

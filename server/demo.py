@@ -1,0 +1,179 @@
+"""A demo sub-district, modelled on the case study: communities, grids, households, the people
+who walk them, and a season of visits, patrols, diary entries and cases in every state."""
+
+from __future__ import annotations
+
+import datetime
+import random
+import uuid
+
+from faker import Faker
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from server.accounts import service as accounts
+from server.db.models import Grid, User
+from server.devices.service import create_enrollment_code
+from server.records.writes import Sender, commit_mutations
+from shared_schema.messages import Mutation
+from shared_schema.workflow import Actor
+from sync.hlc import HybridClock
+
+COMMUNITIES = ["所前社区", "水木花都社区", "台苑新村社区", "大西门社区", "皇家湾社区", "回龙山社区"]
+COMPOUNDS = ["台苑新村", "水木花都", "皇家湾花园", "大西门小区", "五峰新村", "回龙山庄", "雉州花园", "长兴苑"]
+GRIDS_PER_COMMUNITY = 2
+DEMO_PASSWORD = "fieldloop-demo"
+
+TOPICS = ["落水管", "下水道", "化粪池", "停车", "养狗", "噪音", "物业", "垃圾分类", "邻里纠纷", "微心愿", "困难帮扶", "消防通道"]
+HAZARDS = ["楼道堆物", "电动车充电", "井盖破损", "路灯不亮", "消防通道堵塞", "外墙脱落"]
+TAGS = ["独居老人", "低保户", "党员户", "出租户", "残疾人", "空巢"]
+CASES = [
+    ("drainage", "落水管破裂", "楼幢落水管老化破裂, 雨天外墙渗水"),
+    ("drainage", "下水道堵塞", "单元下水道堵塞, 污水外溢"),
+    ("parking", "小区乱停车", "非小区车辆随意进出, 堵住消防通道"),
+    ("noise", "空调外机噪音", "楼下住户空调夜间噪音大, 影响休息"),
+    ("dispute", "物业纠纷", "业主与物业就收费问题发生争执"),
+    ("pets", "养狗扰民", "犬只夜间吠叫, 未拴绳"),
+    ("sanitation", "垃圾清运不及时", "垃圾桶满溢, 气味大"),
+    ("facility", "缺少休息座椅", "老人散步无处休息, 建议增设靠椅"),
+    ("safety", "楼道电动车充电", "电动车在楼道内充电, 存在火灾隐患"),
+]
+DEPARTMENTS = ["街道城管中队", "社区物业办", "住建局", "派出所", "综合执法局", "供电公司"]
+BATCH = 500
+
+
+async def load_demo(sessionmaker: async_sessionmaker, *, households: int = 3000, seed: int = 2018) -> list[str]:
+    """Load the demo and return the lines to print (console login, an enrollment code)."""
+    fake = Faker("zh_CN")
+    Faker.seed(seed)
+    rng = random.Random(seed)
+    async with sessionmaker() as session:
+        if await session.scalar(select(User.id).where(User.name == "admin")):
+            return ["the demo is loaded already", *await _logins(sessionmaker)]
+
+    grids: list[Grid] = []
+    for community in COMMUNITIES:
+        for n in range(1, GRIDS_PER_COMMUNITY + 1):
+            grids.append(await accounts.add_grid(sessionmaker, f"{community}第{n}网格", community))
+    grid_names = [g.name for g in grids]
+    await accounts.create_user(sessionmaker, "admin", "admin", [], DEMO_PASSWORD)
+    await accounts.create_user(sessionmaker, "supervisor", "supervisor", grid_names, DEMO_PASSWORD)
+    await accounts.create_user(sessionmaker, "supervisor2", "supervisor", grid_names[6:], DEMO_PASSWORD)
+    workers: dict[str, list[User]] = {g.id: [] for g in grids}
+    for i, g in enumerate(grids):
+        worker = await accounts.create_user(sessionmaker, f"grid{i + 1:02d}", "grid_worker", [g.name])
+        steward = await accounts.create_user(sessionmaker, fake.name(), "red_steward", [g.name])
+        workers[g.id] += [worker, steward]
+    await accounts.create_user(sessionmaker, "zhangdaye", "red_steward", grid_names[:2])
+
+    clock = HybridClock(node="demo")
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    household_rows: list[tuple[str, str]] = []
+    mutations: list[tuple[Sender, Mutation]] = []
+
+    def add(sender: Sender, entity: str, record_id: str, fields: dict, base_version: int = 0) -> None:
+        mutations.append((sender, Mutation(mid=str(uuid.uuid4()), entity=entity, id=record_id, op="upsert",
+                                           base_version=base_version, hlc=clock.now(), fields=fields)))
+
+    def as_user(user: User) -> Sender:
+        return Sender(origin=f"demo:{user.id}", actor=Actor.DEVICE, scope=None, user_id=user.id)
+
+    for _ in range(households):
+        g = rng.choice(grids)
+        hid = str(uuid.uuid4())
+        compound = rng.choice(COMPOUNDS)
+        building, unit, room = rng.randint(1, 30), rng.randint(1, 4), f"{rng.randint(1, 6)}0{rng.randint(1, 4)}"
+        add(as_user(workers[g.id][0]), "household", hid, {
+            "grid_id": g.id,
+            "address": f"雉城街道{compound}{building}幢{unit}单元{room}室",
+            "building": f"{building}幢", "unit": f"{unit}单元", "room": room,
+            "head_name": fake.name(), "phone": fake.phone_number(), "members": rng.randint(1, 6),
+            "tags": rng.sample(TAGS, rng.randint(0, 2)),
+            "notes": rng.choice(["", "老人独居, 子女在外地", "家中有残疾人, 需重点关注", "新搬入住户", "租户, 房东在外地"]),
+        })
+        household_rows.append((hid, g.id))
+
+    methods = ["sit", "inquiry", "inquiry", "inquiry", "emergency", "consult", "followup"]
+    for hid, gid in rng.sample(household_rows, min(len(household_rows), households)) * 2:
+        when = now - datetime.timedelta(days=rng.randint(0, 90), hours=rng.randint(0, 10))
+        follow = (now.date() + datetime.timedelta(days=rng.randint(-5, 14))) if rng.random() < 0.2 else None
+        add(as_user(rng.choice(workers[gid])), "visit", str(uuid.uuid4()), {
+            "grid_id": gid, "household_id": hid, "method": rng.choice(methods),
+            "topics": rng.sample(TOPICS, rng.randint(1, 3)),
+            "notes": rng.choice(["了解家庭近况, 无特殊诉求", "反映楼道灯不亮", "提出停车难问题", "身体状况良好", "需协调物业处理"]),
+            "follow_up_on": follow.isoformat() if follow else None,
+            "visited_at": when.isoformat(),
+        })
+
+    for g in grids:
+        for day in range(20):
+            started = now - datetime.timedelta(days=day, hours=rng.randint(1, 8))
+            walker = rng.choice(workers[g.id])
+            add(as_user(walker), "patrol", str(uuid.uuid4()), {
+                "grid_id": g.id, "started_at": started.isoformat(),
+                "ended_at": (started + datetime.timedelta(minutes=rng.randint(30, 120))).isoformat(),
+                "notes": "网格巡查", "hazards": rng.sample(HAZARDS, rng.randint(0, 2)),
+            })
+            add(as_user(walker), "diary", str(uuid.uuid4()), {
+                "grid_id": g.id, "written_at": started.isoformat(),
+                "text": rng.choice(["居民反映小区停车难, 希望增设车位", "张大爷说楼道灯坏了三天",
+                                    "顾先生反映楼下空调噪音, 已协调维修", "居民希望增加健身器材"]),
+                "topics": rng.sample(TOPICS, 1),
+            })
+
+    cases: list[tuple[str, str, int]] = []
+    for _ in range(max(households // 5, 10)):
+        hid, gid = rng.choice(household_rows)
+        category, title, description = rng.choice(CASES)
+        cid = str(uuid.uuid4())
+        add(as_user(rng.choice(workers[gid])), "case", cid, {
+            "grid_id": gid, "household_id": hid, "category": category, "title": title,
+            "description": description, "status": "reported",
+        })
+        cases.append((cid, gid, rng.choices([0, 1, 2, 3, 4, 5], weights=[8, 6, 10, 6, 60, 10])[0]))
+    await _commit(sessionmaker, mutations)
+
+    # Walk the cases through the closed loop: accept, dispatch, resolve, evaluate and close.
+    async with sessionmaker() as session:
+        supervisor = await session.scalar(select(User).where(User.name == "supervisor"))
+    console = Sender(origin=f"console:{supervisor.id}", actor=Actor.CONSOLE, scope=None, user_id=supervisor.id)
+    for stage in range(1, 6):
+        mutations = []
+        for cid, gid, target in cases:
+            if target < stage:
+                continue
+            if stage == 1:
+                add(console, "case", cid, {"status": "accepted"}, 1)
+            elif stage == 2:
+                due = now + datetime.timedelta(days=rng.randint(-3, 7))
+                add(console, "case", cid, {"status": "dispatched", "department": rng.choice(DEPARTMENTS),
+                                           "due_at": due.isoformat()}, 2)
+            elif stage == 3 and target != 3:
+                add(as_user(rng.choice(workers[gid])), "case", cid,
+                    {"status": "resolved", "feedback": "已协调相关部门处理完毕, 居民满意"}, 3)
+            elif stage == 4 and target >= 4:
+                add(console, "case", cid, {"status": "closed", "rating": rng.choice([4, 5, 5, 5, 3])}, 4)
+        await _commit(sessionmaker, mutations)
+
+    return await _logins(sessionmaker)
+
+
+async def _commit(sessionmaker: async_sessionmaker, mutations: list[tuple[Sender, Mutation]]) -> None:
+    by_sender: dict[Sender, list[Mutation]] = {}
+    for sender, mutation in mutations:
+        by_sender.setdefault(sender, []).append(mutation)
+    for sender, batch in by_sender.items():
+        for start in range(0, len(batch), BATCH):
+            results = await commit_mutations(sessionmaker, batch[start : start + BATCH], sender)
+            rejected = [r for r in results if r.status.value == "rejected"]
+            if rejected:
+                raise RuntimeError(f"demo data rejected: {rejected[0].error.message}")
+
+
+async def _logins(sessionmaker: async_sessionmaker) -> list[str]:
+    code = await create_enrollment_code(sessionmaker, "zhangdaye", 24 * 3600)
+    return [
+        f"console login: admin / {DEMO_PASSWORD}   (supervisor: supervisor / {DEMO_PASSWORD})",
+        "enrollment code for red steward zhangdaye (24 h):",
+        code,
+    ]

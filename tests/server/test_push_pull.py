@@ -1,0 +1,349 @@
+"""Protocol sections 4 to 6 on the wire: merge results, conflicts, rejections, exactly-once,
+scope, paging, grid changes and bad bodies, against the real app on both databases."""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+import pytest
+from sqlalchemy import func, select
+
+from server.db.models import AppliedMutation, ChangeLogEntry, ConflictEntry, RecordRow
+from sync.hlc import format_stamp, wall_now_ms
+from tests.conftest import run
+
+
+def _count(field, model, *where) -> int:  # noqa: ANN001
+    async def count() -> int:
+        async with field.sessionmaker() as session:
+            return await session.scalar(select(func.count()).select_from(model).where(*where))
+
+    return run(field.client, count)
+
+
+@pytest.fixture
+def two_phones(field):
+    grid = field.grid("所前社区第1网格")
+    field.user("wang", ["所前社区第1网格"])
+    field.user("li", ["所前社区第1网格"], role="red_steward")
+    return grid, field.device("wang"), field.device("li", msgpack=True)
+
+
+def later(mutation: dict, device, ms: int = 1000) -> dict:  # noqa: ANN001
+    """The mutation re-stamped ``ms`` later: which of two edits is later must not hang on timing."""
+    mutation["hlc"] = format_stamp(wall_now_ms() + ms, 0, device.device_id)
+    return mutation
+
+
+def household(grid: str, **extra) -> dict:
+    return {"grid_id": grid, "address": "雉城街道台苑新村3幢2单元301室", "head_name": "顾先生", **extra}
+
+
+def test_a_new_record_is_applied_and_pulled_by_the_other_phone(two_phones):
+    grid, wang, li = two_phones
+    m = wang.mutation("household", fields=household(grid, tags=["独居老人"]))
+    [result] = wang.push([m])["results"]
+    assert result["status"] == "applied" and result["version"] == 1
+    pulled = {r["id"]: r for r in li.pull_all()}
+    assert pulled[m["id"]]["fields"]["head_name"] == "顾先生"
+    assert pulled[m["id"]]["version"] == 1
+
+
+def test_concurrent_edits_of_one_field_keep_the_later_stamp_and_log_the_loser(field, two_phones):
+    grid, wang, li = two_phones
+    create = wang.mutation("household", fields=household(grid))
+    wang.push([create])
+    li.pull_all()
+    first = li.mutation("household", create["id"], {"phone": "13800000001"})
+    second = later(wang.mutation("household", create["id"], {"phone": "13900000002"}), wang)
+    assert li.push([first])["results"][0]["status"] == "applied"
+    [merged] = wang.push([second])["results"]
+    assert merged["status"] == "merged"
+    assert merged["record"]["fields"]["phone"] == "13900000002"
+    assert merged["conflicts"] == [{"field": "phone", "kept": "13900000002", "lost": "13800000001",
+                                    "winner_hlc": second["hlc"]}]
+    assert _count(field, ConflictEntry, ConflictEntry.record_id == create["id"]) == 1
+
+
+def test_an_earlier_stamp_loses_and_its_value_is_kept_in_the_conflict_log(field, two_phones):
+    grid, wang, li = two_phones
+    create = wang.mutation("household", fields=household(grid))
+    wang.push([create])
+    li.pull_all()
+    early = li.mutation("household", create["id"], {"notes": "li's note"})
+    late = later(wang.mutation("household", create["id"], {"notes": "wang's note"}), wang)
+    wang.push([late])
+    [merged] = li.push([early])["results"]
+    assert merged["status"] == "merged"
+    assert merged["record"]["fields"]["notes"] == "wang's note"
+    assert merged["conflicts"][0]["lost"] == "li's note"
+
+
+def test_union_fields_merge_without_conflict(field, two_phones):
+    grid, wang, li = two_phones
+    create = wang.mutation("household", fields=household(grid, tags=["党员户"]))
+    wang.push([create])
+    li.pull_all()
+    wang.push([wang.mutation("household", create["id"], {"tags": ["党员户", "独居老人"]})])
+    [merged] = li.push([li.mutation("household", create["id"], {"tags": ["党员户", "低保户"]})])["results"]
+    assert merged["status"] == "merged"
+    assert merged["record"]["fields"]["tags"] == sorted(["党员户", "独居老人", "低保户"])
+    assert "conflicts" not in merged
+
+
+def test_other_fields_edited_concurrently_both_survive(two_phones):
+    grid, wang, li = two_phones
+    create = wang.mutation("household", fields=household(grid))
+    wang.push([create])
+    li.pull_all()
+    wang.push([wang.mutation("household", create["id"], {"phone": "13800000001"})])
+    [result] = li.push([li.mutation("household", create["id"], {"members": 4})])["results"]
+    assert result["status"] == "applied"
+    assert result["record"]["fields"]["phone"] == "13800000001" and result["record"]["fields"]["members"] == 4
+
+
+def test_a_phones_own_successive_edits_never_conflict(field, two_phones):
+    grid, wang, _ = two_phones
+    create = wang.mutation("household", fields=household(grid))
+    edit1 = wang.mutation("household", create["id"], {"notes": "one"}, base_version=0)
+    edit2 = wang.mutation("household", create["id"], {"notes": "two"}, base_version=0)
+    results = wang.push([create, edit1, edit2])["results"]
+    assert [r["status"] for r in results] == ["applied", "applied", "applied"]
+    assert results[-1]["record"]["fields"]["notes"] == "two"
+    assert _count(field, ConflictEntry) == 0
+
+
+def test_delete_against_a_later_edit_keeps_the_edit_and_logs_it(field, two_phones):
+    grid, wang, li = two_phones
+    create = wang.mutation("household", fields=household(grid))
+    wang.push([create])
+    li.pull_all()
+    delete = li.mutation("household", create["id"], op="delete")
+    edit = later(wang.mutation("household", create["id"], {"notes": "still here"}), wang)
+    wang.push([edit])
+    [result] = li.push([delete])["results"]
+    assert result["status"] == "merged" and result["record"]["deleted"] is False
+    assert result["conflicts"][0]["field"] == "deleted"
+    assert _count(field, ConflictEntry, ConflictEntry.field == "deleted") == 1
+
+
+def test_a_later_delete_wins_and_is_pulled_as_a_tombstone(two_phones):
+    grid, wang, li = two_phones
+    create = wang.mutation("household", fields=household(grid))
+    wang.push([create])
+    li.pull_all()
+    edit = wang.mutation("household", create["id"], {"notes": "x"})
+    delete = later(li.mutation("household", create["id"], op="delete"), li)
+    wang.push([edit])
+    [result] = li.push([delete])["results"]
+    assert result["status"] == "merged" and result["record"]["deleted"] is True
+    pulled = {r["id"]: r for r in wang.pull_all()}
+    assert pulled[create["id"]]["deleted"] is True and pulled[create["id"]]["fields"] == {}
+
+
+@pytest.mark.parametrize(
+    ("entity", "fields", "code"),
+    [
+        ("spaceship", {"x": 1}, "unknown_entity"),
+        ("household", {"grid_id": "GRID", "address": "a", "phone": "call me"}, "invalid"),
+        ("household", {"grid_id": "GRID", "address": "a", "colour": "red"}, "invalid"),
+        ("household", {"address": "no grid"}, "invalid"),
+        ("case", {"grid_id": "GRID", "category": "noise", "title": "t", "status": "closed"}, "invalid_transition"),
+        ("case", {"grid_id": "GRID", "category": "noise", "title": "t", "status": "reported", "rating": 5},
+         "read_only_field"),
+        ("household", {"grid_id": "00000000-0000-0000-0000-000000000000", "address": "a"}, "forbidden_scope"),
+        ("grid", {"name": "mine", "community": "c"}, "read_only_field"),
+    ],
+)
+def test_bad_mutations_are_rejected_alone_and_write_nothing(field, two_phones, entity, fields, code):
+    grid, wang, _ = two_phones
+    fields = {k: (grid if v == "GRID" else v) for k, v in fields.items()}
+    good = wang.mutation("household", fields=household(grid))
+    bad = wang.mutation(entity, fields=fields)
+    results = wang.push([bad, good])["results"]
+    assert results[0]["status"] == "rejected" and results[0]["error"]["code"] == code
+    assert results[0]["error"]["message"]
+    assert results[1]["status"] == "applied"
+    assert _count(field, RecordRow, RecordRow.id == bad["id"]) == 0
+
+
+def test_validation_errors_name_the_path(two_phones):
+    grid, wang, _ = two_phones
+    bad = wang.mutation("visit", fields={"grid_id": grid, "household_id": str(uuid.uuid4()), "method": "phone",
+                                         "visited_at": "2026-11-25T10:00:00+08:00"})
+    [result] = wang.push([bad])["results"]
+    assert result["error"]["code"] == "invalid" and "$.fields.method" in result["error"]["message"]
+
+
+def test_a_case_moves_only_along_the_workflow(two_phones):
+    grid, wang, _ = two_phones
+    case = wang.mutation("case", fields={"grid_id": grid, "category": "drainage", "title": "落水管破裂",
+                                         "status": "reported"})
+    wang.push([case])
+    [jump] = wang.push([wang.mutation("case", case["id"], {"status": "resolved", "feedback": "done"})])["results"]
+    assert jump["status"] == "rejected" and jump["error"]["code"] == "invalid_transition"
+
+
+def test_a_repeated_push_returns_the_first_results_and_applies_nothing_again(field, two_phones):
+    grid, wang, _ = two_phones
+    batch = [wang.mutation("household", fields=household(grid)) for _ in range(3)]
+    batch.append(wang.mutation("case", fields={"grid_id": grid, "category": "noise", "title": "t",
+                                               "status": "closed"}))
+    first = wang.push(batch)
+    again = wang.push(batch)
+    assert again["results"] == first["results"]
+    assert _count(field, ChangeLogEntry, ChangeLogEntry.mid.in_([m["mid"] for m in batch])) == 3
+    assert _count(field, AppliedMutation, AppliedMutation.mid.in_([m["mid"] for m in batch])) == 4
+
+
+def test_a_mutation_id_repeated_inside_one_push_is_applied_once(field, two_phones):
+    grid, wang, _ = two_phones
+    m = wang.mutation("household", fields=household(grid))
+    results = wang.push([m, m])["results"]
+    assert results[0] == results[1]
+    assert _count(field, ChangeLogEntry, ChangeLogEntry.record_id == m["id"]) == 1
+
+
+def test_nothing_outside_the_scope_is_pulled(field):
+    mine = field.grid("g-mine")
+    other = field.grid("g-other")
+    field.user("wang", ["g-mine"])
+    field.user("zhao", ["g-other"])
+    wang, zhao = field.device("wang"), field.device("zhao")
+    zhao.push([zhao.mutation("household", fields=household(other))])
+    wang.push([wang.mutation("household", fields=household(mine))])
+    pulled = wang.pull_all()
+    assert {r["fields"].get("grid_id", r["id"]) for r in pulled} == {mine}
+    # and a write to the other grid's record is refused
+    foreign = next(iter(zhao.records))
+    [result] = wang.push([wang.mutation("household", foreign, {"notes": "x"}, base_version=1)])["results"]
+    assert result["error"]["code"] == "forbidden_scope" and "record" not in result
+
+
+def test_pull_pages_deliver_every_change_once_in_commit_order(two_phones):
+    grid, wang, li = two_phones
+    ids = []
+    for _ in range(3):
+        batch = [wang.mutation("household", fields=household(grid)) for _ in range(25)]
+        ids += [m["id"] for m in batch]
+        wang.push(batch)
+    pulled = li.pull_all(limit=10)
+    households = [r["id"] for r in pulled if r["entity"] == "household"]
+    assert households == ids
+
+
+def test_pull_returns_each_record_once_at_its_latest_version(two_phones):
+    grid, wang, li = two_phones
+    m = wang.mutation("household", fields=household(grid))
+    wang.push([m])
+    for n in range(3):
+        wang.push([wang.mutation("household", m["id"], {"members": n + 1})])
+    pulled = [r for r in li.pull_all() if r["id"] == m["id"]]
+    assert len(pulled) == 1 and pulled[0]["version"] == 4 and pulled[0]["fields"]["members"] == 3
+
+
+def test_an_incremental_pull_returns_only_what_changed(two_phones):
+    grid, wang, li = two_phones
+    wang.push([wang.mutation("household", fields=household(grid)) for _ in range(5)])
+    li.pull_all()
+    m = wang.mutation("household", fields=household(grid))
+    wang.push([m])
+    assert [r["id"] for r in li.pull_all()] == [m["id"]]
+    assert li.pull_all() == []
+
+
+def test_when_grids_change_the_next_pull_brings_the_new_grid_and_tombstones_the_old(field):
+    old = field.grid("g-old")
+    new = field.grid("g-new")
+    field.user("wang", ["g-old"])
+    field.user("zhao", ["g-new"])
+    wang, zhao = field.device("wang"), field.device("zhao")
+    wang.push([wang.mutation("household", fields=household(old)) for _ in range(3)])
+    zhao.push([zhao.mutation("household", fields=household(new)) for _ in range(4)])
+    wang.pull_all()
+    field.set_grids("wang", ["g-new"])
+    changes = wang.pull_all(limit=2)
+    tombstones = {r["id"] for r in changes if r["deleted"]}
+    fresh = {r["id"] for r in changes if not r["deleted"] and r["entity"] == "household"}
+    assert fresh == {r["id"] for r in zhao.records.values() if r["entity"] == "household"}
+    old_households = {i for i, r in wang.records.items() if r["deleted"]}
+    assert tombstones >= {i for i in old_households}
+    assert len([t for t in tombstones if t != old]) >= 3
+    # and afterwards the ordinary feed goes on in the new scope
+    m = zhao.mutation("household", fields=household(new))
+    zhao.push([m])
+    assert [r["id"] for r in wang.pull_all()] == [m["id"]]
+
+
+def test_a_stamp_far_in_the_future_is_restamped_and_the_original_kept(field, two_phones):
+    grid, wang, li = two_phones
+    create = wang.mutation("household", fields=household(grid))
+    wang.push([create])
+    li.pull_all()
+    year_ahead = format_stamp(wall_now_ms() + 365 * 24 * 3600 * 1000, 0, wang.device_id)
+    cheat = wang.mutation("household", create["id"], {"notes": "from the future"})
+    cheat["hlc"] = year_ahead
+    [result] = wang.push([cheat])["results"]
+    assert result["record"]["hlc"] < year_ahead
+    honest = later(li.mutation("household", create["id"], {"notes": "now"}), li, 10)
+    [kept] = li.push([honest])["results"]
+    assert kept["record"]["fields"]["notes"] == "now"
+
+    async def original() -> str | None:
+        async with field.sessionmaker() as session:
+            return await session.scalar(select(ChangeLogEntry.original_hlc).where(ChangeLogEntry.mid == cheat["mid"]))
+
+    assert run(field.client, original) == year_ahead
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status", "code"),
+    [
+        (b"{not json", "application/json", 400, "malformed"),
+        (b"\xc1\xc1", "application/msgpack", 400, "malformed"),
+        (b'{"mutations": "lots"}', "application/json", 422, "invalid"),
+        (b'{"mutations": [{"mid": 7}]}', "application/json", 422, "invalid"),
+        (b'{"mutations": [], "extra": 1}', "application/json", 422, "invalid"),
+        (b"<xml/>", "text/xml", 400, "malformed"),
+    ],
+)
+def test_malformed_and_wrongly_typed_bodies_get_4xx_and_change_nothing(field, two_phones, content, content_type,
+                                                                       status, code):
+    _, wang, _ = two_phones
+    before = _count(field, RecordRow)
+    response = field.client.post("/v1/sync/push", content=content,
+                                 headers={"Sync-Protocol": "1", "Authorization": f"Bearer {wang.token}",
+                                          "Content-Type": content_type, "Accept": "application/json"})
+    assert response.status_code == status and response.json()["error"]["code"] == code
+    assert _count(field, RecordRow) == before
+
+
+def test_oversize_pushes_are_refused_whole(field, two_phones):
+    grid, wang, _ = two_phones
+    before = _count(field, RecordRow)
+    too_many = [wang.mutation("household", fields=household(grid)) for _ in range(501)]
+    response = wang.call("POST", "/v1/sync/push", {"mutations": too_many})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "too_large"
+    huge = wang.mutation("household", fields=household(grid, notes="x" * 5000))
+    response = wang.call("POST", "/v1/sync/push", {"mutations": [huge] * 400})
+    assert response.status_code == 413
+    assert _count(field, RecordRow) == before
+
+
+def test_pull_rejects_bad_limits_and_cursors(two_phones):
+    _, wang, _ = two_phones
+    assert wang.call("GET", "/v1/sync/pull", params={"limit": "1001"}).status_code == 422
+    assert wang.call("GET", "/v1/sync/pull", params={"limit": "-1"}).status_code == 422
+    bad = wang.call("GET", "/v1/sync/pull", params={"cursor": "not-a-cursor!!"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "malformed"
+
+
+def test_replies_follow_accept_and_msgpack_round_trips(two_phones):
+    grid, _, li = two_phones
+    reply = li.push([li.mutation("household", fields=household(grid))])
+    assert reply["results"][0]["status"] == "applied"
+    response = li.call("GET", "/v1/sync/pull", headers={"Accept": "application/json"})
+    assert response.headers["content-type"].startswith("application/json")
+    response = li.call("GET", "/v1/sync/pull", headers={"Accept": "application/msgpack"})
+    assert msgspec.msgpack.decode(response.content)["more"] is False
