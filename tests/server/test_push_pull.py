@@ -325,9 +325,12 @@ def test_oversize_pushes_are_refused_whole(field, two_phones):
     too_many = [wang.mutation("household", fields=household(grid)) for _ in range(501)]
     response = wang.call("POST", "/v1/sync/push", {"mutations": too_many})
     assert response.status_code == 413 and response.json()["error"]["code"] == "too_large"
-    huge = wang.mutation("household", fields=household(grid, notes="x" * 5000))
-    response = wang.call("POST", "/v1/sync/push", {"mutations": [huge] * 400})
+    huge = wang.mutation("household", fields=household(grid, notes="x" * 8000))
+    response = wang.call("POST", "/v1/sync/push", {"mutations": [huge] * 520})
     assert response.status_code == 413
+    five_mib = b'{"mutations": [], "pad": "' + b"x" * (5 << 20) + b'"}'
+    response = wang.call("POST", "/v1/sync/push", headers={"Content-Type": "application/json"}, content=five_mib)
+    assert response.status_code == 413 and response.json()["error"]["code"] == "too_large"
     assert _count(field, RecordRow) == before
 
 
