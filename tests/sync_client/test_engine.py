@@ -44,27 +44,37 @@ def test_first_sync_pushes_local_records_and_pulls_everyone_elses(make_device, s
     assert b.engine.last_sync()["ok"] is True
 
 
-def test_retried_push_after_crash_before_results_are_stored_applies_once(make_device, server: FakeServer, monkeypatch):
+@pytest.mark.parametrize("step", ["_store_result", "_adopt_result_record", "_store_conflicts", "_retire_entry"])
+def test_retried_push_after_crash_while_storing_results_applies_once(make_device, server: FakeServer, monkeypatch, step):
     a = make_device("a")
-    hid = a.engine.create("household", household(members=2))
-    [entry] = a.store.pending_mutations(10)
+    hid = a.engine.create("household", household(members=1))
+    a.engine.edit("household", hid, {"members": 2})
+    a.engine.create("household", household(members=3))
+    mids = [e.mid for e in a.store.pending_mutations(10)]
+    original = getattr(LocalStore, step)
+    calls = []
 
-    def crash(self, db, entry):  # noqa: ANN001 - the process dies inside the results transaction
-        raise KeyboardInterrupt("power cut")
+    def crash_on_second_entry(self, db, entry, *rest):  # noqa: ANN001 - the process dies mid-transaction
+        calls.append(entry.mid)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("power cut")
+        return original(self, db, entry, *rest)
 
-    monkeypatch.setattr(LocalStore, "_retire_entry", crash)
+    monkeypatch.setattr(LocalStore, step, crash_on_second_entry)
     with pytest.raises(KeyboardInterrupt):
         a.engine.sync()
     monkeypatch.undo()
-    # The results transaction rolled back: the entry is still queued and no result was kept.
-    assert [e.mid for e in a.store.pending_mutations(10)] == [entry.mid]
-    assert a.store.result(entry.mid) is None
+    # Nothing left the outbox without its result: the whole results transaction rolled back.
+    assert [e.mid for e in a.store.pending_mutations(10)] == mids
+    assert [a.store.result(m) for m in mids] == [None, None, None]
 
-    a.engine.sync()
-    assert server.push_calls == [[entry.mid], [entry.mid]]  # the same mid went again
-    assert server.applied_mids == [entry.mid]  # and the server applied it once
-    assert server.record("household", hid).version == 1
-    assert a.store.pending_count() == 0 and a.store.get("household", hid).version == 1
+    report = a.engine.sync()
+    assert report.pushed == 3 and a.store.pending_count() == 0
+    assert server.push_calls == [mids, mids]  # the same mids went again
+    assert server.applied_mids == mids  # and the server applied each once
+    assert server.record("household", hid).version == 2
+    assert a.store.get("household", hid).version == 2
+    assert all(a.store.result(m) is not None for m in mids)
 
 
 def test_a_push_whose_reply_was_lost_is_resent_with_the_same_mids(make_device, server: FakeServer):

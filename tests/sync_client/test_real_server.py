@@ -113,10 +113,16 @@ def test_retried_push_after_crash_applies_once_on_the_real_server(phone, grid: s
     hid = a.engine.create("household", household(grid, members=1))
     a.engine.edit("household", hid, {"members": 2})
 
-    def crash(self, db, entry):  # noqa: ANN001
-        raise KeyboardInterrupt("killed between the push reply and storing its results")
+    original = LocalStore._adopt_result_record
+    seen = []
 
-    monkeypatch.setattr(LocalStore, "_retire_entry", crash)
+    def crash(self, db, entry, result):  # noqa: ANN001
+        seen.append(entry.mid)
+        if len(seen) == 2:
+            raise KeyboardInterrupt("killed while storing the push's results")
+        return original(self, db, entry, result)
+
+    monkeypatch.setattr(LocalStore, "_adopt_result_record", crash)
     with pytest.raises(KeyboardInterrupt):
         a.engine.sync()
     monkeypatch.undo()
