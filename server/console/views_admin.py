@@ -13,7 +13,8 @@ import segno
 from litestar import Request, Response, get, post
 from litestar.datastructures import UploadFile
 from litestar.exceptions import NotFoundException
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, QueryParameter
 from markupsafe import Markup
 
 from server.accounts import service as accounts
@@ -25,7 +26,7 @@ from server.console.web import PAGE_SIZE, Page, fmt_time, language, page_number,
 from server.db.models import Grid, User
 from server.devices import service as devices_service
 
-Query = Annotated[str | None, Parameter(required=False)]
+Query = FromQuery[str | None]
 
 
 def _form_text(form, name: str, limit: int = 200) -> str:  # noqa: ANN001
@@ -51,7 +52,7 @@ def _admin_scope(request: Request) -> ConsoleUser:
 
 
 @get("/admin/users", name="console:users")
-async def users(request: Request, admin: ConsoleUser, page: Query = None, format: Query = None) -> Response:  # noqa: A002
+async def users(request: Request, admin: NamedDependency[ConsoleUser], page: Query = None, format: Query = None) -> Response:  # noqa: A002
     if format in FORMATS:
         rows, _total = await accounts_admin.user_overview(sessionmaker_of(request), 1, None)
         _ = translator(language(request))
@@ -62,7 +63,7 @@ async def users(request: Request, admin: ConsoleUser, page: Query = None, format
 
 
 @post("/admin/users", name="console:users-create")
-async def create_user(request: Request, admin: ConsoleUser) -> Response:
+async def create_user(request: Request, admin: NamedDependency[ConsoleUser]) -> Response:
     sm = sessionmaker_of(request)
     form = await request.form()
     name, role = _form_text(form, "name", 100), _form_text(form, "role", 20)
@@ -86,7 +87,7 @@ async def _grid_names_from_ids(db, ids: list) -> list[str]:  # noqa: ANN001
 
 
 @get("/admin/users/{user_id:str}", name="console:user")
-async def user_page(request: Request, admin: ConsoleUser, user_id: str, saved: Query = None) -> Response:
+async def user_page(request: Request, admin: NamedDependency[ConsoleUser], user_id: FromPath[str], saved: Query = None) -> Response:
     return await _user_page(request, user_id, saved=saved)
 
 
@@ -103,7 +104,7 @@ async def _user_page(request: Request, user_id: str, status_code: int = 200, err
 
 
 @post("/admin/users/{user_id:str}", name="console:user-save")
-async def save_user(request: Request, admin: ConsoleUser, user_id: str) -> Response:
+async def save_user(request: Request, admin: NamedDependency[ConsoleUser], user_id: FromPath[str]) -> Response:
     """Role and active flag, grids, and (if given) a new password."""
     sm = sessionmaker_of(request)
     form = await request.form()
@@ -135,7 +136,7 @@ async def save_user(request: Request, admin: ConsoleUser, user_id: str) -> Respo
 
 
 @get("/admin/grids", name="console:grids")
-async def grids(request: Request, admin: ConsoleUser, page: Query = None, format: Query = None) -> Response:  # noqa: A002
+async def grids(request: Request, admin: NamedDependency[ConsoleUser], page: Query = None, format: Query = None) -> Response:  # noqa: A002
     sm = sessionmaker_of(request)
     if format in FORMATS:
         rows, _total = await accounts_admin.grid_overview(sm, 1, None)
@@ -156,7 +157,7 @@ async def _grids_page(request: Request, page: str | None, status_code: int = 200
 
 
 @post("/admin/grids", name="console:grids-create")
-async def create_grid(request: Request, admin: ConsoleUser) -> Response:
+async def create_grid(request: Request, admin: NamedDependency[ConsoleUser]) -> Response:
     form = await request.form()
     name, community = _form_text(form, "name", 100), _form_text(form, "community", 100)
     try:
@@ -170,12 +171,12 @@ async def create_grid(request: Request, admin: ConsoleUser) -> Response:
 
 
 @get("/admin/import", name="console:import")
-async def import_page(request: Request, admin: ConsoleUser) -> Response:
+async def import_page(request: Request, admin: NamedDependency[ConsoleUser]) -> Response:
     return render(request, "admin_import.html", report=None, error=None)
 
 
 @post("/admin/import", name="console:import-post", request_max_body_size=importer.MAX_BYTES + 64 * 1024)
-async def import_file(request: Request, admin: ConsoleUser) -> Response:
+async def import_file(request: Request, admin: NamedDependency[ConsoleUser]) -> Response:
     """Import grids or households; the answer lists every rejected row with its reason."""
     form = await request.form()
     kind = form.get("kind")
@@ -213,13 +214,13 @@ def _default_server(request: Request) -> str:
 
 
 @get("/admin/enrollment", name="console:enrollment")
-async def enrollment_page(request: Request, admin: ConsoleUser) -> Response:
+async def enrollment_page(request: Request, admin: NamedDependency[ConsoleUser]) -> Response:
     return render(request, "admin_enrollment.html", users=await _field_users(request), code=None, qr=None, error=None,
                   server=_default_server(request))
 
 
 @post("/admin/enrollment", name="console:enrollment-create")
-async def create_enrollment(request: Request, admin: ConsoleUser) -> Response:
+async def create_enrollment(request: Request, admin: NamedDependency[ConsoleUser]) -> Response:
     """A one-time code for a field user's phone, shown once, with a QR image the app scans."""
     form = await request.form()
     user_name = _form_text(form, "user", 100)
@@ -245,7 +246,7 @@ async def create_enrollment(request: Request, admin: ConsoleUser) -> Response:
 
 @get("/admin/devices", name="console:devices")
 async def device_list(
-    request: Request, admin: ConsoleUser, status: Query = None, page: Query = None, format: Query = None  # noqa: A002
+    request: Request, admin: NamedDependency[ConsoleUser], status: Query = None, page: Query = None, format: Query = None  # noqa: A002
 ) -> Response:
     """Devices with last sync, app version and open conflicts; retire or revoke from here."""
     sm = sessionmaker_of(request)
@@ -264,7 +265,7 @@ async def device_list(
 
 
 @post("/admin/devices/{device_id:str}", name="console:device-action")
-async def device_action(request: Request, admin: ConsoleUser, device_id: str) -> Response:
+async def device_action(request: Request, admin: NamedDependency[ConsoleUser], device_id: FromPath[str]) -> Response:
     """Retire (the phone keeps its data until its user has seen it) or revoke with wipe (lost or stolen)."""
     sm = sessionmaker_of(request)
     if await queries.device(sm, admin, device_id) is None:

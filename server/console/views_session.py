@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Request, Response, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Redirect
 
 from server.console import auth
@@ -21,7 +22,7 @@ def _safe_next(target: str | None) -> str:
 
 
 @get("/login", name="console:login")
-async def login_page(request: Request, next_: Annotated[str | None, Parameter(query="next")] = None) -> Response:
+async def login_page(request: Request, next_: Annotated[str | None, QueryParameter(name="next")] = None) -> Response:
     """The sign-in form."""
     return render(request, "login.html", next=_safe_next(next_), error=None, name="")
 
@@ -62,7 +63,7 @@ async def logout(request: Request) -> Response:
 
 
 @get("/lang/{lang:str}", name="console:lang")
-async def set_language(request: Request, lang: str, next_: Annotated[str | None, Parameter(query="next")] = None) -> Response:
+async def set_language(request: Request, lang: FromPath[str], next_: Annotated[str | None, QueryParameter(name="next")] = None) -> Response:
     """Switch between Chinese and English; the choice is kept in a cookie for a year."""
     response = Redirect(_safe_next(next_), status_code=303)
     if lang in LANGUAGES:

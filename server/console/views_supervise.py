@@ -9,7 +9,8 @@ from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
 from litestar.exceptions import NotFoundException
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from server.console import actions, charts, queries, stats
 from server.console.auth import ConsoleUser
@@ -20,7 +21,7 @@ from server.console.web import PAGE_SIZE, fmt_hlc, fmt_time, language, page_numb
 from server.db.models import Device, User
 from shared_schema.entities import CaseCategory, VisitMethod
 
-Query = Annotated[str | None, Parameter(required=False)]
+Query = FromQuery[str | None]
 
 
 def _export(fmt: str | None) -> bool:
@@ -41,7 +42,7 @@ def _int(raw: Any, default: int = -1) -> int:
         return default
 
 
-async def _grid_names(request: Request, me: ConsoleUser) -> dict[str, str]:
+async def _grid_names(request: Request, me: NamedDependency[ConsoleUser]) -> dict[str, str]:
     return {g.id: g.name for g in await queries.grids_in_scope(sessionmaker_of(request), me)}
 
 
@@ -54,7 +55,7 @@ def _scoped_choice(value: str | None, allowed: dict) -> str | None:
 
 
 @get("/", name="console:dashboard")
-async def dashboard(request: Request, me: ConsoleUser) -> Response:
+async def dashboard(request: Request, me: NamedDependency[ConsoleUser]) -> Response:
     """The big screen: the closed loop's figures and charts for the user's grids."""
     _ = translator(language(request))
     d = await stats.dashboard(sessionmaker_of(request), me)
@@ -83,7 +84,7 @@ async def dashboard(request: Request, me: ConsoleUser) -> Response:
 
 @get("/sync-log", name="console:sync-log")
 async def sync_log(
-    request: Request, me: ConsoleUser, grid: Query = None, user: Query = None, day: Query = None, page: Query = None,
+    request: Request, me: NamedDependency[ConsoleUser], grid: Query = None, user: Query = None, day: Query = None, page: Query = None,
     format: Query = None,  # noqa: A002 - the query parameter's name
 ) -> Response:
     """Every push and pull, by device, user and time, with counts, errors and app version."""
@@ -110,7 +111,7 @@ async def sync_log(
 
 @get("/records/{record_id:str}/changes", name="console:changes")
 async def change_log(
-    request: Request, me: ConsoleUser, record_id: str, page: Query = None, format: Query = None  # noqa: A002
+    request: Request, me: NamedDependency[ConsoleUser], record_id: FromPath[str], page: Query = None, format: Query = None  # noqa: A002
 ) -> Response:
     """Every accepted change of one record: who, which device, the device's stamp, the time
     received, and each field before and after."""
@@ -135,7 +136,7 @@ async def change_log(
 
 @get("/households", name="console:households")
 async def households(
-    request: Request, me: ConsoleUser, grid: Query = None, q: Query = None, page: Query = None, format: Query = None  # noqa: A002
+    request: Request, me: NamedDependency[ConsoleUser], grid: Query = None, q: Query = None, page: Query = None, format: Query = None  # noqa: A002
 ) -> Response:
     sm = sessionmaker_of(request)
     grids = await _grid_names(request, me)
@@ -156,7 +157,7 @@ async def households(
 
 @get("/visits", name="console:visits")
 async def visits(
-    request: Request, me: ConsoleUser, review: Query = None, grid: Query = None, method: Query = None, page: Query = None,
+    request: Request, me: NamedDependency[ConsoleUser], review: Query = None, grid: Query = None, method: Query = None, page: Query = None,
     format: Query = None,  # noqa: A002
 ) -> Response:
     """Visits waiting for review (or approved, flagged, all), newest first."""
@@ -188,7 +189,7 @@ async def visits(
 
 
 @get("/visits/{record_id:str}", name="console:visit")
-async def visit(request: Request, me: ConsoleUser, record_id: str, error: Query = None) -> Response:
+async def visit(request: Request, me: NamedDependency[ConsoleUser], record_id: FromPath[str], error: Query = None) -> Response:
     sm = sessionmaker_of(request)
     row = await queries.record(sm, me, record_id, "visit")
     if row is None:
@@ -202,7 +203,7 @@ async def visit(request: Request, me: ConsoleUser, record_id: str, error: Query 
 
 
 @post("/visits/{record_id:str}/review", name="console:visit-review")
-async def review_visit(request: Request, me: ConsoleUser, record_id: str) -> Response:
+async def review_visit(request: Request, me: NamedDependency[ConsoleUser], record_id: FromPath[str]) -> Response:
     """Approve or flag a visit with a comment: the visit's ``review`` field, synced to the phone."""
     sm = sessionmaker_of(request)
     row = await queries.record(sm, me, record_id, "visit")
@@ -219,7 +220,7 @@ async def review_visit(request: Request, me: ConsoleUser, record_id: str) -> Res
     return redirect(f"/visits/{row.id}", saved=1)
 
 
-async def _visit_with_error(request: Request, me: ConsoleUser, row, code: str) -> Response:  # noqa: ANN001
+async def _visit_with_error(request: Request, me: NamedDependency[ConsoleUser], row, code: str) -> Response:  # noqa: ANN001
     sm = sessionmaker_of(request)
     hid = (row.fields or {}).get("household_id")
     household = (await queries.records_by_id(sm, me, [hid])).get(hid)
@@ -229,7 +230,7 @@ async def _visit_with_error(request: Request, me: ConsoleUser, row, code: str) -
 
 
 @get("/photos/{record_id:str}/{sha256:str}", name="console:photo")
-async def photo(request: Request, me: ConsoleUser, record_id: str, sha256: str, size: Query = None) -> Response:
+async def photo(request: Request, me: NamedDependency[ConsoleUser], record_id: FromPath[str], sha256: FromPath[str], size: Query = None) -> Response:
     """A photo's thumbnail (or a larger view), only through a record in scope that refers to it."""
     sm = sessionmaker_of(request)
     row = await queries.record(sm, me, record_id)
@@ -247,7 +248,7 @@ async def photo(request: Request, me: ConsoleUser, record_id: str, sha256: str, 
 
 @get("/conflicts", name="console:conflicts")
 async def conflicts(
-    request: Request, me: ConsoleUser, state_: Annotated[str | None, Parameter(query="state", required=False)] = None,
+    request: Request, me: NamedDependency[ConsoleUser], state_: Annotated[str | None, QueryParameter(name="state")] = None,
     page: Query = None, format: Query = None,  # noqa: A002
 ) -> Response:
     sm = sessionmaker_of(request)
@@ -265,7 +266,7 @@ async def conflicts(
 
 
 @get("/conflicts/{conflict_id:int}", name="console:conflict")
-async def conflict(request: Request, me: ConsoleUser, conflict_id: int, error: Query = None) -> Response:
+async def conflict(request: Request, me: NamedDependency[ConsoleUser], conflict_id: FromPath[int], error: Query = None) -> Response:
     sm = sessionmaker_of(request)
     entry = await queries.conflict(sm, me, conflict_id)
     if entry is None:
@@ -279,7 +280,7 @@ async def conflict(request: Request, me: ConsoleUser, conflict_id: int, error: Q
 
 
 @post("/conflicts/{conflict_id:int}/resolve", name="console:conflict-resolve")
-async def resolve_conflict(request: Request, me: ConsoleUser, conflict_id: int) -> Response:
+async def resolve_conflict(request: Request, me: NamedDependency[ConsoleUser], conflict_id: FromPath[int]) -> Response:
     """Keep the current value, or take the lost one (a console change that syncs out)."""
     sm = sessionmaker_of(request)
     entry = await queries.conflict(sm, me, conflict_id)
@@ -307,7 +308,7 @@ async def resolve_conflict(request: Request, me: ConsoleUser, conflict_id: int) 
 
 @get("/cases", name="console:cases")
 async def cases(
-    request: Request, me: ConsoleUser, status: Query = None, grid: Query = None, category: Query = None,
+    request: Request, me: NamedDependency[ConsoleUser], status: Query = None, grid: Query = None, category: Query = None,
     page: Query = None, format: Query = None,  # noqa: A002
 ) -> Response:
     """The board by status, or (with ``status``) one paginated column as a list."""
@@ -346,7 +347,7 @@ async def cases(
 
 
 @get("/cases/{record_id:str}", name="console:case")
-async def case(request: Request, me: ConsoleUser, record_id: str, error: Query = None) -> Response:
+async def case(request: Request, me: NamedDependency[ConsoleUser], record_id: FromPath[str], error: Query = None) -> Response:
     sm = sessionmaker_of(request)
     row = await queries.record(sm, me, record_id, "case")
     if row is None:
@@ -359,7 +360,7 @@ async def case(request: Request, me: ConsoleUser, record_id: str, error: Query =
 
 
 @post("/cases/{record_id:str}/{step:str}", name="console:case-step")
-async def case_step(request: Request, me: ConsoleUser, record_id: str, step: str) -> Response:
+async def case_step(request: Request, me: NamedDependency[ConsoleUser], record_id: FromPath[str], step: FromPath[str]) -> Response:
     """One step of the closed loop: accept, dispatch, or evaluate (rate, then close or send back)."""
     sm = sessionmaker_of(request)
     row = await queries.record(sm, me, record_id, "case")

@@ -192,7 +192,7 @@ def html_error(request: Request, exc: Exception) -> Response:
     """Console errors as pages in the user's language (the sync API keeps its JSON errors)."""
     if isinstance(exc, LoginRequired):
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return Redirect(url("/login", next=target))
+        return Redirect(url("/login", next=target), status_code=303)
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     detail = exc.detail if isinstance(exc, HTTPException) else ""
     return render(request, "error.html", status_code=status, status=status, detail=detail)
