@@ -174,8 +174,8 @@ async def blob_patch(request: Request, state: State, sha256: str) -> Response:
     check_hash(sha256)
     if state.blob_store.is_complete(sha256):
         return Response(content=b"", status_code=200, headers={"Upload-Offset": str(state.blob_store.size(sha256))})
-    offset = _int_header(request, "upload-offset")
-    length = _int_header(request, "upload-length")
+    offset = _int_header(request, "Upload-Offset")
+    length = _int_header(request, "Upload-Length")
     if length > MAX_BLOB_BYTES:
         raise TooLarge(f"a blob may have at most {MAX_BLOB_BYTES} bytes")
     data = await _read_body(request, MAX_BLOB_BYTES)
