@@ -159,6 +159,19 @@ class SyncEngine:
         self._token_deadline = 0.0
         self.clock = clock if clock is not None else self._restore_clock(identity.device_id or "unenrolled")
 
+    def set_transport(self, transport: Transport) -> None:
+        """Talk to the server through another transport from now on (the server moved).
+
+        The cached token is dropped: it belongs to the old address.
+        """
+        with self._sync_lock:
+            self.transport = transport
+            self.blobs = BlobTransfer(self.store, transport)
+            self._token = None
+            base_url = getattr(transport, "base_url", None)
+            if base_url:
+                self.store.set_meta(META_SERVER_URL, base_url)
+
     # ---- the clock ------------------------------------------------------------------
 
     def _restore_clock(self, node: str) -> HybridClock:
@@ -227,6 +240,7 @@ class SyncEngine:
             TransportError: the server could not be reached.
         """
         reply = self.transport.enroll(code, self.identity.public_key_b64(), label, app_version)
+        previous_device = self.identity.device_id
         self.identity.set_device_id(reply.device_id)
         previous = self.clock.last()
         self.clock = HybridClock(node=reply.device_id, wall=self._wall, offset_ms=self.clock.offset_ms, last=previous)
@@ -237,6 +251,9 @@ class SyncEngine:
             META_RETIRED: None,
             **self._clock_meta(),
         }
+        if previous_device is not None and previous_device != reply.device_id:
+            # Enrolled again (perhaps for another user or server): pull everything afresh.
+            meta[META_CURSOR] = None
         base_url = getattr(self.transport, "base_url", None)
         if base_url:
             meta[META_SERVER_URL] = base_url
@@ -248,6 +265,11 @@ class SyncEngine:
     def enrolled(self) -> bool:
         """Whether the device has an id from a server."""
         return self.identity.device_id is not None
+
+    @property
+    def syncing(self) -> bool:
+        """Whether a sync round is running now (on any thread)."""
+        return self._sync_lock.locked()
 
     @property
     def retired(self) -> bool:

@@ -21,8 +21,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
-import os
-import shutil
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -32,10 +30,12 @@ from typing import Any
 import msgspec
 
 from shared_schema.entities import DEVICE_WRITABLE, ENTITIES, UNION_FIELDS, FieldsInvalid, validate_fields
-from shared_schema.messages import Conflict, Mutation, MutationStatus, Record, Result
+from shared_schema.messages import Mutation, MutationStatus, Record, Result
 from shared_schema.rules import MergeRule, field_rules
 from sync.client.cipher import Cipher
 from sync.client.ids import new_id
+from sync.client.schema import SCHEMA
+from sync.client.sealed_files import SealedFiles
 from sync.errors import BlobRejected, InvalidEdit, StorageError
 
 # Meta keys other modules share.
@@ -49,72 +49,6 @@ META_LAST_SYNC = "sync.last"
 
 # Fields that hold blob hashes; a pulled record naming one makes the blob known to the store.
 BLOB_FIELDS = frozenset({"photos"})
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    entity TEXT NOT NULL,
-    id TEXT NOT NULL,
-    grid_id TEXT,
-    household_id TEXT,
-    version INTEGER NOT NULL,
-    hlc TEXT NOT NULL,
-    deleted INTEGER NOT NULL DEFAULT 0,
-    fields BLOB NOT NULL,
-    PRIMARY KEY (entity, id)
-);
-CREATE INDEX IF NOT EXISTS records_by_grid ON records (entity, grid_id);
-CREATE INDEX IF NOT EXISTS records_by_household ON records (entity, household_id);
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    mid TEXT NOT NULL UNIQUE,
-    entity TEXT NOT NULL,
-    id TEXT NOT NULL,
-    op TEXT NOT NULL,
-    base_version INTEGER NOT NULL,
-    hlc TEXT NOT NULL,
-    grid_id TEXT,
-    household_id TEXT,
-    fields BLOB NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS outbox_by_record ON outbox (entity, id);
-CREATE TABLE IF NOT EXISTS results (
-    mid TEXT PRIMARY KEY,
-    entity TEXT NOT NULL,
-    id TEXT NOT NULL,
-    op TEXT NOT NULL,
-    status TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    error_code TEXT,
-    payload BLOB NOT NULL,
-    received_at TEXT NOT NULL,
-    dismissed INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS results_by_status ON results (status, dismissed);
-CREATE TABLE IF NOT EXISTS conflicts (
-    cid INTEGER PRIMARY KEY AUTOINCREMENT,
-    mid TEXT NOT NULL,
-    entity TEXT NOT NULL,
-    id TEXT NOT NULL,
-    field TEXT NOT NULL,
-    winner_hlc TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    seen INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL,
-    UNIQUE (mid, field)
-);
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS blobs (
-    sha256 TEXT PRIMARY KEY,
-    size INTEGER,
-    state TEXT NOT NULL,
-    path TEXT,
-    created_at TEXT NOT NULL
-);
-"""
 
 BLOB_LOCAL = "local"  # made on this device, not yet on the server
 BLOB_UPLOADED = "uploaded"  # made on this device and complete on the server
@@ -252,8 +186,11 @@ class LocalStore:
         self._cipher = cipher
         self._lock = threading.RLock()
         self._closed = False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot make the folder of the local store: {exc}") from exc
+        self._files = SealedFiles(self.blob_dir, cipher)
         try:
             # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a write never has
             # to upgrade a read lock (which fails with "database is locked" under load).
@@ -264,7 +201,7 @@ class LocalStore:
             self._db.execute("PRAGMA busy_timeout=5000")
             # Sorting and temp tables stay in memory so no plaintext spills into temp files.
             self._db.execute("PRAGMA temp_store=MEMORY")
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(SCHEMA)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the local store at {self.path}: {exc}") from exc
 
@@ -850,17 +787,6 @@ class LocalStore:
 
     # ---- blobs ----------------------------------------------------------------------
 
-    def _blob_file(self, sha: str) -> Path:
-        return self.blob_dir / sha
-
-    def _write_sealed_file(self, target: Path, sealed: bytes) -> None:
-        tmp = target.with_name(target.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(sealed)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-
     def put_blob(self, data: bytes, *, state: str = BLOB_LOCAL) -> str:
         """Keep a blob (a photo) sealed on disk and return its SHA-256.
 
@@ -873,38 +799,25 @@ class LocalStore:
             The lowercase hex SHA-256 of ``data`` (the blob's name everywhere).
         """
         sha = hashlib.sha256(data).hexdigest()
-        target = self._blob_file(sha)
         with self._lock:
             self._check_open()
-            if not target.exists():
-                try:
-                    self._write_sealed_file(target, self._cipher.encrypt(data, f"blob:{sha}".encode()))
-                except OSError as exc:
-                    raise StorageError(f"cannot write a blob: {exc}") from exc
+            self._files.write(sha, data)
             with self._write() as db:
                 db.execute(
                     "INSERT INTO blobs (sha256, size, state, path, created_at) VALUES (?, ?, ?, ?, ?)"
                     " ON CONFLICT (sha256) DO UPDATE SET size = excluded.size, path = excluded.path",
-                    (sha, len(data), state, target.name, _now_iso()),
+                    (sha, len(data), state, sha, _now_iso()),
                 )
         return sha
 
     def read_blob(self, sha: str) -> bytes | None:
         """A blob's plaintext, or None when it is not on this device."""
-        with self._lock:
-            self._check_open()
-            target = self._blob_file(sha)
-            try:
-                sealed = target.read_bytes()
-            except FileNotFoundError:
-                return None
-            except OSError as exc:
-                raise StorageError(f"cannot read a blob: {exc}") from exc
-        return self._cipher.decrypt(sealed, f"blob:{sha}".encode())
+        self._check_open()
+        return self._files.read(sha)
 
     def has_blob(self, sha: str) -> bool:
         """Whether a blob's bytes are on this device."""
-        return self._blob_file(sha).exists()
+        return self._files.exists(sha)
 
     def blob_state(self, sha: str) -> str | None:
         """``local``, ``uploaded`` or ``remote``, or None for a blob the store does not know."""
@@ -926,35 +839,17 @@ class LocalStore:
         """Blobs named by records whose bytes are not on this device."""
         with self._read() as db:
             rows = [r[0] for r in db.execute("SELECT sha256 FROM blobs WHERE path IS NULL ORDER BY created_at")]
-        return [sha for sha in rows if not self.has_blob(sha)]
-
-    def _part_file(self, sha: str) -> Path:
-        return self.blob_dir / f"{sha}.part"
+        return [sha for sha in rows if not self._files.exists(sha)]
 
     def blob_part_size(self, sha: str) -> int:
         """How many plaintext bytes of an interrupted download are kept (where to resume)."""
-        size, _ = self._scan_part(sha)
-        return size
-
-    def _scan_part(self, sha: str) -> tuple[int, int]:
-        """(plaintext bytes, file bytes) of the whole chunks of a part file; a torn tail is ignored."""
-        path = self._part_file(sha)
-        if not path.exists():
-            return 0, 0
-        data = path.read_bytes()
-        pos = plain = 0
-        while pos + 8 <= len(data):
-            plain_len = int.from_bytes(data[pos : pos + 4], "big")
-            sealed_len = int.from_bytes(data[pos + 4 : pos + 8], "big")
-            if pos + 8 + sealed_len > len(data):
-                break
-            pos += 8 + sealed_len
-            plain += plain_len
-        return plain, pos
+        with self._lock:
+            return self._files.part_size(sha)
 
     def reset_blob_part(self, sha: str) -> None:
         """Drop the kept part of an interrupted download (the server is sending it from the start)."""
-        self._part_file(sha).unlink(missing_ok=True)
+        with self._lock:
+            self._files.reset_part(sha)
 
     def append_blob_part(self, sha: str, offset: int, chunk: bytes) -> None:
         """Keep a downloaded chunk (sealed) so an interrupted download resumes from here.
@@ -966,16 +861,7 @@ class LocalStore:
         """
         with self._lock:
             self._check_open()
-            plain, good = self._scan_part(sha)
-            if offset != plain:
-                raise StorageError(f"blob part out of order: have {plain} bytes, got a chunk at {offset}")
-            sealed = self._cipher.encrypt(chunk, f"part:{sha}:{offset}".encode())
-            path = self._part_file(sha)
-            with open(path, "ab") as fh:
-                fh.truncate(good)  # drop a torn tail left by a crash
-                fh.write(len(chunk).to_bytes(4, "big") + len(sealed).to_bytes(4, "big") + sealed)
-                fh.flush()
-                os.fsync(fh.fileno())
+            self._files.append_part(sha, offset, chunk)
 
     def finish_blob_download(self, sha: str) -> bytes:
         """Join a complete download, check its hash, and keep it as a blob.
@@ -988,20 +874,7 @@ class LocalStore:
         """
         with self._lock:
             self._check_open()
-            path = self._part_file(sha)
-            data = path.read_bytes() if path.exists() else b""
-            pos, plain_offset, pieces = 0, 0, []
-            while pos + 8 <= len(data):
-                plain_len = int.from_bytes(data[pos : pos + 4], "big")
-                sealed_len = int.from_bytes(data[pos + 4 : pos + 8], "big")
-                if pos + 8 + sealed_len > len(data):
-                    break
-                sealed = data[pos + 8 : pos + 8 + sealed_len]
-                pieces.append(self._cipher.decrypt(sealed, f"part:{sha}:{plain_offset}".encode()))
-                pos += 8 + sealed_len
-                plain_offset += plain_len
-            blob = b"".join(pieces)
-            path.unlink(missing_ok=True)
+            blob = self._files.take_part(sha)
             if hashlib.sha256(blob).hexdigest() != sha:
                 raise BlobRejected("invalid", f"downloaded blob does not match its hash {sha}")
             self.put_blob(blob, state=BLOB_REMOTE)
@@ -1017,20 +890,23 @@ class LocalStore:
         with self._lock:
             if not self._closed:
                 with contextlib.suppress(sqlite3.Error):
+                    # Overwrite freed pages before the files go, for storage that keeps them.
+                    self._db.execute("PRAGMA secure_delete=ON")
                     self._db.execute("BEGIN IMMEDIATE")
                     for table in ("records", "outbox", "results", "conflicts", "meta", "blobs"):
                         self._db.execute(f"DELETE FROM {table}")
                     self._db.execute("COMMIT")
-                    # Overwrite the freed pages before the files go, for storage that keeps them.
-                    self._db.execute("PRAGMA secure_delete=ON")
                     self._db.execute("VACUUM")
                     self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 with contextlib.suppress(sqlite3.Error):
                     self._db.close()
                 self._closed = True
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                Path(str(self.path) + suffix).unlink(missing_ok=True)
-            shutil.rmtree(self.blob_dir, ignore_errors=True)
+            try:
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    Path(str(self.path) + suffix).unlink(missing_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot erase the local store: {exc}") from exc
+            self._files.remove_all()
 
     def close(self) -> None:
         """Close the database (idempotent)."""

@@ -315,3 +315,24 @@ def test_a_protocol_error_on_pull_is_raised_not_retried(make_device, server: Fak
     with pytest.raises(ProtocolError, match="bad cursor"):
         a.engine.sync_with_retry()
     assert waits == []
+
+
+def test_a_new_transport_is_used_with_a_fresh_token(make_device, server: FakeServer):
+    a = make_device("a")
+    a.engine.sync()
+    moved = server.connect()
+    a.engine.set_transport(moved)
+    a.engine.create("household", household())
+    assert a.engine.sync().applied == 1
+    assert a.engine.transport is moved and server.token_calls == 2
+
+
+def test_enrolling_again_pulls_everything_afresh(make_device, server: FakeServer):
+    a, b = make_device("a"), make_device("b")
+    a.engine.create("household", household())
+    a.engine.sync()
+    b.engine.sync()
+    assert b.store.get_meta(META_CURSOR) is not None
+    b.engine.enroll(server.new_code())
+    assert b.store.get_meta(META_CURSOR) is None
+    assert b.engine.sync().pulled == 1
