@@ -9,6 +9,7 @@ from typing import Any, Callable
 from kivy.app import App
 from kivy.clock import Clock
 from kivy.core.window import Window
+from kivy.graphics import Color, RoundedRectangle
 from kivy.metrics import dp
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.filechooser import FileChooserListView
@@ -90,6 +91,7 @@ class FieldLoopApp(App):
         self.language = self.settings.get("language", DEFAULT_LANGUAGE)
         self.device_label = f"FieldLoop {host_platform.node()}"[:100]
         self.manager: ScreenManager | None = None
+        self.last_toast = ""
 
     # ---- building -------------------------------------------------------------------
 
@@ -232,11 +234,18 @@ class FieldLoopApp(App):
         chooser.bind(on_submit=chosen)
         popup.open()
 
-    def toast(self, text: str, seconds: float = 1.5) -> None:
-        popup = Popup(title="", content=Label(text=text, font_size=dp(22)), size_hint=(0.8, 0.25),
-                      separator_height=0, title_size=0)
-        popup.open()
-        Clock.schedule_once(lambda _dt: popup.dismiss(), seconds)
+    def toast(self, text: str, seconds: float = 2.0) -> None:
+        """A short confirmation at the bottom; it takes no touches, so the next tap is never lost."""
+        label = Label(text=text, font_size=dp(22), size_hint=(None, None), color=(1, 1, 1, 1))
+        label.texture_update()
+        label.size = (label.texture_size[0] + dp(32), label.texture_size[1] + dp(20))
+        label.pos = ((Window.width - label.width) / 2, dp(40))
+        with label.canvas.before:
+            Color(0.15, 0.15, 0.15, 0.9)
+            RoundedRectangle(pos=label.pos, size=label.size, radius=[dp(10)])
+        self.last_toast = text
+        Window.add_widget(label)
+        Clock.schedule_once(lambda _dt: Window.remove_widget(label), seconds)
 
     def on_stop(self) -> None:
         if self.patrols is not None and self.patrols.current is not None:

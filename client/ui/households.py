@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from kivy.clock import Clock
 from kivy.metrics import dp, sp
+from kivy.properties import StringProperty
 from kivy.uix.button import Button
 from kivy.uix.recycleboxlayout import RecycleBoxLayout
 from kivy.uix.recycleview import RecycleView
@@ -20,9 +21,10 @@ ROW_HEIGHT = dp(72)
 class HouseholdRowButton(Button):
     """One row of the list, recycled as the list scrolls."""
 
+    household_id = StringProperty("")
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.household_id = ""
         self.font_size = sp(TEXT_SP)
         self.halign = "left"
         self.valign = "middle"
@@ -37,11 +39,12 @@ class HouseholdRowButton(Button):
 class HouseholdList(RecycleView):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.viewclass = HouseholdRowButton
         layout = RecycleBoxLayout(default_size=(None, ROW_HEIGHT), default_size_hint=(1, None),
                                   size_hint_y=None, orientation="vertical", spacing=dp(4))
         layout.bind(minimum_height=layout.setter("height"))
         self.add_widget(layout)
+        # The view class lives on the layout manager: set it once the manager exists.
+        self.viewclass = HouseholdRowButton
 
 
 class HouseholdsScreen(Page):
@@ -93,6 +96,8 @@ class HouseholdScreen(Page):
     def __init__(self, app, **kwargs):
         super().__init__(app, **kwargs)
         self.household_id = ""
+        self.saved_visit = ""
+        self.visit_buttons: dict[str, BigButton] = {}
 
     def refresh(self) -> None:
         self.body.clear_widgets()
@@ -109,9 +114,9 @@ class HouseholdScreen(Page):
             self.body.add_widget(BigLabel(tr("household.tags", tags=show_value(f["tags"])), color=PRIMARY))
         if f.get("notes"):
             self.body.add_widget(BigLabel(f["notes"], color=MUTED))
-        new_visit = BigButton(tr("household.new_visit"), primary=True)
-        new_visit.bind(on_release=lambda *_: self.app.go("visit", household_id=self.household_id))
-        self.body.add_widget(new_visit)
+        self.new_visit_button = BigButton(tr("household.new_visit"), primary=True)
+        self.new_visit_button.bind(on_release=lambda *_: self.app.go("visit", household_id=self.household_id, visit_id=""))
+        self.body.add_widget(self.new_visit_button)
         new_case = BigButton(tr("household.new_case"))
         new_case.bind(on_release=lambda *_: self.app.go("case_form", household_id=self.household_id))
         self.body.add_widget(new_case)
@@ -128,6 +133,7 @@ class HouseholdScreen(Page):
             button.halign = "left"
             button.bind(size=lambda w, *_: setattr(w, "text_size", (w.width - dp(20), None)))
             button.bind(on_release=lambda _b, vid=visit.id: self.app.go("visit", visit_id=vid))
+            self.visit_buttons[visit.id] = button
             self.body.add_widget(button)
         self.body.add_widget(BigLabel(tr("household.cases", count=len(history.cases)), bold=True, color=PRIMARY))
         for case in history.cases:

@@ -63,6 +63,29 @@ class Office:
     def add_user(self, user: str, grid: str = "所前一网格", role: str = "grid_worker") -> None:
         self.server.cli("user", "add", user, "--role", role, "--grid", grid)
 
+    def write(self, entity: str, record_id: str, fields: dict) -> None:
+        """Write as the web console does, through the server's one write path, on the server's database."""
+        import asyncio
+
+        from server.db.engine import create_engine, database_url, session_factory
+        from server.records.writes import Sender, commit_mutations, server_clock
+        from shared_schema.messages import Mutation
+        from shared_schema.workflow import Actor
+        from sync.client.ids import new_id
+
+        async def write() -> None:
+            engine = create_engine(database_url(None, self.server.data_dir))
+            try:
+                mutation = Mutation(mid=new_id(), entity=entity, id=record_id, op="upsert", base_version=0,
+                                    hlc=server_clock().now(), fields=fields)
+                sender = Sender(origin="console:office", actor=Actor.CONSOLE, scope=None)
+                [result] = await commit_mutations(session_factory(engine), [mutation], sender)
+                assert result.status.value in ("applied", "merged"), result
+            finally:
+                await engine.dispose()
+
+        asyncio.run(write())
+
     def revoke(self, device_id: str, wipe: bool) -> None:
         self.server.cli("device", "revoke", device_id, *(["--wipe"] if wipe else []))
 
@@ -98,3 +121,151 @@ def fixed_now():
     """A clock pinned to 2026-11-25 09:30 Beijing time."""
     moment = datetime.datetime(2026, 11, 25, 1, 30, tzinfo=datetime.timezone.utc)
     return lambda: moment
+
+
+# ---- the real app in the one offscreen window ------------------------------------------------
+
+WINDOW_SIZE = (540, 960)  # a small phone, portrait
+
+
+class AppDriver:
+    """Drives a FieldLoopApp by hand in the shared window: frames, taps, typing, screenshots."""
+
+    def __init__(self, app, artifacts: Path):
+        self.app = app
+        self.artifacts = artifacts
+
+    def start(self) -> "AppDriver":
+        from kivy.base import runTouchApp
+
+        self.app._run_prepare()
+        runTouchApp(embedded=True)
+        self.frames(3)
+        return self
+
+    def frames(self, count: int = 1) -> None:
+        from kivy.base import EventLoop
+
+        for _ in range(count):
+            EventLoop.idle()
+
+    def until(self, condition, timeout: float = 30.0, what: str = "condition") -> None:
+        """Run frames until ``condition()`` holds (background work hands results back through Clock)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            self.frames(1)
+            time.sleep(0.02)
+
+    @property
+    def screen(self):
+        return self.app.manager.current_screen
+
+    def tap(self, widget) -> None:
+        """A real touch at the widget's centre (down, then up), as a finger would."""
+        from kivy.tests.common import UnitTestTouch
+
+        self.frames(1)
+        touch = UnitTestTouch(*widget.to_window(*widget.center))
+        touch.touch_down()
+        touch.touch_up()
+        self.frames(2)
+
+    def type_into(self, text_input, text: str) -> None:
+        """Focus the field and type, character by character, through the window's text input events."""
+        from kivy.core.window import Window
+
+        text_input.focus = True
+        self.frames(1)
+        for ch in text:
+            Window.dispatch("on_textinput", ch)
+        text_input.focus = False
+        self.frames(1)
+
+    def scroll_to(self, widget) -> None:
+        scroll = getattr(self.screen, "scroll", None)
+        if scroll is not None and scroll.parent is not None:
+            scroll.scroll_to(widget, padding=20, animate=False)
+            self.frames(2)
+
+    def screenshot(self, name: str) -> Path:
+        """Save the window as test-artifacts/<name>.png (Kivy adds a counter; the file is renamed)."""
+        from kivy.core.window import Window
+
+        self.frames(2)
+        written = Window.screenshot(name=str(self.artifacts / f"{name}.png"))
+        target = self.artifacts / f"{name}.png"
+        Path(written).replace(target)
+        return target
+
+    def stop(self) -> None:
+        self.app.stop()
+        reset_window()
+
+
+def reset_window() -> None:
+    from kivy.app import App
+    from kivy.base import EventLoop, stopTouchApp
+    from kivy.core.window import Window
+
+    for child in list(Window.children):
+        Window.remove_widget(child)
+    App._running_app = None
+    if EventLoop.status == "started":
+        stopTouchApp()
+    Window.size = WINDOW_SIZE
+
+
+@pytest.fixture(scope="session")
+def kivy_window():
+    from kivy.config import Config
+
+    Config.set("graphics", "width", str(WINDOW_SIZE[0]))
+    Config.set("graphics", "height", str(WINDOW_SIZE[1]))
+    Config.set("graphics", "maxfps", "0")
+    Config.set("kivy", "exit_on_escape", "0")
+    from kivy.core.window import Window
+
+    Window.close = lambda *args, **kwargs: None  # one window per process: never really closed
+    Window.size = WINDOW_SIZE
+    return Window
+
+
+class PhotoCamera:
+    """A camera that hands out prepared photos, one per tap."""
+
+    available = True
+
+    def __init__(self, photos: list[bytes]):
+        self.photos = list(photos)
+        self.taken: list[bytes] = []
+
+    def take(self, on_photo) -> None:
+        data = self.photos.pop(0)
+        self.taken.append(data)
+        on_photo(data)
+
+
+@pytest.fixture
+def app_driver(kivy_window, tmp_path, artifacts_dir):
+    """Make and start a FieldLoopApp on a fresh data folder; stopped and detached afterwards."""
+    from client.phone.location import NoLocation
+    from client.ui.app import FieldLoopApp
+
+    reset_window()
+    drivers: list[AppDriver] = []
+
+    def make(data_dir: Path | None = None, camera=None, **kwargs) -> AppDriver:
+        app = FieldLoopApp(data_dir or tmp_path / "app-data", vault_factory=fast_vault, camera=camera or PhotoCamera([]),
+                           location=NoLocation(), auto_sync=False, **kwargs)
+        driver = AppDriver(app, artifacts_dir).start()
+        drivers.append(driver)
+        return driver
+
+    yield make
+    for driver in drivers:
+        driver.stop()
+    reset_window()

@@ -196,31 +196,7 @@ def test_case_report_and_resolve_only_when_dispatched(tmp_path, office):
 
 
 def _console_move(office, case_id, status):
-    console_write(office, "case", case_id, {"status": status})
-
-
-def console_write(office, entity, record_id, fields):
-    """Write as the web console does, through the server's one write path, on the live server's database."""
-    import asyncio
-
-    from server.db.engine import create_engine, database_url, session_factory
-    from server.records.writes import Sender, commit_mutations, server_clock
-    from shared_schema.messages import Mutation
-    from shared_schema.workflow import Actor
-    from sync.client.ids import new_id
-
-    async def write():
-        engine = create_engine(database_url(None, office.server.data_dir))
-        try:
-            mutation = Mutation(mid=new_id(), entity=entity, id=record_id, op="upsert", base_version=0,
-                                hlc=server_clock().now(), fields=fields)
-            sender = Sender(origin="console:office", actor=Actor.CONSOLE, scope=None)
-            [result] = await commit_mutations(session_factory(engine), [mutation], sender)
-            assert result.status.value in ("applied", "merged"), result
-        finally:
-            await engine.dispose()
-
-    asyncio.run(write())
+    office.write("case", case_id, {"status": status})
 
 
 def test_patrol_with_hazards_photo_and_track(tmp_path, office, fixed_now):

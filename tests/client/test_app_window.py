@@ -1,0 +1,140 @@
+"""The real app in a real (offscreen) window against a real server.
+
+Each test leaves a screenshot in test-artifacts/ for a person to look at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from client.services.setup import DataDir
+from sync.client import AesGcmCipher, DeviceIdentity, HttpTransport, LocalStore, SyncEngine
+from tests.client.conftest import PIN, Office, PhotoCamera, photo_bytes
+from tests.support.servers import LiveServer
+
+pytestmark = pytest.mark.ui
+
+HOUSEHOLD = "0190a000-0000-7000-8000-00000000a401"
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    """A server of this test's own: it is stopped and started during the test."""
+    live = LiveServer(tmp_path / "server-data", None)
+    live.start()
+    yield live
+    live.kill()
+
+
+@pytest.fixture
+def own_office(own_server) -> Office:
+    office = Office(own_server)
+    office.prepare()
+    office.write("household", HOUSEHOLD, {"grid_id": office.grid_id, "address": "所前社区长兴路 12 号", "building": "3",
+                                          "unit": "2", "room": "401", "head_name": "顾建国", "phone": "13800001111",
+                                          "members": 2, "tags": ["独居老人"]})
+    return office
+
+
+def enroll_in_window(driver, office: Office, user: str = "王阿姨") -> None:
+    first = driver.screen
+    assert first.name == "first_run"
+    driver.type_into(first.server_input, office.server.url.replace("http://", ""))
+    driver.type_into(first.code_input, office.code(user))
+    driver.tap(first.enroll_button)
+    assert driver.screen.name == "pin", first.error_label.text
+    pin_screen = driver.screen
+    driver.type_into(pin_screen.pin_input, PIN)
+    driver.type_into(pin_screen.again_input, PIN)
+    driver.tap(pin_screen.ok_button)
+    assert driver.screen.name == "home", pin_screen.error_label.text
+
+
+def sync_in_window(driver) -> None:
+    """Tap "sync now" and wait until the background sync's result has reached the screen."""
+    driver.app.go("sync")
+    before = driver.app.sync.last
+    assert not driver.screen.sync_button.disabled
+    driver.tap(driver.screen.sync_button)
+    driver.until(lambda: driver.app.sync.last is not before and not driver.app.sync.running, what="sync to finish")
+    driver.frames(3)
+
+
+def server_device(office: Office, tmp_path, name: str) -> SyncEngine:
+    """Another phone of the same grid, through the sync engine alone: how a test looks at the server."""
+    office.add_user(name)
+    store = LocalStore(tmp_path / f"{name}.sqlite", AesGcmCipher(AesGcmCipher.generate_key()))
+    engine = SyncEngine(store, HttpTransport(office.server.url), DeviceIdentity(store))
+    engine.enroll(office.code(name), label=name)
+    return engine
+
+
+def test_door_to_door_visit_with_two_photos_offline_then_synced(app_driver, own_office, tmp_path):
+    photos = [photo_bytes(color=(30, 90, 160)), photo_bytes(color=(160, 90, 30))]
+    driver = app_driver(camera=PhotoCamera(photos))
+    enroll_in_window(driver, own_office)
+    sync_in_window(driver)  # the grid's households come down
+    assert driver.app.session.households.get(HOUSEHOLD) is not None
+
+    own_office.server.stop()  # the stairwell: no signal from here on
+    driver.app.go("households")
+    search = driver.screen
+    driver.type_into(search.search_input, "3-2-401")
+    driver.until(lambda: [d["household_id"] for d in search.list_view.data] == [HOUSEHOLD], 5, "the search")
+    driver.until(lambda: any(w.household_id == HOUSEHOLD for w in search.list_view.layout_manager.children), 5, "the row")
+    driver.screenshot("households_search")
+    row = next(w for w in search.list_view.layout_manager.children if w.household_id == HOUSEHOLD)
+    driver.tap(row)
+    assert driver.screen.name == "household"
+    driver.tap(driver.screen.new_visit_button)
+    form = driver.screen
+    assert form.name == "visit"
+    driver.scroll_to(form.method_buttons["inquiry"])
+    driver.tap(form.method_buttons["inquiry"])
+    driver.scroll_to(form.topic_buttons["elderly_care"])
+    driver.tap(form.topic_buttons["elderly_care"])
+    driver.scroll_to(form.notes_input)
+    driver.type_into(form.notes_input, "老人独居，落水管漏水，已联系物业")
+    driver.scroll_to(form.photo_button)
+    driver.tap(form.photo_button)
+    driver.tap(form.photo_button)
+    assert form.photo_label.text == "照片：2 张"
+    driver.scroll_to(form.follow_buttons[7])
+    driver.tap(form.follow_buttons[7])
+    driver.scroll_to(form.save_button)
+    driver.screenshot("visit_form_offline")
+    driver.tap(form.save_button)
+    assert driver.screen.name == "household", form.error_label.text
+
+    driver.app.go("home")
+    home = driver.screen
+    assert home.pending_label.text == "待同步的修改：1 条"
+    sync_in_window(driver)
+    assert driver.app.sync.last.state.value == "offline"
+    assert "1 条修改保存在手机上" in driver.screen.outcome_label.text
+    driver.screenshot("sync_offline_pending")
+
+    own_office.server.start()
+    sync_in_window(driver)
+    last = driver.app.sync.last
+    assert last.state.value == "done" and last.pushed == 1 and last.photos_up == 2, last
+    assert driver.app.session.pending_count() == 0
+    driver.app.go("home")
+    assert home.pending_label.text == "待同步的修改：0 条"
+    driver.screenshot("home_after_sync")
+
+    # On the server: another phone of the grid pulls the visit and downloads both photos.
+    other = server_device(own_office, tmp_path, "督导看看")
+    other.sync()
+    [visit] = other.store.records("visit")
+    assert visit.fields["method"] == "inquiry" and visit.fields["household_id"] == HOUSEHOLD
+    assert visit.fields["notes"] == "老人独居，落水管漏水，已联系物业"
+    assert visit.fields["topics"] == ["elderly_care"]
+    assert len(visit.fields["photos"]) == 2
+    for sha in visit.fields["photos"]:
+        blob = other.fetch_blob(sha)
+        assert hashlib.sha256(blob).hexdigest() == sha and blob[:2] == b"\xff\xd8"  # a JPEG
+    assert sorted(visit.fields["photos"]) == sorted(hashlib.sha256(driver.app.session.photo(s)).hexdigest()
+                                                    for s in visit.fields["photos"])
