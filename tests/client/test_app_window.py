@@ -138,3 +138,70 @@ def test_door_to_door_visit_with_two_photos_offline_then_synced(app_driver, own_
         assert hashlib.sha256(blob).hexdigest() == sha and blob[:2] == b"\xff\xd8"  # a JPEG
     assert sorted(visit.fields["photos"]) == sorted(hashlib.sha256(driver.app.session.photo(s)).hexdigest()
                                                     for s in visit.fields["photos"])
+
+
+def test_conflicting_edit_shows_the_merged_result_and_the_conflict_notice(app_driver, own_office, tmp_path):
+    driver = app_driver()
+    enroll_in_window(driver, own_office)
+    session = driver.app.session
+    from client.services import visits
+
+    sync_in_window(driver)
+    visit_id = visits.save_visit(session, visits.new_visit(HOUSEHOLD))
+    sync_in_window(driver)
+    other = server_device(own_office, tmp_path, "网格员小李")
+    other.sync()
+
+    # In the window: open the visit from the household's history and change the notes (not synced yet).
+    driver.app.go("household", household_id=HOUSEHOLD)
+    driver.tap(driver.screen.visit_buttons[visit_id])
+    form = driver.screen
+    assert form.name == "visit" and form.draft.visit_id == visit_id
+    driver.scroll_to(form.notes_input)
+    driver.type_into(form.notes_input, "王阿姨记：老人血压高")
+    driver.scroll_to(form.save_button)
+    driver.tap(form.save_button)
+    # Elsewhere, later: another worker changes the same notes and a topic, and syncs first.
+    other.edit("visit", visit_id, {"notes": "小李记：老人已送医院", "topics": ["health"]})
+    other.sync()
+
+    sync_in_window(driver)
+    last = driver.app.sync.last
+    assert last.state.value == "done" and last.conflicts == 1, last
+    sync_screen = driver.screen
+    notices = [w.text for w in sync_screen.notices_box.children if hasattr(w, "markup") and w.markup]
+    assert any("王阿姨记：老人血压高" in t and "小李记：老人已送医院" in t and "更晚" in t for t in notices), notices
+    driver.screenshot("sync_conflict_notice")
+
+    driver.app.go("visit", visit_id=visit_id)
+    form = driver.screen
+    assert form.notes_input.text == "小李记：老人已送医院"  # the merged record: the later edit kept
+    assert form.topic_buttons["health"].state == "down"  # and the other side's topic merged in
+    texts = [w.text for w in form.body.children if hasattr(w, "text")]
+    assert any("您写的是「王阿姨记：老人血压高」" in t for t in texts), texts
+    driver.scroll_to(form.body.children[-1])
+    driver.screenshot("visit_merged_with_conflict")
+
+
+def test_revocation_with_wipe_empties_the_store_and_says_why(app_driver, own_office, tmp_path):
+    data_dir = tmp_path / "lost-phone"
+    driver = app_driver(data_dir=data_dir)
+    enroll_in_window(driver, own_office)
+    sync_in_window(driver)
+    from client.services import diary
+
+    diary.write_diary(driver.app.session, "顾先生反映楼下空调噪音")
+    device_id = driver.app.session.account.device_id
+    own_office.revoke(device_id, wipe=True)
+    sync_in_window(driver)
+    assert driver.app.sync is None or driver.app.session is None
+    assert driver.screen.name == "notice"
+    assert "所有数据已经删除" in driver.screen.text_label.text
+    driver.screenshot("revoked_wiped_notice")
+    paths = DataDir(data_dir)
+    assert not paths.store.exists() and not paths.vault.exists()
+    leftovers = [p for p in data_dir.rglob("*") if p.is_file() and p.name != "settings.json"]
+    assert leftovers == []
+    assert b"\xe9\xa1\xbe" not in paths.settings.read_bytes()  # no trace of 顾 anywhere left
+    driver.tap(driver.screen.next_button)
+    assert driver.screen.name == "first_run"
