@@ -31,7 +31,7 @@ def console_routes() -> list:
         route_handlers=[*views_session.HANDLERS, *views_supervise.HANDLERS, *views_admin.HANDLERS],
         dependencies={"me": Provide(current_user), "admin": Provide(admin_user)},
         before_request=check_csrf,
-        exception_handlers={HTTPException: html_error},
+        exception_handlers={HTTPException: html_error, Exception: html_error},
         signature_namespace={"ConsoleUser": ConsoleUser},
         include_in_schema=False,
     )

@@ -69,7 +69,7 @@ async def create_user(request: Request, admin: NamedDependency[ConsoleUser]) -> 
     name, role = _form_text(form, "name", 100), _form_text(form, "role", 20)
     password = form.get("password", "") if isinstance(form.get("password", ""), str) else ""
     async with sm() as db:
-        grid_names = await _grid_names_from_ids(db, form.getall("grids") if hasattr(form, "getall") else [])
+        grid_names = await _grid_names_from_ids(db, form.getall("grids", []))
     try:
         await accounts.create_user(sm, name, role, grid_names, password or None)
     except accounts.AccountError as exc:
@@ -112,7 +112,7 @@ async def save_user(request: Request, admin: NamedDependency[ConsoleUser], user_
         user = await db.get(User, user_id)
         if user is None:
             raise NotFoundException()
-        grid_names = await _grid_names_from_ids(db, form.getall("grids") if hasattr(form, "getall") else [])
+        grid_names = await _grid_names_from_ids(db, form.getall("grids", []))
     action = _form_text(form, "action", 20)
     try:
         if action == "password":

@@ -4,6 +4,7 @@ the CSRF check, pagination, and the HTML error pages."""
 from __future__ import annotations
 
 import datetime
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from server.console import auth
 from server.console.i18n import LANG_COOKIE, pick_language, translator
 from sync.hlc import parse_stamp
 
+log = logging.getLogger("fieldloop.console")
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
 PREFIX = "/console"
@@ -194,6 +196,8 @@ def html_error(request: Request, exc: Exception) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return Redirect(url("/login", next=target), status_code=303)
     status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status >= 500:
+        log.exception("console fault on %s %s", request.method, request.url.path, exc_info=exc)
     detail = exc.detail if isinstance(exc, HTTPException) else ""
     return render(request, "error.html", status_code=status, status=status, detail=detail)
 
