@@ -28,7 +28,7 @@ def show_value(value: Any) -> str:
     if isinstance(value, bool):
         return tr("value.yes") if value else tr("value.no")
     if isinstance(value, list):
-        return "、".join(show_value(v) for v in value)
+        return tr("common.list_separator").join(show_value(v) for v in value)
     if isinstance(value, dict):
         return "; ".join(f"{k}: {show_value(v)}" for k, v in value.items())
     text = str(value)

@@ -123,14 +123,10 @@ class FieldLoopApp(App):
         else:
             self.manager.current = name
 
-    def user_name_hint(self) -> str:
-        return self.settings.get("user_name", "")
-
     # ---- the session -----------------------------------------------------------------
 
     def open_session(self, session: Session) -> None:
         self.session = session
-        self.settings = write_settings(self.data, user_name=session.account.user_name)
         self.sync = BackgroundSync(session, wipe_device=self._wipe_device, deliver=on_ui_thread,
                                    on_progress=self._sync_progress, on_done=self._sync_done)
         self.patrols = PatrolRecorder(session, self.location)

@@ -67,7 +67,7 @@ class PinScreen(Page):
 
     def refresh(self) -> None:
         setting = self.mode == "set"
-        self.prompt.text = tr("pin.set_prompt") if setting else tr("pin.unlock_prompt", name=self.app.user_name_hint())
+        self.prompt.text = tr("pin.set_prompt") if setting else tr("pin.unlock_prompt")
         self.again_label.opacity = self.again_input.opacity = 1 if setting else 0
         self.again_input.disabled = not setting
         self.again_label.height = self.again_input.height = dp(56) if setting else 0

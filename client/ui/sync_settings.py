@@ -82,7 +82,7 @@ class SettingsScreen(Page):
         session = self.app.session
         account = session.account
         self.body.add_widget(BigLabel(tr("settings.user", name=account.user_name, role=tr("role." + account.role))))
-        grids = "、".join(g.get("name", "") for g in account.grids)
+        grids = tr("common.list_separator").join(g.get("name", "") for g in account.grids)
         self.body.add_widget(BigLabel(tr("settings.grids", grids=grids), color=MUTED))
         self.body.add_widget(BigLabel(tr("settings.language"), bold=True))
         row = BoxLayout(size_hint_y=None, height=dp(60), spacing=dp(8))
