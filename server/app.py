@@ -12,7 +12,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from server.blobs.store import FileBlobStore
-from server.db.engine import create_engine, session_factory
+from server.db.engine import create_engine, read_session_factory, session_factory
 from server.db.migrate import upgrade
 from server.devices.tokens import load_token_secret
 from server.errors import exception_handlers
@@ -46,6 +46,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> Litestar:
         state.settings = settings
         state.engine = engine
         state.sessionmaker = sessionmaker
+        state.read_sessionmaker = read_session_factory(engine)
         state.token_secret = await load_token_secret(sessionmaker)
         state.blob_store = FileBlobStore(settings.blob_dir)
         state.sync_log = SyncLog(sessionmaker)

@@ -234,10 +234,11 @@ def _status():  # noqa: ANN202
 
 
 async def case_counts(sm: async_sessionmaker, me: ConsoleUser, grid_id: str | None = None) -> dict[str, int]:
+    status = _status()  # one expression object: PostgreSQL must see the same parameter in GROUP BY
     stmt = _grid_scoped(
-        select(_status(), func.count())
+        select(status, func.count())
         .where(RecordRow.entity == "case", RecordRow.deleted.is_(False))
-        .group_by(_status()),
+        .group_by(status),
         RecordRow.grid_id,
         me,
     )

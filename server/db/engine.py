@@ -72,13 +72,26 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection):  # noqa: ANN001
-        # BEGIN IMMEDIATE: a deferred transaction cannot upgrade to a write lock under load,
-        # it fails with "database is locked" instead of waiting.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(READ_ONLY):
+            # A reader never takes the write lock: WAL gives it a snapshot beside the writer.
+            connection.exec_driver_sql("BEGIN")
+        else:
+            # BEGIN IMMEDIATE: a deferred transaction cannot upgrade to a write lock under load,
+            # it fails with "database is locked" instead of waiting.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+READ_ONLY = "fieldloop_read_only"
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker:
+    """Sessions for transactions that write (on SQLite they take the write lock at BEGIN)."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def read_session_factory(engine: AsyncEngine) -> async_sessionmaker:
+    """Sessions for transactions that only read: on SQLite they never wait for a writer."""
+    return async_sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
 
 def is_postgres(engine: AsyncEngine) -> bool:

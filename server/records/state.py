@@ -34,7 +34,8 @@ def row_values(state: RecordState, seq: int) -> dict[str, Any]:
         "hlc": state.hlc,
         "deleted": state.deleted,
         "fields": state.fields,
-        "meta": msgspec.to_builtins(state.meta),
-        "deleted_meta": msgspec.to_builtins(state.deleted_meta) if state.deleted_meta else None,
+        # The JSON columns encode with msgspec, which writes FieldMeta Structs as arrays itself.
+        "meta": state.meta,
+        "deleted_meta": state.deleted_meta,
         "seq": seq,
     }

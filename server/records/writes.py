@@ -9,21 +9,24 @@ serialisation.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import os
+import weakref
 from dataclasses import dataclass
 
 import msgspec
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.db.models import AppliedMutation, BlobRef, ChangeLogEntry, ConflictEntry, Counter, RecordRow
 from server.db.upsert import insert_ignoring_duplicates
 from server.records.state import row_values, state_from_row
 from shared_schema.entities import UNION_FIELDS
-from shared_schema.messages import Mutation, MutationStatus, Record, Result, ResultError
+from shared_schema.messages import MAX_CLOCK_SKEW_MS, Mutation, MutationStatus, Record, Result, ResultError
 from shared_schema.workflow import Actor
-from sync.hlc import HybridClock, is_too_far_ahead, wall_now_ms
+from sync.hlc import HybridClock, format_stamp, wall_now_ms
 from sync.merge import RecordState, apply_mutation
 
 CHANGE_SEQ = "change_seq"
@@ -68,8 +71,23 @@ async def commit_mutations(
 
     A mutation id seen before returns the result stored for it the first time (G2).
     """
-    async with sessionmaker() as session, session.begin():
+    async with _write_gate(sessionmaker), sessionmaker() as session, session.begin():
         return await apply_in_transaction(session, mutations, sender)
+
+
+_gates: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _write_gate(sessionmaker: async_sessionmaker) -> contextlib.AbstractAsyncContextManager:
+    """On SQLite, writers of one process queue here rather than in SQLite's busy handler,
+    which sleeps up to 100 ms between tries; PostgreSQL's row lock queues them fairly itself."""
+    bind = sessionmaker.kw.get("bind")
+    if bind is None or bind.url.get_backend_name() != "sqlite":
+        return contextlib.nullcontext()
+    gate = _gates.get(sessionmaker)
+    if gate is None:
+        gate = _gates[sessionmaker] = asyncio.Lock()
+    return gate
 
 
 async def apply_in_transaction(session: AsyncSession, mutations: list[Mutation], sender: Sender) -> list[Result]:
@@ -88,13 +106,16 @@ async def apply_in_transaction(session: AsyncSession, mutations: list[Mutation],
     ids = list({m.id for m in mutations if m.mid not in stored})
     states: dict[str, RecordState] = {}
     if ids:
-        for row in (await session.execute(select(RecordRow).where(RecordRow.id.in_(ids)))).scalars():
+        records = RecordRow.__table__
+        for row in (await session.execute(select(records).where(records.c.id.in_(ids)))).all():
             states[row.id] = state_from_row(row)
     existing = set(states)
 
     clock = server_clock()
     now = datetime.datetime.now(datetime.UTC)
-    now_ms = wall_now_ms()
+    # Stamps sort as strings: one comparison against the latest acceptable stamp replaces parsing each.
+    too_far = format_stamp(wall_now_ms() + MAX_CLOCK_SKEW_MS + 1, 0, "")
+    latest_seen = None
     dirty: dict[str, int] = {}
     log_rows, conflict_rows, applied_rows, ref_rows = [], [], [], []
     results: list[Result] = []
@@ -103,11 +124,13 @@ async def apply_in_transaction(session: AsyncSession, mutations: list[Mutation],
             results.append(stored[mutation.mid])
             continue
         stamp, original = mutation.hlc, None
-        if is_too_far_ahead(mutation.hlc, now_ms):
+        if mutation.hlc >= too_far:
             # A clock a year ahead must not win every later conflict: re-stamp, keep the original.
+            if latest_seen is not None:
+                clock.observe(latest_seen)
             stamp, original = clock.now(), mutation.hlc
-        else:
-            clock.observe(mutation.hlc)
+        elif latest_seen is None or mutation.hlc > latest_seen:
+            latest_seen = mutation.hlc
         before = states.get(mutation.id)
         outcome = apply_mutation(
             before, mutation, stamp=stamp, origin=sender.origin, actor=sender.actor, scope=sender.scope
@@ -170,18 +193,19 @@ async def apply_in_transaction(session: AsyncSession, mutations: list[Mutation],
             }
         )
 
-    new_rows = [row_values(states[i], s) for i, s in dirty.items() if i not in existing]
-    changed_rows = [row_values(states[i], s) | {"updated_at": now} for i, s in dirty.items() if i in existing]
+    if latest_seen is not None:
+        clock.observe(latest_seen)
+    new_rows = [row_values(states[i], s) | {"updated_at": now} for i, s in dirty.items() if i not in existing]
+    changed_rows = [row_values(states[i], s) | {"updated_at": now, "key": i} for i, s in dirty.items() if i in existing]
+    # Core statements on the session's connection: the ORM's bulk paths cost more than SQLite's work.
+    connection = await session.connection()
     if changed_rows:
-        await session.execute(update(RecordRow), changed_rows)
-    if new_rows:
-        await session.execute(insert(RecordRow), new_rows)
-    if log_rows:
-        await session.execute(insert(ChangeLogEntry), log_rows)
-    if conflict_rows:
-        await session.execute(insert(ConflictEntry), conflict_rows)
-    if applied_rows:
-        await session.execute(insert(AppliedMutation), applied_rows)
+        records = RecordRow.__table__
+        await connection.execute(update(records).where(records.c.id == bindparam("key")), changed_rows)
+    for model, rows in ((RecordRow, new_rows), (ChangeLogEntry, log_rows), (ConflictEntry, conflict_rows),
+                        (AppliedMutation, applied_rows)):
+        if rows:
+            await connection.execute(insert(model.__table__), rows)
     if ref_rows:
         await insert_ignoring_duplicates(session, BlobRef, ref_rows)
     if seq != first_seq:

@@ -68,7 +68,7 @@ def check_protocol(request: Request) -> None:
 
 
 async def _device(request: Request, state: State) -> DeviceContext:
-    return await devices.authenticate(state.sessionmaker, state.token_secret, request.headers.get("authorization"))
+    return await devices.authenticate(state.read_sessionmaker, state.token_secret, request.headers.get("authorization"))
 
 
 @post("/devices/enroll", status_code=201)
@@ -136,7 +136,7 @@ async def pull(request: Request, state: State) -> Response:
             cursor = decode_cursor(request.query_params.get("cursor"))
         except BadCursor as exc:
             raise Malformed(str(exc), {"path": "cursor"}) from None
-        async with state.sessionmaker() as session:
+        async with state.read_sessionmaker() as session:
             records, next_cursor, more = await pull_page(session, device.scope, cursor, limit)
     except ApiError as exc:
         state.sync_log.add(device_id=device.device_id, user_id=device.user_id, kind="pull",
@@ -188,7 +188,7 @@ async def blob_get(request: Request, state: State, sha256: str) -> Response:
     """A blob (or a Range of it) that a record in the device's scope refers to."""
     device = await _device(request, state)
     check_hash(sha256)
-    if not state.blob_store.is_complete(sha256) or not await may_read(state.sessionmaker, sha256, device.scope):
+    if not state.blob_store.is_complete(sha256) or not await may_read(state.read_sessionmaker, sha256, device.scope):
         raise NotFound("no such blob in your grids")
     size = state.blob_store.size(sha256)
     span = parse_range(request.headers.get("range"), size)
