@@ -20,6 +20,7 @@ from kivy.uix.screenmanager import NoTransition, ScreenManager
 from client.fonts import register_cjk_default_font
 from client.i18n import DEFAULT_LANGUAGE, set_language, tr
 from client.phone.camera import Camera, default_camera
+from client.phone.permissions import request_runtime_permissions
 from client.phone.location import LocationProvider, default_location_provider
 from client.services.patrols import PatrolRecorder
 from client.services.session import Session
@@ -97,6 +98,7 @@ class FieldLoopApp(App):
 
     def build(self):
         register_cjk_default_font()
+        request_runtime_permissions()
         set_language(self.language)
         Window.clearcolor = BACKGROUND
         self.camera = self._camera or default_camera()
