@@ -1,0 +1,75 @@
+"""The `fieldloop` command as outside tools call it: exact arguments, one-line errors, exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def fieldloop(tmp_path, *args: str, stdin: str | None = None, db: str | None = None) -> subprocess.CompletedProcess:
+    base = [sys.executable, "-m", "server.cli", "--data", str(tmp_path / "data")]
+    if db:
+        base += ["--db", db]
+    return subprocess.run([*base, *args], input=stdin, capture_output=True, text=True, timeout=120)
+
+
+def test_the_administration_commands_work_as_documented(tmp_path, backend):
+    grid = fieldloop(tmp_path, "grid", "add", "所前社区第1网格", "--community", "所前社区", db=backend)
+    assert grid.returncode == 0, grid.stderr
+    assert len(grid.stdout.strip()) == 36  # the grid's id
+    added = fieldloop(tmp_path, "user", "add", "张大爷", "--role", "red_steward", "--grid", "所前社区第1网格", db=backend)
+    assert added.returncode == 0, added.stderr
+    boss = fieldloop(tmp_path, "user", "add", "李主任", "--role", "supervisor", "--grid", "所前社区第1网格",
+                     "--password-stdin", stdin="a-long-password\n", db=backend)
+    assert boss.returncode == 0, boss.stderr
+    assert fieldloop(tmp_path, "user", "password", "李主任", stdin="another-password\n", db=backend).returncode == 0
+    code = fieldloop(tmp_path, "enrollment", "create", "--user", "张大爷", db=backend)
+    assert code.returncode == 0
+    last = code.stdout.strip().splitlines()[-1]
+    assert len(last.replace("-", "")) == 12
+    listed = fieldloop(tmp_path, "device", "list", db=backend)
+    assert listed.returncode == 0 and listed.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("grid", "add", "X"),  # no --community
+        ("user", "add", "bob", "--role", "boss"),
+        ("user", "add", "bob", "--role", "grid_worker", "--grid", "no such grid"),
+        ("enrollment", "create", "--user", "nobody"),
+        ("device", "revoke", "no-such-device"),
+        ("serve", "--port", "99999"),
+        ("serve", "--workers", "2"),  # several workers need PostgreSQL
+        ("--db", "mysql://x/y", "device", "list"),
+        ("frobnicate",),
+    ],
+)
+def test_a_bad_argument_gets_one_line_and_exit_2(tmp_path, args):
+    result = fieldloop(tmp_path, *args)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.startswith("fieldloop: error:")
+
+
+def test_an_unreachable_database_is_one_line_and_exit_1(tmp_path):
+    result = fieldloop(tmp_path, "device", "list", db="postgresql://nobody@127.0.0.1:1/none")
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_demo_loads_a_sub_district_and_prints_a_login_and_a_code(tmp_path):
+    import sqlite3
+
+    result = fieldloop(tmp_path, "demo", "--households", "300")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert "admin" in lines[0] and len(lines[-1].replace("-", "")) == 12
+    db = sqlite3.connect(tmp_path / "data" / "fieldloop.db")
+    counts = dict(db.execute("SELECT entity, count(*) FROM records GROUP BY entity").fetchall())
+    assert counts["household"] == 300 and counts["visit"] == 600 and counts["grid"] == 12
+    statuses = {s for (s,) in db.execute("SELECT json_extract(fields, '$.status') FROM records WHERE entity='case'")}
+    assert {"reported", "accepted", "dispatched", "resolved", "closed"} <= statuses
+    again = fieldloop(tmp_path, "demo", "--households", "300")
+    assert again.returncode == 0 and "already" in again.stdout
