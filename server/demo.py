@@ -48,8 +48,9 @@ async def load_demo(sessionmaker: async_sessionmaker, *, households: int = 3000,
     Faker.seed(seed)
     rng = random.Random(seed)
     async with sessionmaker() as session:
-        if await session.scalar(select(User.id).where(User.name == "admin")):
-            return ["the demo is loaded already", *await _logins(sessionmaker)]
+        loaded = await session.scalar(select(User.id).where(User.name == "admin"))
+    if loaded:
+        return ["the demo is loaded already", *await _logins(sessionmaker)]
 
     grids: list[Grid] = []
     for community in COMMUNITIES:
