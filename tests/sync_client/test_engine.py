@@ -336,3 +336,27 @@ def test_enrolling_again_pulls_everything_afresh(make_device, server: FakeServer
     b.engine.enroll(server.new_code())
     assert b.store.get_meta(META_CURSOR) is None
     assert b.engine.sync().pulled == 1
+
+
+def test_an_edit_made_while_a_pull_runs_survives_the_page_that_brings_its_record(make_device, server: FakeServer):
+    a = make_device("a", pull_limit=1)
+    b = make_device("b")
+    ids = [b.engine.create("household", household(members=n)) for n in range(3)]
+    b.engine.sync()
+    a.engine.sync()
+    for hid in ids:
+        b.engine.edit("household", hid, {"phone": "120"})
+    b.engine.sync()
+    mids = []
+
+    def edit_the_last_record_before_its_page_arrives(progress) -> None:  # noqa: ANN001
+        if progress.phase == "pull" and not mids:
+            mids.append(a.engine.edit("household", ids[-1], {"notes": "mine"}))
+
+    a.engine.sync(progress=edit_the_last_record_before_its_page_arrives)
+    record = a.store.get("household", ids[-1])
+    assert record.pending and record.version == 2
+    assert (record.fields["phone"], record.fields["notes"]) == ("120", "mine")
+    a.engine.sync()
+    assert a.store.result(mids[0]).status.value == "applied"
+    assert server.record("household", ids[-1]).fields["notes"] == "mine"
