@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -52,6 +53,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> Litestar:
         state.sync_log = SyncLog(sessionmaker)
         state.sync_log.start()
         overdue = asyncio.create_task(_mark_overdue_periodically(sessionmaker, settings.overdue_check_s))
+        _tune_garbage_collector()
         try:
             yield
         finally:
@@ -79,6 +81,16 @@ def create_app(settings: Settings, *, migrate: bool = True) -> Litestar:
         openapi_config=OpenAPIConfig(title="FieldLoop", version="1", path="/schema"),
         debug=settings.debug,
     )
+
+
+def _tune_garbage_collector() -> None:
+    """A push of 500 mutations allocates some 50,000 short-lived objects; with the default
+    thresholds the collector runs dozens of times a push and rescans the whole framework's
+    heap. Freezing what start-up made and collecting young objects less often halves the
+    merge's cost (bench/sync_bench.py)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 async def _mark_overdue_periodically(sessionmaker, every_s: float) -> None:  # noqa: ANN001
