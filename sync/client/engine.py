@@ -61,9 +61,11 @@ META_GRIDS = "enroll.grids"
 _PUSH_BYTES_BUDGET = MAX_PUSH_BYTES - 64 * 1024
 # Refresh a token this long before the server would stop taking it.
 _TOKEN_MARGIN_S = 60.0
-# 4xx statuses that mean "this batch is bad" rather than "the device is"; a bad batch is split
-# to find the mutation at fault, which is then kept as a local rejection.
-_BATCH_FAULTS = frozenset({400, 413, 422})
+# Statuses that blame the batch's content (too big, a mutation of the wrong shape) rather than
+# the request: such a batch is split to find the mutation at fault, which is then kept as a
+# local rejection. Not 400: a malformed request is our transport's fault, and splitting on it
+# would turn every queued edit into a rejection.
+_BATCH_FAULTS = frozenset({413, 422})
 
 
 @dataclasses.dataclass(frozen=True)

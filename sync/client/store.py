@@ -37,6 +37,7 @@ from sync.client.ids import new_id
 from sync.client.schema import SCHEMA
 from sync.client.sealed_files import SealedFiles
 from sync.errors import BlobRejected, InvalidEdit, StorageError
+from sync.hlc import parse_stamp
 
 # Meta keys other modules share.
 META_CURSOR = "sync.cursor"
@@ -164,6 +165,14 @@ _decode_conflict = msgspec.msgpack.Decoder(_ConflictValues).decode
 
 def _record_aad(entity: str, id_: str) -> bytes:
     return f"rec:{entity}/{id_}".encode()
+
+
+def _check_stamp(hlc: str) -> None:
+    # A bad stamp would make the server refuse the whole push it travels in.
+    try:
+        parse_stamp(hlc)
+    except ValueError:
+        raise InvalidEdit(f"not an hlc stamp: {hlc!r}") from None
 
 
 def _lookup_ids(entity: str, id_: str, fields: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -325,6 +334,7 @@ class LocalStore:
                 required fields, or a record that is another entity.
         """
         normalised = self._validate(entity, fields)
+        _check_stamp(hlc)
         with self._write() as db:
             server = self._server_row(db, entity, id)
             entries = self._entries_of(db, entity, id)
@@ -351,6 +361,7 @@ class LocalStore:
         """
         if entity not in DEVICE_WRITABLE:
             raise InvalidEdit(f"{entity} records cannot be changed on a device")
+        _check_stamp(hlc)
         with self._write() as db:
             server = self._server_row(db, entity, id)
             entries = self._entries_of(db, entity, id)

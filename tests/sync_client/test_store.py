@@ -298,3 +298,9 @@ def test_blob_kept_sealed_reads_back_and_is_queued_for_upload(store: LocalStore)
     assert PHOTO[:40] not in (store.blob_dir / sha).read_bytes()
     store.mark_blob_uploaded(sha)
     assert store.blobs_to_upload() == []
+
+
+def test_an_edit_with_a_malformed_stamp_is_refused(store: LocalStore):
+    with pytest.raises(InvalidEdit, match="hlc"):
+        store.create("household", household(), hlc="yesterday")
+    assert store.pending_count() == 0
