@@ -8,6 +8,7 @@ phone since then is concurrent and resolved by the field's rule, never silently 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import uuid
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from server.console.auth import ConsoleUser
 from server.db.models import ConflictEntry, RecordRow
+from server.records import writes as _writes
 from server.records.writes import Sender, apply_in_transaction, server_clock
 from shared_schema.messages import Mutation, MutationStatus, Result
 from shared_schema.workflow import Actor, next_states
@@ -73,8 +75,9 @@ async def write(
         hlc=server_clock().now(),
         fields=fields,
     )
-    async with sm() as db, db.begin():
-        # The same transaction commit_mutations opens; taken here so a conflict can be marked inside it.
+    # The same gate and transaction commit_mutations takes, held here so a conflict is marked inside it.
+    gate = getattr(_writes, "_write_gate", None)
+    async with gate(sm) if gate else contextlib.nullcontext(), sm() as db, db.begin():
         [result] = await apply_in_transaction(db, [mutation], sender_for(me))
         if result.status is MutationStatus.REJECTED:
             raise ActionRefused(result.error.code, result.error.message)

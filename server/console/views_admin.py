@@ -22,7 +22,7 @@ from server.console import accounts_admin, importer, queries
 from server.console.auth import ConsoleUser
 from server.console.exports import FORMATS, export_response
 from server.console.i18n import translator
-from server.console.web import PAGE_SIZE, Page, fmt_time, language, page_number, redirect, render, sessionmaker_of
+from server.console.web import PAGE_SIZE, writer_of, Page, fmt_time, language, page_number, redirect, render, sessionmaker_of
 from server.db.models import Grid, User
 from server.devices import service as devices_service
 
@@ -71,7 +71,7 @@ async def create_user(request: Request, admin: NamedDependency[ConsoleUser]) -> 
     async with sm() as db:
         grid_names = await _grid_names_from_ids(db, form.getall("grids", []))
     try:
-        await accounts.create_user(sm, name, role, grid_names, password or None)
+        await accounts.create_user(writer_of(request), name, role, grid_names, password or None)
     except accounts.AccountError as exc:
         return await _users_page(request, None, 400, form={"name": name, "role": role}, error=str(exc))
     return redirect("/admin/users", created=name)
@@ -119,12 +119,12 @@ async def save_user(request: Request, admin: NamedDependency[ConsoleUser], user_
             password = form.get("password", "")
             if not isinstance(password, str) or password != form.get("password2", ""):
                 raise accounts.AccountError("the two passwords differ")
-            await accounts.set_password(sm, user.name, password)
+            await accounts.set_password(writer_of(request), user.name, password)
         elif action == "save":
             await accounts_admin.set_role_and_active(
-                sm, user.id, _form_text(form, "role", 20), form.get("active") == "1", admin.id
+                writer_of(request), user.id, _form_text(form, "role", 20), form.get("active") == "1", admin.id
             )
-            await accounts.set_grids(sm, user.name, grid_names)
+            await accounts.set_grids(writer_of(request), user.name, grid_names)
         else:
             raise accounts.AccountError("unknown action")
     except accounts.AccountError as exc:
@@ -161,7 +161,7 @@ async def create_grid(request: Request, admin: NamedDependency[ConsoleUser]) -> 
     form = await request.form()
     name, community = _form_text(form, "name", 100), _form_text(form, "community", 100)
     try:
-        await accounts.add_grid(sessionmaker_of(request), name, community)
+        await accounts.add_grid(writer_of(request), name, community)
     except accounts.AccountError as exc:
         return await _grids_page(request, None, 400, error=str(exc), form={"name": name, "community": community})
     return redirect("/admin/grids", created=name)
@@ -188,7 +188,7 @@ async def import_file(request: Request, admin: NamedDependency[ConsoleUser]) -> 
         rows = importer.read_table(upload.filename or "", data)
     except importer.ImportFileError as exc:
         return render(request, "admin_import.html", status_code=400, report=None, error=f"import.error.{exc.code}")
-    sm = sessionmaker_of(request)
+    sm = writer_of(request)
     if kind == "grids":
         report = await importer.import_grids(sm, rows)
     else:
@@ -230,7 +230,7 @@ async def create_enrollment(request: Request, admin: NamedDependency[ConsoleUser
                       qr=None, error="enroll.error.server", server=server)
     settings = request.app.state.settings
     try:
-        code = await devices_service.create_enrollment_code(sessionmaker_of(request), user_name, settings.enrollment_ttl_s)
+        code = await devices_service.create_enrollment_code(writer_of(request), user_name, settings.enrollment_ttl_s)
     except accounts.AccountError as exc:
         return render(request, "admin_enrollment.html", status_code=400, users=await _field_users(request), code=None,
                       qr=None, error=str(exc), server=server)
@@ -273,9 +273,9 @@ async def device_action(request: Request, admin: NamedDependency[ConsoleUser], d
     form = await request.form()
     action = _form_text(form, "action", 20)
     if action == "retire":
-        await devices_service.retire(sm, device_id)
+        await devices_service.retire(writer_of(request), device_id)
     elif action == "revoke":
-        await devices_service.revoke(sm, device_id, wipe=form.get("wipe") == "1")
+        await devices_service.revoke(writer_of(request), device_id, wipe=form.get("wipe") == "1")
     else:
         return redirect("/admin/devices", error="bad_action")
     return redirect("/admin/devices", done=action)

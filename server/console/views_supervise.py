@@ -17,7 +17,7 @@ from server.console.auth import ConsoleUser
 from server.console.exports import FORMATS, export_response
 from server.console.i18n import translator
 from server.console.thumbs import thumbnail
-from server.console.web import PAGE_SIZE, fmt_hlc, fmt_time, language, page_number, redirect, render, sessionmaker_of
+from server.console.web import PAGE_SIZE, writer_of, fmt_hlc, fmt_time, language, page_number, redirect, render, sessionmaker_of
 from server.db.models import Device, User
 from shared_schema.entities import CaseCategory, VisitMethod
 
@@ -212,7 +212,7 @@ async def review_visit(request: Request, me: NamedDependency[ConsoleUser], recor
     form = await request.form()
     try:
         await actions.review_visit(
-            sm, me, row, verdict=str(form.get("verdict", "")), comment=str(form.get("comment", "")),
+            writer_of(request), me, row, verdict=str(form.get("verdict", "")), comment=str(form.get("comment", "")),
             base_version=_int(form.get("version"), row.version),
         )
     except actions.ActionRefused as exc:
@@ -290,12 +290,12 @@ async def resolve_conflict(request: Request, me: NamedDependency[ConsoleUser], c
     choice = str(form.get("choice", ""))
     try:
         if choice == "keep":
-            await actions.keep_conflict(sm, me, entry)
+            await actions.keep_conflict(writer_of(request), me, entry)
         elif choice == "take":
             row = await queries.record(sm, me, entry.record_id)
             if row is None:
                 raise NotFoundException()
-            await actions.take_lost(sm, me, entry, row, base_version=_int(form.get("version"), row.version))
+            await actions.take_lost(writer_of(request), me, entry, row, base_version=_int(form.get("version"), row.version))
         else:
             raise actions.ActionRefused("bad_choice")
     except actions.ActionRefused as exc:
@@ -370,14 +370,14 @@ async def case_step(request: Request, me: NamedDependency[ConsoleUser], record_i
     base = _int(form.get("version"), row.version)
     try:
         if step == "accept":
-            await actions.accept_case(sm, me, row, base_version=base)
+            await actions.accept_case(writer_of(request), me, row, base_version=base)
         elif step == "dispatch":
             due = actions.parse_due(str(form.get("due", "")))
-            await actions.dispatch_case(sm, me, row, department=str(form.get("department", "")), due=due, base_version=base)
+            await actions.dispatch_case(writer_of(request), me, row, department=str(form.get("department", "")), due=due, base_version=base)
         elif step == "evaluate":
             outcome = str(form.get("outcome", ""))
             due = actions.parse_due(str(form.get("due", ""))) if outcome == "reopen" else None
-            await actions.evaluate_case(sm, me, row, rating=_int(form.get("rating")), outcome=outcome,
+            await actions.evaluate_case(writer_of(request), me, row, rating=_int(form.get("rating")), outcome=outcome,
                                         department=str(form.get("department", "")), due=due, base_version=base)
         else:
             raise NotFoundException()

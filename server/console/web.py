@@ -98,6 +98,13 @@ def environment() -> Environment:
 
 
 def sessionmaker_of(request: Request) -> async_sessionmaker:
+    """Sessions for the console's reads: on SQLite they never wait for a writer (nor hold one up)."""
+    state = request.app.state
+    return getattr(state, "read_sessionmaker", None) or state.sessionmaker
+
+
+def writer_of(request: Request) -> async_sessionmaker:
+    """Sessions for the console's writes (through the one write path or the account services)."""
     return request.app.state.sessionmaker
 
 
@@ -173,7 +180,7 @@ async def session_key(request: Request) -> bytes:
     state = request.app.state
     key = getattr(state, "console_session_key", None)
     if key is None:
-        key = await auth.session_key(sessionmaker_of(request))
+        key = await auth.session_key(writer_of(request))
         state.console_session_key = key
     return key
 
