@@ -413,6 +413,8 @@ class SyncEngine:
         }
         if not self.store.closed:
             self.store.set_meta_many({META_LAST_SYNC: json.dumps(state), **self._clock_meta()})
+            if error is None:
+                self.store.prune_results()
 
     def _on_revoked(self, exc: DeviceRevoked) -> None:
         self._token = None

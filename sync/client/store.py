@@ -680,6 +680,20 @@ class LocalStore:
             )
         return out
 
+    def prune_results(self, older_than_days: float = 30.0) -> int:
+        """Forget applied and merged results older than ``older_than_days``; returns how many.
+
+        Safe at any time: a result is needed only while its entry waits in the outbox, and an
+        entry leaves the outbox in the transaction that stores its result. Rejections stay
+        (the user dismisses them) and so does the conflict log.
+        """
+        cutoff = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=older_than_days)).isoformat(
+            timespec="milliseconds"
+        )
+        with self._write() as db:
+            cursor = db.execute("DELETE FROM results WHERE status != 'rejected' AND received_at < ?", (cutoff,))
+            return cursor.rowcount
+
     def dismiss_rejection(self, mid: str) -> None:
         """Hide a rejection the user has read (it stays stored for the logs)."""
         with self._write() as db:

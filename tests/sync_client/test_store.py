@@ -304,3 +304,19 @@ def test_an_edit_with_a_malformed_stamp_is_refused(store: LocalStore):
     with pytest.raises(InvalidEdit, match="hlc"):
         store.create("household", household(), hlc="yesterday")
     assert store.pending_count() == 0
+
+
+def test_old_applied_results_are_pruned_but_rejections_stay(store: LocalStore):
+    store.create("household", household(head_name="a"), hlc=stamp(1))
+    store.create("household", household(head_name="b"), hlc=stamp(2))
+    first, second = store.pending_mutations(10)
+    store.apply_results(
+        [first, second],
+        [Result(mid=first.mid, status=MutationStatus.APPLIED, version=1),
+         Result(mid=second.mid, status=MutationStatus.REJECTED, version=0,
+                error=ResultError(code="invalid", message="no"))],
+    )
+    assert store.prune_results(older_than_days=1) == 0
+    assert store.prune_results(older_than_days=-1) == 1
+    assert store.result(first.mid) is None
+    assert [r.mid for r in store.rejections()] == [second.mid]
