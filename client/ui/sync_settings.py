@@ -126,7 +126,7 @@ class SettingsScreen(Page):
         erase = BigButton(tr("settings.erase_anyway"))
         box.add_widget(keep)
         box.add_widget(erase)
-        self.popup = Popup(title=tr("settings.sign_out"), content=box, size_hint=(0.9, 0.6))
+        self.popup = Popup(title=tr("settings.sign_out"), content=box, size_hint=(0.9, 0.5))
         keep.bind(on_release=lambda *_: self.popup.dismiss())
         erase.bind(on_release=lambda *_: (self.popup.dismiss(), self.sign_out(force=True)))
         self.popup.open()

@@ -32,6 +32,8 @@ class BigLabel(Label):
         super().__init__(text=text, font_size=sp(size_sp), color=color, bold=bold, halign="left", valign="middle",
                          size_hint_y=None, **kwargs)
         self.bind(width=self._wrap, texture_size=self._grow)
+        # An empty label never changes its texture size, so it would keep Kivy's default 100 px.
+        self.height = dp(32)
 
     def _wrap(self, *_):
         self.text_size = (self.width, None)

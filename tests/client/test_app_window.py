@@ -100,7 +100,7 @@ def test_door_to_door_visit_with_two_photos_offline_then_synced(app_driver, own_
     driver.scroll_to(form.photo_button)
     driver.tap(form.photo_button)
     driver.tap(form.photo_button)
-    assert form.photo_label.text == "照片：2 张"
+    assert form.photo_label.text == "照片：2张"
     driver.scroll_to(form.follow_buttons[7])
     driver.tap(form.follow_buttons[7])
     driver.scroll_to(form.save_button)
@@ -110,10 +110,10 @@ def test_door_to_door_visit_with_two_photos_offline_then_synced(app_driver, own_
 
     driver.app.go("home")
     home = driver.screen
-    assert home.pending_label.text == "待同步的修改：1 条"
+    assert home.pending_label.text == "待同步的修改：1条"
     sync_in_window(driver)
     assert driver.app.sync.last.state.value == "offline"
-    assert "1 条修改保存在手机上" in driver.screen.outcome_label.text
+    assert "1条修改保存在手机上" in driver.screen.outcome_label.text
     driver.screenshot("sync_offline_pending")
 
     own_office.server.start()
@@ -122,7 +122,7 @@ def test_door_to_door_visit_with_two_photos_offline_then_synced(app_driver, own_
     assert last.state.value == "done" and last.pushed == 1 and last.photos_up == 2, last
     assert driver.app.session.pending_count() == 0
     driver.app.go("home")
-    assert home.pending_label.text == "待同步的修改：0 条"
+    assert home.pending_label.text == "待同步的修改：0条"
     driver.screenshot("home_after_sync")
 
     # On the server: another phone of the grid pulls the visit and downloads both photos.
@@ -205,3 +205,119 @@ def test_revocation_with_wipe_empties_the_store_and_says_why(app_driver, own_off
     assert b"\xe9\xa1\xbe" not in paths.settings.read_bytes()  # no trace of 顾 anywhere left
     driver.tap(driver.screen.next_button)
     assert driver.screen.name == "first_run"
+
+
+def test_every_screen_in_a_day_of_work_then_restart_with_the_pin(app_driver, own_office, tmp_path):
+    data_dir = tmp_path / "phone"
+    driver = app_driver(data_dir=data_dir, camera=PhotoCamera([photo_bytes(1200, 900)]))
+    enroll_in_window(driver, own_office)
+    sync_in_window(driver)
+    app = driver.app
+
+    # Patrol: start, note a hazard, stop with notes.
+    app.go("patrol")
+    patrol = driver.screen
+    driver.tap(patrol.toggle_button)
+    assert app.patrols.current is not None
+    hazard = next(b for b in patrol.body.walk() if getattr(b, "text", "") == "电瓶车进楼充电")
+    driver.scroll_to(hazard)
+    driver.tap(hazard)
+    driver.type_into(patrol.notes_input, "3 幢楼道有电瓶车充电")
+    driver.screenshot("patrol_running")
+    driver.scroll_to(patrol.toggle_button)
+    driver.tap(patrol.toggle_button)
+    [record] = app.session.records("patrol")
+    assert record.fields["hazards"] == ["ebike_charging"] and record.fields["ended_at"]
+
+    # Diary.
+    app.go("diary")
+    diary_screen = driver.screen
+    driver.type_into(diary_screen.text_input, "居民反映小区停车难，晚上车停到消防通道")
+    save = next(b for b in diary_screen.body.children if getattr(b, "text", "") == "保存")
+    driver.tap(save)
+    assert "停车难" in " ".join(w.text for w in driver.screen.body.children if hasattr(w, "text"))
+    driver.screenshot("diary")
+
+    # Case: report one with a photo from the household's page.
+    app.go("case_form", household_id=HOUSEHOLD)
+    form = driver.screen
+    driver.type_into(form.title_input, "3 幢落水管破裂")
+    driver.type_into(form.description_input, "雨天漏水到一楼")
+    form.category_spinner.text = "排水（落水管、下水道、化粪池）"
+    photo = next(b for b in form.body.children if getattr(b, "text", "") == "拍照 / 添加照片")
+    driver.tap(photo)
+    driver.screenshot("case_form")
+    driver.scroll_to(form.save_button)
+    driver.tap(form.save_button)
+    assert driver.screen.name == "cases", form.error_label.text
+    [case] = app.session.records("case")
+    assert case.fields["category"] == "drainage" and case.fields["household_id"] == HOUSEHOLD
+    assert len(case.fields["photos"]) == 1
+    driver.screenshot("cases_list")
+
+    # Home shows it among my open cases, and 4 edits waiting (patrol x3 and more), then sync clears them.
+    app.go("home")
+    assert "未办结的问题：1件" in " ".join(w.text for w in driver.screen.due_box.children)
+    sync_in_window(driver)
+    assert app.session.pending_count() == 0
+
+    # Settings in English, and sign-out warns while an edit waits.
+    app.go("settings")
+    english = next(b for b in driver.screen.body.walk() if getattr(b, "text", "") == "English")
+    driver.tap(english)
+    assert driver.screen.name == "settings" and driver.screen.title_label.text == "Settings"
+    driver.screenshot("settings_english")
+    english_home = app.screen("home")
+    app.go("home")
+    assert english_home.pending_label.text == "Edits waiting to sync: 0"
+    chinese = "中文"
+    app.go("settings")
+    driver.tap(next(b for b in driver.screen.body.walk() if getattr(b, "text", "") == chinese))
+    from client.services.diary import write_diary
+
+    write_diary(app.session, "还没同步的一条")
+    settings = driver.screen
+    sign_out = next(b for b in settings.body.children if getattr(b, "text", "") == "退出并清除本机数据")
+    driver.scroll_to(sign_out)
+    driver.tap(sign_out)
+    assert "1条修改没有同步" in settings.popup.content.children[-1].text
+    driver.screenshot("sign_out_warning")
+    driver.tap(settings.popup.content.children[-2])  # keep them
+    assert app.setup.is_set_up()
+    driver.stop()
+
+    # Restart on the same folder: the PIN is asked; a wrong one is counted, the right one opens home.
+    driver = app_driver(data_dir=data_dir)
+    pin = driver.screen
+    assert pin.name == "pin"
+    driver.type_into(pin.pin_input, "999999")
+    driver.tap(pin.ok_button)
+    assert pin.error_label.text == "密码不对。还可以试4次。"
+    driver.screenshot("pin_wrong")
+    driver.type_into(pin.pin_input, PIN)
+    driver.tap(pin.ok_button)
+    assert driver.screen.name == "home" and driver.app.session.pending_count() == 1
+
+
+def test_five_thousand_households_scroll_in_a_recycleview(app_driver, own_office, tmp_path):
+    driver = app_driver()
+    enroll_in_window(driver, own_office)
+    session = driver.app.session
+    from bench.client_bench import make_records
+
+    _, records = make_records(own_office.grid_id, 5000, 0)
+    session.store.apply_pulled(records)
+    session.refresh_households()
+    driver.app.go("households")
+    screen = driver.screen
+    driver.frames(3)
+    assert len(screen.list_view.data) == 5000
+    rows = screen.list_view.layout_manager.children
+    assert 5 < len(rows) < 40  # only the visible rows are widgets
+    screen.list_view.scroll_y = 0  # to the bottom
+    driver.frames(5)
+    assert len(screen.list_view.layout_manager.children) < 40
+    driver.screenshot("households_5000_bottom")
+    driver.type_into(screen.search_input, "长兴路 独居")
+    driver.until(lambda: 0 < len(screen.list_view.data) < 5000, 5, "the search")
+    assert all("长兴路" in d["text"] and "独居" in d["text"] for d in screen.list_view.data)

@@ -21,7 +21,7 @@ def test_catalogs_have_the_same_keys_and_placeholders():
 
 def test_chinese_is_the_default_and_english_switches():
     assert current_language() == "zh_CN"
-    assert tr("home.pending", count=3) == "待同步的修改：3 条"
+    assert tr("home.pending", count=3) == "待同步的修改：3条"
     set_language("en")
     try:
         assert tr("home.pending", count=3) == "Edits waiting to sync: 3"

@@ -114,7 +114,7 @@ def test_visit_offline_then_synced_with_photos_and_follow_up_on_home(tmp_path, o
     assert outcome.state is SyncState.DONE, outcome.detail
     assert outcome.pushed == 2 and outcome.photos_up == 2
     assert session.pending_count() == 0
-    assert "上传 2 条" in outcome_text(outcome)
+    assert "上传2条" in outcome_text(outcome)
     assert not session.get("visit", visit_id).pending
 
 
@@ -240,7 +240,7 @@ def test_sync_offline_keeps_edits_and_says_so(tmp_path, office, fixed_now):
     diary.write_diary(session, "没有信号")
     outcome = sync(session)
     assert outcome.state is SyncState.OFFLINE and outcome.pending_after == 1
-    assert "1 条修改保存在手机上" in outcome_text(outcome)
+    assert "1条修改保存在手机上" in outcome_text(outcome)
     assert session.last_sync()["state"] == "offline"
 
 
