@@ -186,7 +186,15 @@ class SyncEngine:
         return self.clock.now()
 
     def _observe_server_time(self, server_ms: int) -> None:
-        if self.clock.observe_server_time(server_ms):
+        changed = self.clock.observe_server_time(server_ms)
+        if is_too_far_ahead(self.clock.last(), server_ms):
+            # Stamps issued while our wall clock ran far ahead would pin every later stamp there
+            # (a clock never goes back); the protocol wants new edits stamped from the
+            # server-corrected time, so start the clock again from it.
+            self.clock = HybridClock(node=self.clock.node, wall=self._wall, offset_ms=self.clock.offset_ms)
+            self.clock.observe_server_time(server_ms)
+            changed = True
+        if changed:
             self.store.set_meta_many(self._clock_meta())
 
     def _observe_stamp(self, stamp: str, server_ms: int) -> None:
@@ -246,7 +254,7 @@ class SyncEngine:
         self.identity.set_device_id(reply.device_id)
         previous = self.clock.last()
         self.clock = HybridClock(node=reply.device_id, wall=self._wall, offset_ms=self.clock.offset_ms, last=previous)
-        self.clock.observe_server_time(reply.server_time)
+        self._observe_server_time(reply.server_time)
         meta: dict[str, str | None] = {
             META_USER: json.dumps(msgspec.to_builtins(reply.user)),
             META_GRIDS: json.dumps(msgspec.to_builtins(reply.grids)),
@@ -502,7 +510,7 @@ class SyncEngine:
         cursor = self.store.get_meta(META_CURSOR)
         while True:
             reply = self._authed(lambda token: self.transport.pull(token, cursor, self.pull_limit))
-            self.clock.observe_server_time(reply.server_time)
+            self._observe_server_time(reply.server_time)
             if reply.changes:
                 self._observe_stamp(max(r.hlc for r in reply.changes), reply.server_time)
             self.store.apply_pulled(reply.changes, cursor=reply.cursor, meta=self._clock_meta())

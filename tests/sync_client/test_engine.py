@@ -360,3 +360,18 @@ def test_an_edit_made_while_a_pull_runs_survives_the_page_that_brings_its_record
     a.engine.sync()
     assert a.store.result(mids[0]).status.value == "applied"
     assert server.record("household", ids[-1]).fields["notes"] == "mine"
+
+
+def test_a_phone_whose_clock_ran_a_year_ahead_stamps_from_server_time_after_it_syncs(make_device, server: FakeServer):
+    year_ms = 365 * 24 * 3600 * 1000
+    a = make_device("a", enroll=False, wall=lambda: server.clock.physical_ms() + year_ms)
+    hid = a.engine.create("household", household())  # stamped a year ahead, offline
+    assert parse_stamp(a.store.pending_mutations(1)[0].hlc).wall_ms > server.clock.physical_ms() + year_ms - 60_000
+    a.engine.enroll(server.new_code())
+    a.engine.sync()
+    a.engine.edit("household", hid, {"notes": "after the correction"})
+    stamp = parse_stamp(a.store.pending_mutations(1)[0].hlc)
+    assert abs(stamp.wall_ms - server.clock.physical_ms()) < 60_000
+    # A restart keeps the corrected clock: the persisted stamp is no longer a year ahead.
+    again = SyncEngine(a.store, server.connect(), a.identity, wall=lambda: server.clock.physical_ms() + year_ms)
+    assert abs(parse_stamp(again.stamp()).wall_ms - server.clock.physical_ms()) < 60_000
