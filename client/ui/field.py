@@ -75,6 +75,7 @@ class PatrolScreen(Page):
             recorder.stop(notes=self.notes_input.text)
             self.app.toast(tr("patrol.saved"))
         self.refresh()
+        self.to_top()
 
 
 class DiaryScreen(Page):

@@ -102,6 +102,11 @@ class Page(Screen):
 
     def on_pre_enter(self, *args):
         self.refresh()
+        self.to_top()
+
+    def to_top(self) -> None:
+        # A column shorter than the screen sits at the top only while scroll_y is 1.
+        self.scroll.scroll_y = 1
 
     def refresh(self) -> None:
         """Rebuild what the screen shows from the services; called each time it is entered."""

@@ -187,7 +187,8 @@ class AppDriver:
 
     def scroll_to(self, widget) -> None:
         scroll = getattr(self.screen, "scroll", None)
-        if scroll is not None and scroll.parent is not None:
+        # A column shorter than the screen needs no scrolling (and Kivy would push it down).
+        if scroll is not None and scroll.parent is not None and self.screen.body.height > scroll.height:
             scroll.scroll_to(widget, padding=20, animate=False)
             self.frames(2)
 
