@@ -225,3 +225,18 @@ def test_a_spent_code_and_an_old_protocol_surface_as_sync_errors(phone, field: F
         engine.sync()
     assert caught.value.min_protocol == 1
     store.close()
+
+
+def test_records_of_a_grid_taken_from_the_user_are_erased_on_the_phone(phone, field: FieldSetup, grid: str):
+    second = field.grid("所前二网格")
+    field.set_grids("li", ["所前一网格", "所前二网格"])
+    a = phone("a")
+    kept = a.engine.create("household", household(grid, head_name="留下"))
+    gone = a.engine.create("household", household(second, head_name="移走"))
+    a.engine.sync()
+    assert {r.id for r in a.store.records("household")} == {kept, gone}
+    field.set_grids("li", ["所前一网格"])
+    a.engine.sync()
+    assert [r.id for r in a.store.records("household")] == [kept]
+    tombstone = a.store.get("household", gone)
+    assert tombstone.deleted and tombstone.fields == {}
