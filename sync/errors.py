@@ -63,7 +63,9 @@ class ProtocolError(SyncError):
         status: the HTTP status.
     """
 
-    def __init__(self, code: str, message: str = "", *, detail: dict[str, Any] | None = None, status: int | None = None):
+    def __init__(
+        self, code: str, message: str = "", *, detail: dict[str, Any] | None = None, status: int | None = None
+    ):
         super().__init__(f"{code}: {message}" if message else code)
         self.code = code
         self.message = message

@@ -409,7 +409,7 @@ class SyncEngine:
 
     def _finish(self, report: SyncReport, started: float, *, error: Exception | None = None) -> None:
         report.duration = time.monotonic() - started
-        report.finished_at = datetime.datetime.now(datetime.timezone.utc)
+        report.finished_at = datetime.datetime.now(datetime.UTC)
         state = {
             "finished_at": report.finished_at.isoformat(),
             "ok": error is None,
@@ -509,7 +509,7 @@ class SyncEngine:
     def _pull_changes(self, report: SyncReport, notify: ProgressCallback) -> None:
         cursor = self.store.get_meta(META_CURSOR)
         while True:
-            reply = self._authed(lambda token: self.transport.pull(token, cursor, self.pull_limit))
+            reply = self._authed(lambda token, cursor=cursor: self.transport.pull(token, cursor, self.pull_limit))
             self._observe_server_time(reply.server_time)
             if reply.changes:
                 self._observe_stamp(max(r.hlc for r in reply.changes), reply.server_time)
@@ -571,7 +571,7 @@ def _lifetime_s(expires_at: str, server_ms: int) -> float:
     try:
         expiry = datetime.datetime.fromisoformat(expires_at)
         if expiry.tzinfo is None:
-            expiry = expiry.replace(tzinfo=datetime.timezone.utc)
+            expiry = expiry.replace(tzinfo=datetime.UTC)
         return expiry.timestamp() - server_ms / 1000
     except ValueError:
         return 15 * 60.0

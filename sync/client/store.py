@@ -140,7 +140,7 @@ class PushSummary(msgspec.Struct, kw_only=True):
 
 
 def _now_iso() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -439,9 +439,9 @@ class LocalStore:
             servers = {r.id: r for r in self._server_rows(db, f"SELECT * FROM records WHERE {where}", params)}
             pending_ids = {row[0] for row in db.execute(f"SELECT DISTINCT id FROM outbox WHERE {where}", params)}
             # A pending edit may touch a record whose lookup ids only its server row carries.
-            pending_ids |= {row[0] for row in db.execute("SELECT DISTINCT id FROM outbox WHERE entity = ?", (entity,))} & (
-                servers.keys()
-            )
+            pending_ids |= {
+                row[0] for row in db.execute("SELECT DISTINCT id FROM outbox WHERE entity = ?", (entity,))
+            } & (servers.keys())
             entries: dict[str, list[OutboxEntry]] = {}
             if pending_ids:
                 for entry in self._entries(db, "SELECT * FROM outbox WHERE entity = ? ORDER BY seq", (entity,)):
@@ -600,7 +600,17 @@ class LocalStore:
         db.execute(
             "INSERT OR REPLACE INTO results (mid, entity, id, op, status, version, error_code, payload, received_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (entry.mid, entry.entity, entry.id, entry.op, result.status.value, result.version, error_code, payload, now),
+            (
+                entry.mid,
+                entry.entity,
+                entry.id,
+                entry.op,
+                result.status.value,
+                result.version,
+                error_code,
+                payload,
+                now,
+            ),
         )
 
     def _adopt_result_record(self, db: sqlite3.Connection, entry: OutboxEntry, result: Result) -> None:
@@ -618,7 +628,9 @@ class LocalStore:
         else:
             fields.update(entry.fields)
             deleted = False
-        record = Record(entity=entry.entity, id=entry.id, version=result.version, hlc=entry.hlc, deleted=deleted, fields=fields)
+        record = Record(
+            entity=entry.entity, id=entry.id, version=result.version, hlc=entry.hlc, deleted=deleted, fields=fields
+        )
         self._upsert_records(db, [record])
 
     def _store_conflicts(self, db: sqlite3.Connection, entry: OutboxEntry, result: Result, now: str) -> int:
@@ -687,7 +699,7 @@ class LocalStore:
         entry leaves the outbox in the transaction that stores its result. Rejections stay
         (the user dismisses them) and so does the conflict log.
         """
-        cutoff = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=older_than_days)).isoformat(
+        cutoff = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=older_than_days)).isoformat(
             timespec="milliseconds"
         )
         with self._write() as db:
@@ -699,7 +711,9 @@ class LocalStore:
         with self._write() as db:
             db.execute("UPDATE results SET dismissed = 1 WHERE mid = ?", (mid,))
 
-    def conflicts(self, unseen_only: bool = False, *, entity: str | None = None, id: str | None = None) -> list[ConflictEntry]:
+    def conflicts(
+        self, unseen_only: bool = False, *, entity: str | None = None, id: str | None = None
+    ) -> list[ConflictEntry]:
         """Conflict entries the server reported for this device's edits, oldest first."""
         sql = "SELECT cid, mid, entity, id, field, winner_hlc, payload, seen, created_at FROM conflicts WHERE 1=1"
         params: list[Any] = []
@@ -742,7 +756,9 @@ class LocalStore:
 
     # ---- pulled records -------------------------------------------------------------
 
-    def apply_pulled(self, records: Sequence[Record], *, cursor: str | None = None, meta: dict[str, str | None] | None = None) -> int:
+    def apply_pulled(
+        self, records: Sequence[Record], *, cursor: str | None = None, meta: dict[str, str | None] | None = None
+    ) -> int:
         """Apply one pulled page and move the cursor, in one transaction.
 
         A pulled record replaces the server state of its record unless the store already holds
@@ -853,7 +869,9 @@ class LocalStore:
     def blobs_to_upload(self) -> list[str]:
         """Blobs made on this device that the server does not hold complete yet, oldest first."""
         with self._read() as db:
-            return [r[0] for r in db.execute("SELECT sha256 FROM blobs WHERE state = ? ORDER BY created_at", (BLOB_LOCAL,))]
+            return [
+                r[0] for r in db.execute("SELECT sha256 FROM blobs WHERE state = ? ORDER BY created_at", (BLOB_LOCAL,))
+            ]
 
     def mark_blob_uploaded(self, sha: str) -> None:
         """Record that the server holds a blob complete, so it is never sent again."""

@@ -82,7 +82,9 @@ class HttpTransport:
         timeout: per-request timeout for a client made here.
     """
 
-    def __init__(self, base_url: str, *, client: httpx.Client | None = None, timeout: float | httpx.Timeout = DEFAULT_TIMEOUT):
+    def __init__(
+        self, base_url: str, *, client: httpx.Client | None = None, timeout: float | httpx.Timeout = DEFAULT_TIMEOUT
+    ):
         self.base_url = base_url.rstrip("/")
         self._owns_client = client is None
         self._client = client if client is not None else httpx.Client(timeout=timeout)
@@ -106,7 +108,9 @@ class HttpTransport:
 
     def challenge(self, device_id: str) -> ChallengeReply:
         """Ask for a single-use nonce to sign."""
-        return self._call("POST", "/v1/auth/challenge", ChallengeReply, body=ChallengeRequest(device_id=device_id), auth_call=True)
+        return self._call(
+            "POST", "/v1/auth/challenge", ChallengeReply, body=ChallengeRequest(device_id=device_id), auth_call=True
+        )
 
     def token(self, device_id: str, nonce: str, signature_b64: str) -> TokenReply:
         """Trade a signed nonce for a short-lived access token."""
@@ -162,7 +166,9 @@ class HttpTransport:
             return 409, _offset(response)
         if response.status_code == 422:
             error = _error_of(response)
-            raise BlobRejected(error.code if error else "invalid", error.message if error else "blob hash mismatch", status=422)
+            raise BlobRejected(
+                error.code if error else "invalid", error.message if error else "blob hash mismatch", status=422
+            )
         self._raise_for(response, auth_call=False)
         return response.status_code, _offset(response)
 

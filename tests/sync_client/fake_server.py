@@ -8,6 +8,7 @@ lost after the commit, an upload cut halfway, expired tokens, revocation.
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import secrets
 import uuid
@@ -186,9 +187,7 @@ class FakeTransport:
         token = secrets.token_urlsafe(16)
         s.tokens[token] = device_id
         now = s._now()
-        import datetime
-
-        expires = datetime.datetime.fromtimestamp(now / 1000 + s.token_ttl_s, datetime.timezone.utc)
+        expires = datetime.datetime.fromtimestamp(now / 1000 + s.token_ttl_s, datetime.UTC)
         return TokenReply(access_token=token, expires_at=expires.isoformat(), server_time=now)
 
     def push(self, token: str, mutations: Sequence[Mutation]) -> PushReply:

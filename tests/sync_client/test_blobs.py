@@ -18,8 +18,8 @@ PHOTO = os.urandom(700 * 1024)  # three chunks of 256 KiB
 
 def visit_with(device, sha: str, household_id: str = "0190a000-0000-7000-8000-000000000099") -> str:
     return device.engine.create(
-        "visit", {"grid_id": GRID, "household_id": household_id, "method": "inquiry", "visited_at": VISITED,
-                  "photos": [sha]}
+        "visit",
+        {"grid_id": GRID, "household_id": household_id, "method": "inquiry", "visited_at": VISITED, "photos": [sha]},
     )
 
 

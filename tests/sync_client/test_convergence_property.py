@@ -43,7 +43,9 @@ class Phones(RuleBasedStateMachine):
         self.mids: list[set[str]] = []
         for n in range(PHONES):
             store = LocalStore(self.folder / f"p{n}" / "store.db", PlainCipher())
-            engine = SyncEngine(store, self.server.connect(), DeviceIdentity(store), sleep=lambda _s: None, pull_limit=2)
+            engine = SyncEngine(
+                store, self.server.connect(), DeviceIdentity(store), sleep=lambda _s: None, pull_limit=2
+            )
             engine.enroll(self.server.new_code())
             self.stores.append(store)
             self.engines.append(engine)
@@ -138,8 +140,9 @@ class Phones(RuleBasedStateMachine):
     @rule(n=phone_index)
     def app_restarts(self, n: int) -> None:
         store = self.stores[n]
-        self.engines[n] = SyncEngine(store, self.server.connect(), DeviceIdentity(store), sleep=lambda _s: None,
-                                     pull_limit=2)
+        self.engines[n] = SyncEngine(
+            store, self.server.connect(), DeviceIdentity(store), sleep=lambda _s: None, pull_limit=2
+        )
 
     @invariant()
     def no_mutation_ran_twice(self) -> None:
@@ -153,8 +156,7 @@ class Phones(RuleBasedStateMachine):
             for engine in self.engines:
                 engine.sync()
         expected = {
-            r.id: (r.version, r.deleted, r.fields)
-            for r in (self.server.record(e, i) for (e, i) in self.server.records)
+            r.id: (r.version, r.deleted, r.fields) for r in (self.server.record(e, i) for (e, i) in self.server.records)
         }
         for n, store in enumerate(self.stores):
             assert store.pending_count() == 0

@@ -45,7 +45,9 @@ def test_first_sync_pushes_local_records_and_pulls_everyone_elses(make_device, s
 
 
 @pytest.mark.parametrize("step", ["_store_result", "_adopt_result_record", "_store_conflicts", "_retire_entry"])
-def test_retried_push_after_crash_while_storing_results_applies_once(make_device, server: FakeServer, monkeypatch, step):
+def test_retried_push_after_crash_while_storing_results_applies_once(
+    make_device, server: FakeServer, monkeypatch, step
+):
     a = make_device("a")
     hid = a.engine.create("household", household(members=1))
     a.engine.edit("household", hid, {"members": 2})
@@ -274,12 +276,23 @@ def test_sync_with_retry_backs_off_on_transport_errors_only(make_device, server:
     assert waits == []
 
 
-def test_the_clock_runs_past_server_time_and_pulled_stamps_and_survives_a_restart(make_device, server: FakeServer, tmp_path):
+def test_the_clock_runs_past_server_time_and_pulled_stamps_and_survives_a_restart(
+    make_device, server: FakeServer, tmp_path
+):
     ahead = server.clock.physical_ms() + 60_000  # another device a minute ahead, within the skew rule
     other = f"{ahead:013d}-0003-otherdevice"
-    server.write_as("otherdevice", Mutation(mid="0190a000-0000-7000-8000-0000000000aa", entity="household",
-                                           id="0190a000-0000-7000-8000-0000000000bb", op="upsert", base_version=0,
-                                           hlc=other, fields=household()))
+    server.write_as(
+        "otherdevice",
+        Mutation(
+            mid="0190a000-0000-7000-8000-0000000000aa",
+            entity="household",
+            id="0190a000-0000-7000-8000-0000000000bb",
+            op="upsert",
+            base_version=0,
+            hlc=other,
+            fields=household(),
+        ),
+    )
     a = make_device("a")
     a.engine.sync()
     stamp = a.engine.stamp()
@@ -295,9 +308,18 @@ def test_the_clock_runs_past_server_time_and_pulled_stamps_and_survives_a_restar
 
 def test_a_stamp_from_a_clock_far_ahead_does_not_drag_ours_along(make_device, server: FakeServer):
     far = server.clock.physical_ms() + 365 * 24 * 3600 * 1000
-    server.write_as("liar", Mutation(mid="0190a000-0000-7000-8000-0000000000cc", entity="household",
-                                     id="0190a000-0000-7000-8000-0000000000dd", op="upsert", base_version=0,
-                                     hlc=f"{far:013d}-0000-liar", fields=household()))
+    server.write_as(
+        "liar",
+        Mutation(
+            mid="0190a000-0000-7000-8000-0000000000cc",
+            entity="household",
+            id="0190a000-0000-7000-8000-0000000000dd",
+            op="upsert",
+            base_version=0,
+            hlc=f"{far:013d}-0000-liar",
+            fields=household(),
+        ),
+    )
     a = make_device("a")
     a.engine.sync()
     assert parse_stamp(a.engine.stamp()).wall_ms < far - 300 * 24 * 3600 * 1000

@@ -18,7 +18,9 @@ VISITED = "2026-11-25T08:00:00+00:00"
 def enrolled_engine(path: Path, live_server, user: str) -> SyncEngine:
     code = live_server.cli("enrollment", "create", "--user", user).stdout.strip().splitlines()[-1]
     store = LocalStore(path, AesGcmCipher(AesGcmCipher.generate_key()))
-    engine = SyncEngine(store, HttpTransport(live_server.url, timeout=5.0), DeviceIdentity(store), sleep=lambda _s: None)
+    engine = SyncEngine(
+        store, HttpTransport(live_server.url, timeout=5.0), DeviceIdentity(store), sleep=lambda _s: None
+    )
     engine.enroll(code, label=path.parent.name, app_version="test")
     return engine
 
@@ -37,8 +39,9 @@ def test_edits_made_while_the_server_is_down_arrive_after_it_restarts(live_serve
     a.edit("household", hid, {"members": 2})
     photo = os.urandom(900 * 1024)
     sha = a.add_photo(photo)
-    vid = a.create("visit", {"grid_id": grid, "household_id": hid, "method": "inquiry", "visited_at": VISITED,
-                             "photos": [sha]})
+    vid = a.create(
+        "visit", {"grid_id": grid, "household_id": hid, "method": "inquiry", "visited_at": VISITED, "photos": [sha]}
+    )
     with pytest.raises(TransportError):
         a.sync_with_retry(max_attempts=2, base_delay=0.01)
     assert a.store.pending_count() == 2 and a.last_sync()["ok"] is False

@@ -84,8 +84,9 @@ def test_two_phones_converge_with_their_conflict_kept(phone, grid: str):
     assert [g.id for g in a.reply.grids] == [grid]
     hid = a.engine.create("household", household(grid, head_name="李秀英", phone="111", tags=["elderly"]))
     sha = a.engine.add_photo(PHOTO)
-    vid = a.engine.create("visit", {"grid_id": grid, "household_id": hid, "method": "inquiry",
-                                    "visited_at": VISITED, "photos": [sha]})
+    vid = a.engine.create(
+        "visit", {"grid_id": grid, "household_id": hid, "method": "inquiry", "visited_at": VISITED, "photos": [sha]}
+    )
     report = a.engine.sync()
     assert (report.applied, report.blobs_uploaded) == (2, 1)
 
@@ -148,8 +149,16 @@ def test_a_write_outside_the_users_grids_is_rejected_and_kept_visible(phone, fie
 def test_an_upload_cut_halfway_resumes_from_the_servers_offset(phone, grid: str):
     a, b = phone("a"), phone("b", "wang")
     sha = a.engine.add_photo(PHOTO)  # three chunks
-    a.engine.create("visit", {"grid_id": grid, "household_id": a.store.new_record_id(), "method": "sit",
-                              "visited_at": VISITED, "photos": [sha]})
+    a.engine.create(
+        "visit",
+        {
+            "grid_id": grid,
+            "household_id": a.store.new_record_id(),
+            "method": "sit",
+            "visited_at": VISITED,
+            "photos": [sha],
+        },
+    )
     a.transport.cut_after_patches = 2
     with pytest.raises(TransportError):
         a.engine.sync()

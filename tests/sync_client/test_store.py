@@ -38,20 +38,42 @@ def fill_with_personal_data(store: LocalStore) -> None:
     sha = store.put_blob(PHOTO)
     vid = store.create(
         "visit",
-        {"grid_id": GRID, "household_id": hid, "method": "inquiry", "visited_at": "2026-11-25T08:00:00+00:00",
-         "notes": NOTE, "photos": [sha]},
+        {
+            "grid_id": GRID,
+            "household_id": hid,
+            "method": "inquiry",
+            "visited_at": "2026-11-25T08:00:00+00:00",
+            "notes": NOTE,
+            "photos": [sha],
+        },
         hlc=stamp(2),
     )
     entries = store.pending_mutations(10)
-    pulled = Record(entity="household", id=str(uuid.uuid4()), version=3, hlc=stamp(3),
-                    fields=household(head_name=HEAD_NAME + "2", phone=PHONE, notes=NOTE))
+    pulled = Record(
+        entity="household",
+        id=str(uuid.uuid4()),
+        version=3,
+        hlc=stamp(3),
+        fields=household(head_name=HEAD_NAME + "2", phone=PHONE, notes=NOTE),
+    )
     store.apply_pulled([pulled], cursor="c1")
-    record = Record(entity="household", id=hid, version=1, hlc=stamp(1), fields=household(head_name=HEAD_NAME, notes=NOTE))
+    record = Record(
+        entity="household", id=hid, version=1, hlc=stamp(1), fields=household(head_name=HEAD_NAME, notes=NOTE)
+    )
     results = [
-        Result(mid=entries[0].mid, status=MutationStatus.MERGED, version=1, record=record,
-               conflicts=[Conflict(field="notes", kept=NOTE, lost=NOTE + PHONE, winner_hlc=stamp(1))]),
-        Result(mid=entries[1].mid, status=MutationStatus.REJECTED, version=0,
-               error=ResultError(code="invalid", message="bad")),
+        Result(
+            mid=entries[0].mid,
+            status=MutationStatus.MERGED,
+            version=1,
+            record=record,
+            conflicts=[Conflict(field="notes", kept=NOTE, lost=NOTE + PHONE, winner_hlc=stamp(1))],
+        ),
+        Result(
+            mid=entries[1].mid,
+            status=MutationStatus.REJECTED,
+            version=0,
+            error=ResultError(code="invalid", message="bad"),
+        ),
     ]
     store.apply_results(entries, results)
     store.edit("household", hid, {"head_name": HEAD_NAME + "改"}, hlc=stamp(4))
@@ -111,12 +133,31 @@ def test_a_new_record_is_visible_at_once_and_pending(store: LocalStore):
 
 def test_pending_edit_survives_a_pull_and_is_rebased_on_top(store: LocalStore):
     hid = str(uuid.uuid4())
-    store.apply_pulled([Record(entity="household", id=hid, version=2, hlc=stamp(1),
-                               fields=household(head_name="old", phone="1", tags=["a"]))])
+    store.apply_pulled(
+        [
+            Record(
+                entity="household",
+                id=hid,
+                version=2,
+                hlc=stamp(1),
+                fields=household(head_name="old", phone="1", tags=["a"]),
+            )
+        ]
+    )
     store.edit("household", hid, {"head_name": "mine", "tags": ["a", "b"]}, hlc=stamp(2))
     # Someone else changed the phone and the tags meanwhile; the server's new state is pulled.
-    store.apply_pulled([Record(entity="household", id=hid, version=3, hlc=stamp(3),
-                               fields=household(head_name="old", phone="2", tags=["a", "c"]))], cursor="c2")
+    store.apply_pulled(
+        [
+            Record(
+                entity="household",
+                id=hid,
+                version=3,
+                hlc=stamp(3),
+                fields=household(head_name="old", phone="2", tags=["a", "c"]),
+            )
+        ],
+        cursor="c2",
+    )
     seen = store.get("household", hid)
     assert seen.pending and seen.version == 3
     assert seen.fields["head_name"] == "mine"  # my pending edit on top
@@ -179,10 +220,14 @@ def test_delete_hides_the_record_and_queues_a_delete(store: LocalStore):
 def test_records_lists_unpushed_creations_by_grid_and_household(store: LocalStore):
     h1 = store.create("household", household(), hlc=stamp(1))
     h2 = str(uuid.uuid4())
-    store.apply_pulled([Record(entity="household", id=h2, version=1, hlc=stamp(2),
-                               fields={"grid_id": OTHER_GRID, "address": "y"})])
-    v1 = store.create("visit", {"grid_id": GRID, "household_id": h1, "method": "sit",
-                                "visited_at": "2026-11-25T08:00:00Z"}, hlc=stamp(3))
+    store.apply_pulled(
+        [Record(entity="household", id=h2, version=1, hlc=stamp(2), fields={"grid_id": OTHER_GRID, "address": "y"})]
+    )
+    v1 = store.create(
+        "visit",
+        {"grid_id": GRID, "household_id": h1, "method": "sit", "visited_at": "2026-11-25T08:00:00Z"},
+        hlc=stamp(3),
+    )
     assert [r.id for r in store.records("household")] == sorted([h1, h2])
     assert [r.id for r in store.records("household", grid_id=GRID)] == [h1]
     assert [r.id for r in store.records("visit", household_id=h1)] == [v1]
@@ -196,8 +241,12 @@ def test_results_replace_the_record_and_retire_the_entries_together(store: Local
     server_record = Record(entity="household", id=hid, version=1, hlc=stamp(1), fields=household(head_name="a"))
     results = [
         Result(mid=entries[0].mid, status=MutationStatus.APPLIED, version=1, record=server_record),
-        Result(mid=entries[1].mid, status=MutationStatus.REJECTED, version=0,
-               error=ResultError(code="forbidden_scope", message="not your grid")),
+        Result(
+            mid=entries[1].mid,
+            status=MutationStatus.REJECTED,
+            version=0,
+            error=ResultError(code="forbidden_scope", message="not your grid"),
+        ),
     ]
     summary = store.apply_results(entries, results)
     assert (summary.applied, summary.rejected) == (1, 1)
@@ -221,8 +270,17 @@ def test_an_older_replayed_version_never_rolls_a_record_back(store: LocalStore):
 
 def test_a_tombstone_empties_the_fields_but_keeps_the_lookup_ids(store: LocalStore):
     vid = str(uuid.uuid4())
-    store.apply_pulled([Record(entity="visit", id=vid, version=1, hlc=stamp(1),
-                               fields={"grid_id": GRID, "household_id": "h", "notes": NOTE})])
+    store.apply_pulled(
+        [
+            Record(
+                entity="visit",
+                id=vid,
+                version=1,
+                hlc=stamp(1),
+                fields={"grid_id": GRID, "household_id": "h", "notes": NOTE},
+            )
+        ]
+    )
     store.apply_pulled([Record(entity="visit", id=vid, version=2, hlc=stamp(2), deleted=True, fields={})])
     record = store.get("visit", vid)
     assert record.deleted and record.fields == {} and record.grid_id == GRID
@@ -231,9 +289,20 @@ def test_a_tombstone_empties_the_fields_but_keeps_the_lookup_ids(store: LocalSto
 def test_pulled_records_are_applied_at_over_5000_per_second_with_aes_gcm(store: LocalStore):
     pages = [
         [
-            Record(entity="visit", id=str(uuid.uuid4()), version=1, hlc=stamp(i),
-                   fields={"grid_id": GRID, "household_id": str(uuid.uuid4()), "method": "inquiry",
-                           "notes": NOTE * 4, "topics": ["water", "safety"], "visited_at": "2026-11-25T08:00:00Z"})
+            Record(
+                entity="visit",
+                id=str(uuid.uuid4()),
+                version=1,
+                hlc=stamp(i),
+                fields={
+                    "grid_id": GRID,
+                    "household_id": str(uuid.uuid4()),
+                    "method": "inquiry",
+                    "notes": NOTE * 4,
+                    "topics": ["water", "safety"],
+                    "visited_at": "2026-11-25T08:00:00Z",
+                },
+            )
             for i in range(500)
         ]
         for _ in range(10)
@@ -251,8 +320,13 @@ def test_conflicts_are_kept_until_seen(store: LocalStore):
     hid = store.create("household", household(phone="1"), hlc=stamp(1))
     [entry] = store.pending_mutations(10)
     record = Record(entity="household", id=hid, version=2, hlc=stamp(5), fields=household(phone="9"))
-    result = Result(mid=entry.mid, status=MutationStatus.MERGED, version=2, record=record,
-                    conflicts=[Conflict(field="phone", kept="9", lost="1", winner_hlc=stamp(5))])
+    result = Result(
+        mid=entry.mid,
+        status=MutationStatus.MERGED,
+        version=2,
+        record=record,
+        conflicts=[Conflict(field="phone", kept="9", lost="1", winner_hlc=stamp(5))],
+    )
     store.apply_results([entry], [result])
     [conflict] = store.conflicts(unseen_only=True)
     assert (conflict.field, conflict.kept, conflict.lost, conflict.seen) == ("phone", "9", "1", False)
@@ -312,9 +386,15 @@ def test_old_applied_results_are_pruned_but_rejections_stay(store: LocalStore):
     first, second = store.pending_mutations(10)
     store.apply_results(
         [first, second],
-        [Result(mid=first.mid, status=MutationStatus.APPLIED, version=1),
-         Result(mid=second.mid, status=MutationStatus.REJECTED, version=0,
-                error=ResultError(code="invalid", message="no"))],
+        [
+            Result(mid=first.mid, status=MutationStatus.APPLIED, version=1),
+            Result(
+                mid=second.mid,
+                status=MutationStatus.REJECTED,
+                version=0,
+                error=ResultError(code="invalid", message="no"),
+            ),
+        ],
     )
     assert store.prune_results(older_than_days=1) == 0
     assert store.prune_results(older_than_days=-1) == 1

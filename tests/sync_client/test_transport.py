@@ -27,8 +27,9 @@ def transport_answering(handler) -> HttpTransport:  # noqa: ANN001
 
 def error(status: int, code: str, headers: dict | None = None, **extra) -> httpx.Response:
     body = {"error": {"code": code, "message": f"{code} happened", "detail": {"path": "$.x"}, **extra}}
-    return httpx.Response(status, content=msgspec.msgpack.encode(body),
-                          headers={"content-type": "application/msgpack", **(headers or {})})
+    return httpx.Response(
+        status, content=msgspec.msgpack.encode(body), headers={"content-type": "application/msgpack", **(headers or {})}
+    )
 
 
 def test_requests_carry_msgpack_the_protocol_version_and_the_token():
@@ -37,7 +38,9 @@ def test_requests_carry_msgpack_the_protocol_version_and_the_token():
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         reply = PushReply(results=[], server_time=1)
-        return httpx.Response(200, content=msgspec.msgpack.encode(reply), headers={"content-type": "application/msgpack"})
+        return httpx.Response(
+            200, content=msgspec.msgpack.encode(reply), headers={"content-type": "application/msgpack"}
+        )
 
     reply = transport_answering(handler).push("tok", [])
     assert reply == PushReply(results=[], server_time=1)
@@ -68,8 +71,11 @@ def test_a_json_reply_is_read_as_well():
         (error(401, "unauthenticated"), AuthError, {"status": 401}),
         (error(403, "forbidden"), ProtocolError, {"code": "forbidden"}),
         (error(422, "invalid"), ProtocolError, {"code": "invalid", "detail": {"path": "$.x"}, "status": 422}),
-        (httpx.Response(200, text="<html>captive portal</html>", headers={"content-type": "text/html"}),
-         TransportError, {}),
+        (
+            httpx.Response(200, text="<html>captive portal</html>", headers={"content-type": "text/html"}),
+            TransportError,
+            {},
+        ),
         (httpx.Response(502, text="bad gateway"), TransportError, {"status": 502}),
     ],
 )
