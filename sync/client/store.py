@@ -617,6 +617,8 @@ class LocalStore:
         if result.record:
             self._upsert_records(db, [result.record])
             return
+        if result.status is not MutationStatus.APPLIED:
+            return  # a merge we cannot replay here; the pull that follows brings its outcome
         # A server that sends no record on `applied`: replay the edit on our copy so the user
         # does not see it vanish until the next pull brings the server's state.
         server = self._server_row(db, entry.entity, entry.id)

@@ -400,3 +400,21 @@ def test_old_applied_results_are_pruned_but_rejections_stay(store: LocalStore):
     assert store.prune_results(older_than_days=-1) == 1
     assert store.result(first.mid) is None
     assert [r.mid for r in store.rejections()] == [second.mid]
+
+
+def test_an_applied_result_without_a_record_replays_the_edit_on_the_local_copy(store: LocalStore):
+    hid = str(uuid.uuid4())
+    store.apply_pulled([Record(entity="household", id=hid, version=1, hlc=stamp(1), fields=household(phone="1"))])
+    store.edit("household", hid, {"phone": "2"}, hlc=stamp(2))
+    store.edit("household", hid, {"phone": "3"}, hlc=stamp(3))
+    applied, merged = store.pending_mutations(10)
+    store.apply_results(
+        [applied, merged],
+        [
+            Result(mid=applied.mid, status=MutationStatus.APPLIED, version=2),
+            Result(mid=merged.mid, status=MutationStatus.MERGED, version=3),
+        ],
+    )
+    record = store.get("household", hid)
+    # The applied edit is shown at its new version; the merge's outcome waits for the pull.
+    assert (record.version, record.fields["phone"], record.pending) == (2, "2", False)
