@@ -1,0 +1,236 @@
+"""End to end in a real browser: Debian's chromium driven by Playwright against ``fieldloop serve``,
+with phones simulated by the real sync engine (sync.client) over TCP.
+
+A supervisor reviews a visit a phone synced and the phone receives the review; resolves a
+conflict; takes a case round the whole loop; an administrator revokes a phone and its next sync
+is refused. Screenshots go to test-artifacts/console/.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from sync.client import AesGcmCipher, DeviceIdentity, HttpTransport, LocalStore, SyncEngine
+from sync.errors import DeviceRevoked
+from tests.support.servers import LiveServer
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = os.environ.get("FIELDLOOP_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+PASSWORD = "console-pass-1"
+GRID = "所前社区第1网格"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> LiveServer:
+    live = LiveServer(tmp_path_factory.mktemp("console-e2e") / "data")
+    live.start()
+    live.cli("grid", "add", GRID, "--community", "所前社区")
+    live.cli("user", "add", "admin", "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n")
+    live.cli("user", "add", "zhou", "--role", "supervisor", "--grid", GRID, "--password-stdin", stdin=PASSWORD + "\n")
+    live.cli("user", "add", "wang", "--role", "grid_worker", "--grid", GRID)
+    yield live
+    live.kill()
+
+
+def phone(server: LiveServer, path: Path, user: str, label: str) -> SyncEngine:
+    code = server.cli("enrollment", "create", "--user", user).stdout.strip().splitlines()[-1]
+    store = LocalStore(path, AesGcmCipher(AesGcmCipher.generate_key()))
+    engine = SyncEngine(store, HttpTransport(server.url, timeout=10.0), DeviceIdentity(store), sleep=lambda _s: None)
+    engine.enroll(code, label=label, app_version="1.0.0")
+    return engine
+
+
+@pytest.fixture(scope="module")
+def browser_page(artifacts_dir: Path):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no chromium at {CHROMIUM}")
+    from playwright.sync_api import sync_playwright
+
+    shots = artifacts_dir / "console"
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1366, "height": 900}, locale="zh-CN")
+        page = context.new_page()
+        page.set_default_timeout(15000)
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.shots = shots  # type: ignore[attr-defined]
+        yield page
+        context.close()
+        browser.close()
+
+
+def shot(page, name: str) -> None:  # noqa: ANN001
+    page.screenshot(path=str(page.shots / f"{name}.png"), full_page=True)
+
+
+def login(page, server: LiveServer, name: str) -> None:  # noqa: ANN001
+    page.goto(f"{server.url}/console/login")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{server.url}/console/")
+
+
+def logout(page) -> None:  # noqa: ANN001
+    page.click("form[action='/console/logout'] button")
+    page.wait_for_url(re.compile(r".*/console/login$"))
+
+
+def photo_bytes() -> bytes:
+    image = Image.new("RGB", (1200, 900), (225, 232, 240))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((420, 80, 520, 860), fill=(120, 120, 120))  # a drainpipe down a wall
+    draw.rectangle((420, 430, 520, 470), fill=(200, 40, 40))  # the crack
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def test_a_supervisor_and_an_admin_run_the_loop_in_a_real_browser(server, browser_page, tmp_path):
+    try:
+        run_the_loop(server, browser_page, tmp_path)
+    except Exception:
+        shot(browser_page, "zz-failure")
+        raise
+
+
+def run_the_loop(server, page, tmp_path) -> None:  # noqa: ANN001
+    a = phone(server, tmp_path / "a" / "store.db", "wang", "王的手机")
+    b = phone(server, tmp_path / "b" / "store.db", "wang", "王的平板")
+    grid = a.enrolled_grids()[0]["id"]
+
+    # ---- the phones work offline, then sync ----
+    home = a.create("household", {"grid_id": grid, "address": "台苑新村3幢2单元301室", "head_name": "顾先生",
+                                  "phone": "13800000001", "members": 2, "tags": ["独居老人"]})
+    sha = a.add_photo(photo_bytes())
+    visit = a.create("visit", {"grid_id": grid, "household_id": home, "method": "inquiry",
+                               "visited_at": "2026-11-24T09:30:00+08:00", "topics": ["落水管"],
+                               "notes": "顾先生反映3幢落水管破裂,雨天外墙渗水。<b>已拍照</b>", "photos": [sha],
+                               "follow_up_on": datetime.date.today().isoformat()})
+    case = a.create("case", {"grid_id": grid, "household_id": home, "category": "drainage", "title": "3幢落水管破裂",
+                             "description": "落水管老化破裂,外墙渗水", "status": "reported"})
+    a.sync()
+    b.sync()
+    # both phones change the household's phone number offline; the tablet syncs last and wins
+    a.edit("household", home, {"phone": "13800000002"})
+    b.edit("household", home, {"phone": "13900000003"})
+    a.sync()
+    b.sync()
+
+    # ---- sign in: Chinese first ----
+    page.goto(f"{server.url}/console/")
+    assert "/console/login" in page.url
+    shot(page, "01-login")
+    login(page, server, "zhou")
+    shot(page, "02-dashboard")
+    assert "智慧数据大屏" in page.content()
+
+    # ---- review the visit; the review reaches the phone ----
+    page.click("nav.nav a[href='/console/visits']")
+    page.click(f"a[href='/console/visits/{visit}']")
+    thumb = f"img[src='/console/photos/{visit}/{sha}']"
+    page.locator(thumb).scroll_into_view_if_needed()
+    # the server-made thumbnail really decodes as an image
+    page.wait_for_function("sel => { const i = document.querySelector(sel); return i && i.complete && i.naturalWidth > 0; }",
+                           arg=thumb)
+    assert "<b>已拍照</b>" in page.inner_text(".notes")  # shown as text, not markup
+    page.fill("textarea[name=comment]", "记录完整,照片清楚。请跟踪复诊。")
+    page.click("button[value=approved]")
+    page.wait_for_selector("p.ok")
+    shot(page, "03-visit-approved")
+    a.sync()
+    review = a.store.get("visit", visit).fields["review"]
+    assert review["verdict"] == "approved" and review["reviewer"] == "zhou"
+    assert review["comment"] == "记录完整,照片清楚。请跟踪复诊。"
+
+    # ---- the conflict: take the value that lost ----
+    page.click("nav.nav a[href='/console/conflicts']")
+    page.click("table.list >> text=查看")
+    assert "13900000003" in page.inner_text(".side.kept") and "13800000002" in page.inner_text(".side.lost")
+    shot(page, "04-conflict")
+    page.click("button[value=take]")
+    page.wait_for_url(re.compile(r".*/console/conflicts\?resolved=\d+"))
+    a.sync()
+    b.sync()
+    assert a.store.get("household", home).fields["phone"] == "13800000002"
+    assert b.store.get("household", home).fields["phone"] == "13800000002"
+    page.click("nav.tabs >> text=已处理")
+    page.wait_for_selector("td:has-text('已改用落选值')")
+
+    # ---- the case round the closed loop ----
+    page.click("nav.nav a[href='/console/cases']")
+    shot(page, "05-case-board")
+    page.click(f"a.casecard[href='/console/cases/{case}']")
+    page.click("button:has-text('受理')")
+    page.wait_for_selector("p.ok")
+    page.fill("input[name=department]", "住建局")
+    page.fill("input[name=due]", (datetime.date.today() + datetime.timedelta(days=3)).isoformat())
+    page.click("button:has-text('分流到部门')")
+    page.wait_for_selector("p.ok")
+    shot(page, "06-case-dispatched")
+    a.sync()
+    assert a.store.get("case", case).fields["status"] == "dispatched"
+    assert a.store.get("case", case).fields["department"] == "住建局"
+    a.edit("case", case, {"status": "resolved", "feedback": "住建局已更换落水管,外墙不再渗水。"})
+    a.sync()
+    page.reload()
+    assert "住建局已更换落水管" in page.inner_text(".feedback")
+    page.check("input[name=rating][value='5']")
+    page.click("button[value=close]")
+    page.wait_for_selector("p.ok")
+    shot(page, "07-case-closed")
+    a.sync()
+    assert a.store.get("case", case).fields["status"] == "closed"
+    assert a.store.get("case", case).fields["rating"] == 5
+    page.click("text=变更记录")
+    shot(page, "08-case-change-log")
+    assert page.locator("table.changes tbody tr").count() >= 5
+
+    # ---- English, and the board on a tablet ----
+    page.click("text=English")
+    page.wait_for_selector("h1:has-text('Change log')")
+    page.goto(f"{server.url}/console/")
+    page.wait_for_selector(".kpi.rate span:has-text('Closure rate')")
+    shot(page, "09-dashboard-en")
+    page.set_viewport_size({"width": 768, "height": 1024})
+    page.goto(f"{server.url}/console/cases")
+    shot(page, "10-board-tablet-en")
+    page.click("text=中文")
+    page.wait_for_selector("text=事件闭环")
+    page.set_viewport_size({"width": 1366, "height": 900})
+    logout(page)
+
+    # ---- the administrator revokes the tablet; its next sync is refused ----
+    login(page, server, "admin")
+    page.click("nav.nav a[href='/console/admin/devices']")
+    row = page.locator("tr", has_text="王的平板")
+    row.locator("button:has-text('吊销并清除')").click()
+    page.wait_for_url(re.compile(r".*/console/admin/devices\?done=revoke"))
+    shot(page, "11-devices-revoked")
+    assert "已吊销" in page.locator("tr", has_text="王的平板").inner_text()
+    with pytest.raises(DeviceRevoked) as refused:
+        b.sync()
+    assert refused.value.wipe is True
+    a.sync()  # the other phone is untouched
+
+    page.click("nav.nav a[href='/console/admin/enrollment']")
+    page.select_option("select[name=user]", "wang")
+    page.click("button:has-text('生成注册码')")
+    page.wait_for_selector(".qr svg")
+    shot(page, "12-enrollment-qr")
+    for engine in (a,):
+        engine.store.close()
+        engine.transport.close()
