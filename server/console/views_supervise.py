@@ -210,13 +210,18 @@ async def review_visit(request: Request, me: NamedDependency[ConsoleUser], recor
     if row is None or row.deleted:
         raise NotFoundException()
     form = await request.form()
+    inline = request.headers.get("hx-request") == "true"  # the quick approve on the list, through htmx
     try:
-        await actions.review_visit(
+        done = await actions.review_visit(
             writer_of(request), me, row, verdict=str(form.get("verdict", "")), comment=str(form.get("comment", "")),
             base_version=_int(form.get("version"), row.version),
         )
     except actions.ActionRefused as exc:
+        if inline:
+            return render(request, "_review_cell.html", status_code=400, review=None, error=exc.code, row=row)
         return await _visit_with_error(request, me, row, exc.code)
+    if inline:
+        return render(request, "_review_cell.html", review=done.result.record.fields.get("review"), error=None, row=row)
     return redirect(f"/visits/{row.id}", saved=1)
 
 

@@ -120,6 +120,8 @@ def run_the_loop(server, page, tmp_path) -> None:  # noqa: ANN001
                                "visited_at": "2026-11-24T09:30:00+08:00", "topics": ["落水管"],
                                "notes": "顾先生反映3幢落水管破裂,雨天外墙渗水。<b>已拍照</b>", "photos": [sha],
                                "follow_up_on": datetime.date.today().isoformat()})
+    walk_in = a.create("visit", {"grid_id": grid, "household_id": home, "method": "sit",
+                                 "visited_at": "2026-11-24T15:00:00+08:00", "notes": "顾先生来工作室咨询停车问题"})
     case = a.create("case", {"grid_id": grid, "household_id": home, "category": "drainage", "title": "3幢落水管破裂",
                              "description": "落水管老化破裂,外墙渗水", "status": "reported"})
     a.sync()
@@ -155,6 +157,14 @@ def run_the_loop(server, page, tmp_path) -> None:  # noqa: ANN001
     review = a.store.get("visit", visit).fields["review"]
     assert review["verdict"] == "approved" and review["reviewer"] == "zhou"
     assert review["comment"] == "记录完整,照片清楚。请跟踪复诊。"
+
+    # a quick approve from the list, in place (htmx)
+    page.click("nav.nav a[href='/console/visits']")
+    page.click(f"tr:has(a[href='/console/visits/{walk_in}']) button.quick")
+    page.wait_for_selector(f"tr:has(a[href='/console/visits/{walk_in}']) td.review-cell .badge.approved")
+    shot(page, "03b-visits-quick-approve")
+    a.sync()
+    assert a.store.get("visit", walk_in).fields["review"]["verdict"] == "approved"
 
     # ---- the conflict: take the value that lost ----
     page.click("nav.nav a[href='/console/conflicts']")

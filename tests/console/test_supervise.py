@@ -387,3 +387,22 @@ def test_a_photo_thumbnail_is_served_only_through_a_record_in_scope(site, tmp_pa
     assert site.browser.get(f"/console/photos/{visit['id']}/{'0' * 64}").status_code == 404
     site.browser.login("sup_b")
     assert site.browser.get(f"/console/photos/{visit['id']}/{sha}").status_code == 404
+
+
+def test_a_visit_is_approved_in_place_from_the_list_through_htmx(site):
+    home = site.household(site.phone_a, site.grid_a)
+    visit = site.visit(site.phone_a, site.grid_a, home["id"])
+    site.browser.login("sup_a")
+    listing = site.browser.get("/console/visits").text
+    assert f'hx-post="/console/visits/{visit["id"]}/review"' in listing
+    headers = {"HX-Request": "true", "X-CSRF-Token": site.browser.csrf()}
+    reply = site.browser.client.post(f"/console/visits/{visit['id']}/review", data={"verdict": "approved", "version": "1"},
+                                     headers=headers)
+    assert reply.status_code == 200 and "已通过" in reply.text and "<html" not in reply.text
+    assert _record(site, visit["id"]).fields["review"]["verdict"] == "approved"
+    flagged = site.browser.client.post(f"/console/visits/{visit['id']}/review", data={"verdict": "flagged", "version": "2"},
+                                       headers=headers)
+    assert flagged.status_code == 400 and "必须填写意见" in flagged.text
+    no_token = site.browser.client.post(f"/console/visits/{visit['id']}/review", data={"verdict": "approved"},
+                                        headers={"HX-Request": "true"})
+    assert no_token.status_code == 403
