@@ -349,8 +349,10 @@ def check_no_lost_edits(applied: list[tuple[Mutation, str, Result]], change_log:
 # ---- the state machine --------------------------------------------------------------------------
 
 
-def uuid_for(kind: int, n: int) -> str:
-    return f"00000000-0000-4000-8{kind:03x}-{n:012x}"
+def uuid_for(kind: int, n: int, run: int = 0) -> str:
+    """Deterministic ids (Hypothesis replays a run exactly); ``run`` keeps runs that share one
+    database apart."""
+    return f"{run:08x}-0000-4000-8{kind:03x}-{n:012x}"
 
 
 class ConvergenceMachine(RuleBasedStateMachine):
@@ -360,6 +362,8 @@ class ConvergenceMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.sim_ms = T0
+        self.run = 0
+        self.grid, self.other_grid = GRID, OTHER_GRID
         self.backend = self.make_backend()
         self.devices: list[Device] = []
         self.counter = 0
@@ -381,13 +385,13 @@ class ConvergenceMachine(RuleBasedStateMachine):
     def add_device(self, n: int, skew: int) -> Device:
         device_id = uuid_for(0xD, n)
         clock = HybridClock(device_id, wall=lambda: self.server_wall() + skew)
-        return Device(id=device_id, clock=clock, sender=Sender(origin=device_id, actor=Actor.DEVICE, scope=frozenset({GRID})))
+        return Device(id=device_id, clock=clock, sender=Sender(origin=device_id, actor=Actor.DEVICE, scope=frozenset({self.grid})))
 
     # helpers ---------------------------------------------------------------------------------------
 
     def next_id(self, kind: int) -> str:
         self.counter += 1
-        return uuid_for(kind, self.counter)
+        return uuid_for(kind, self.counter, self.run)
 
     def device(self, n: int) -> Device:
         return self.devices[n % len(self.devices)]
@@ -408,7 +412,7 @@ class ConvergenceMachine(RuleBasedStateMachine):
 
     def pick(self, d: Device, n: int, entity: str | None = None, status: set[str] | None = None) -> tuple[str, dict] | None:
         shown = d.view()
-        ids = sorted(i for i, r in shown.items() if r["fields"].get("grid_id") == GRID and (entity is None or r["entity"] == entity)
+        ids = sorted(i for i, r in shown.items() if r["fields"].get("grid_id") == self.grid and (entity is None or r["entity"] == entity)
                      and (status is None or r["fields"].get("status") in status))
         if not ids:
             return None
@@ -494,11 +498,11 @@ class ConvergenceMachine(RuleBasedStateMachine):
 
     def edit_household(self, dev, n=0, which=0, shared=None, tag=TAGS[0], add=False):
         tags = sorted({tag, TAGS[which]}) if add else []
-        self.enqueue(dev, self.next_id(0xB), "household", {"grid_id": GRID, "address": f"{self.counter} Elm Lane", "tags": tags})
+        self.enqueue(dev, self.next_id(0xB), "household", {"grid_id": self.grid, "address": f"{self.counter} Elm Lane", "tags": tags})
 
     def edit_case(self, dev, *_):
         rid = self.next_id(0xE)
-        fields = {"grid_id": GRID, "category": "drainage", "title": f"Blocked drain {self.counter}", "status": "reported"}
+        fields = {"grid_id": self.grid, "category": "drainage", "title": f"Blocked drain {self.counter}", "status": "reported"}
         self.enqueue(dev, rid, "case", fields)
 
     def edit_lww(self, dev, n, which, shared, *_):
@@ -548,7 +552,7 @@ class ConvergenceMachine(RuleBasedStateMachine):
         self.expect_rejected[m.mid] = {"invalid_transition"} if "status" in fields else {"read_only_field"}
 
     def edit_outside(self, dev, *_):
-        m = self.enqueue(dev, self.next_id(0xF), "household", {"grid_id": OTHER_GRID, "address": "elsewhere"})
+        m = self.enqueue(dev, self.next_id(0xF), "household", {"grid_id": self.other_grid, "address": "elsewhere"})
         self.expect_rejected[m.mid] = {"forbidden_scope"}
 
     # rules: sync -----------------------------------------------------------------------------------
@@ -590,7 +594,7 @@ class ConvergenceMachine(RuleBasedStateMachine):
         records = {i: r for i, r in self.backend.records().items() if not r.deleted}
         want = {
             "accept": ("case", "reported", {"status": "accepted"}),
-            "dispatch": ("case", "accepted", {"status": "dispatched", "department": "Water", "due_at": "2026-01-01T00:00:00Z"}),
+            "dispatch": ("case", "accepted", {"status": "dispatched", "department": "Water", "due_at": "2030-01-01T00:00:00Z"}),
             "resolve": ("case", "dispatched", {"status": "resolved", "feedback": "done by the console"}),
             "close": ("case", "resolved", {"status": "closed"}),
             "send_back": ("case", "resolved", {"status": "dispatched"}),
