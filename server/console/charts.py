@@ -5,6 +5,8 @@ Every label is escaped here, since grid names and categories can come from impor
 
 from __future__ import annotations
 
+import math
+
 from markupsafe import Markup, escape
 
 PALETTE = ("#c62828", "#1565c0", "#2e7d32", "#ef6c00", "#6a1b9a", "#00838f", "#5d4037", "#ad1457", "#455a64")
@@ -14,11 +16,19 @@ def _num(value: float) -> str:
     return f"{value:.1f}".rstrip("0").rstrip(".")
 
 
+def _nice_top(top: float, ticks: int = 4) -> float:
+    """The axis top: ``ticks`` steps of 1, 2 or 5 times a power of ten, whole numbers for counts."""
+    raw = max(top, 1) / ticks
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    return max(1, step) * ticks
+
+
 def hbars(items: list[tuple[str, float]], *, width: int = 460, bar: int = 18, colour: str = PALETTE[1]) -> Markup:
     """Horizontal bars, one per (label, value), longest first as given."""
     if not items:
         return Markup('<svg class="chart" width="0" height="0" aria-hidden="true"></svg>')
-    label_w, value_w, gap = 120, 48, 6
+    label_w, value_w, gap = 156, 48, 6
     top = max(v for _, v in items) or 1
     height = len(items) * (bar + gap) + gap
     span = width - label_w - value_w
@@ -30,7 +40,7 @@ def hbars(items: list[tuple[str, float]], *, width: int = 460, bar: int = 18, co
         y = gap + i * (bar + gap)
         w = max(1.0, span * value / top) if value else 0
         text = str(label)
-        short = text if len(text) <= 12 else text[:11] + "…"
+        short = text if len(text) <= 11 else text[:10] + "…"
         parts.append(
             f'<text x="{label_w - 6}" y="{y + bar * 0.75:.1f}" text-anchor="end" font-size="13">'
             f"<title>{escape(text)}</title>{escape(short)}</text>"
@@ -52,10 +62,17 @@ def columns(
     if not labels or not series:
         return Markup('<svg class="chart" width="0" height="0" aria-hidden="true"></svg>')
     left, bottom, top_pad = 34, 34, 26
-    plot_h = height - bottom - top_pad
+    longest = max(len(str(label)) for label in labels)
+    # Labels wider than their column (Chinese grid names) are turned, with room made below.
+    slanted = longest * 10 > (width - left - 6) / len(labels)
+    if slanted:
+        left = max(left, int(longest * 6))
+        bottom = min(110, 20 + int(longest * 7.5))
+        height += bottom - 34
     plot_w = width - left - 6
-    top = max((max(values) if values else 0) for _, values in series) or 1
     group_w = plot_w / len(labels)
+    plot_h = height - bottom - top_pad
+    top = _nice_top(max((max(values) if values else 0) for _, values in series))
     col_w = max(2.0, (group_w - 6) / len(series))
     parts = [
         f'<svg class="chart" viewBox="0 0 {width} {height}" width="100%" role="img" '
@@ -78,9 +95,11 @@ def columns(
                 f'height="{h:.1f}" fill="{PALETTE[s % len(PALETTE)]}"><title>{escape(label)}: {escape(_num(value))}'
                 f"</title></rect>"
             )
+        cx, ly = x0 + group_w / 2 - 3, height - bottom + 14
+        turn = f' transform="rotate(-40 {cx:.1f} {ly})"' if slanted else ""
+        anchor = "end" if slanted else "middle"
         parts.append(
-            f'<text x="{x0 + group_w / 2 - 3:.1f}" y="{height - bottom + 14}" font-size="10" '
-            f'text-anchor="middle">{escape(label)}</text>'
+            f'<text x="{cx:.1f}" y="{ly}" font-size="10" text-anchor="{anchor}"{turn}>{escape(label)}</text>'
         )
     x = left
     for s, (name, _) in enumerate(series):

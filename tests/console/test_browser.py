@@ -244,3 +244,35 @@ def run_the_loop(server, page, tmp_path) -> None:  # noqa: ANN001
     for engine in (a,):
         engine.store.close()
         engine.transport.close()
+
+
+def test_the_demo_login_opens_a_console_full_of_data(tmp_path_factory, browser_page):
+    """``fieldloop demo`` prints a login; that login opens believable pages, each quickly."""
+    page = browser_page
+    live = LiveServer(tmp_path_factory.mktemp("console-demo") / "data")
+    printed = live.cli("demo").stdout
+    match = re.search(r"console login: (\S+) / (\S+)", printed)
+    assert match, printed
+    name, password = match.groups()
+    live.start()
+    try:
+        page.context.clear_cookies()
+        page.goto(f"{live.url}/console/login")
+        page.fill("input[name=name]", name)
+        page.fill("input[name=password]", password)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{live.url}/console/")
+        received = int(page.inner_text(".kpi >> nth=0 >> .num"))
+        assert received > 50
+        shot(page, "20-demo-dashboard")
+        timings = {}
+        for path, name_ in (("/console/cases", "21-demo-case-board"), ("/console/visits", "22-demo-visits"),
+                            ("/console/households", "23-demo-households"), ("/console/admin/devices", "24-demo-devices")):
+            started = datetime.datetime.now()
+            page.goto(live.url + path)
+            timings[path] = (datetime.datetime.now() - started).total_seconds() * 1000
+            shot(page, name_)
+        assert page.locator("table.list tbody tr").count() >= 1
+        print("browser load times (ms):", {k: round(v) for k, v in timings.items()})
+    finally:
+        live.kill()
