@@ -91,8 +91,14 @@ def main() -> int:
                 print(f"  {'page':58} {'median ms':>10} {'worst ms':>9} {'status':>6} {'bytes':>8}")
                 for path in [p for p in pages if p]:
                     median, worst, status, size = time_page(client, path, args.repeat)
-                    flag = "" if median <= TARGET_MS and status == 200 else "  <-- over target" if status == 200 else "  <-- failed"
-                    failures += bool(flag) and not path.endswith(("format=csv", "format=xlsx"))
+                    export = path.endswith(("format=csv", "format=xlsx"))
+                    if status != 200:
+                        flag = "  <-- failed"
+                    elif export:
+                        flag = "  (a download of every row, not a page)"
+                    else:
+                        flag = "" if median <= TARGET_MS else "  <-- over target"
+                    failures += flag.startswith("  <--")
                     print(f"  {path[:58]:58} {median:10.1f} {worst:9.1f} {status:6d} {size:8d}{flag}")
             print(f"\npages over {TARGET_MS} ms or failing: {failures}")
             return 1 if failures else 0

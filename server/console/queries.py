@@ -183,7 +183,9 @@ async def visits(
     size: int | None = 50,
 ) -> Page:
     stmt = _grid_scoped(
-        select(RecordRow).where(RecordRow.entity == "visit", RecordRow.deleted.is_(False)).order_by(RecordRow.seq.desc()),
+        select(RecordRow)
+        .where(RecordRow.entity == "visit", RecordRow.deleted.is_(False))
+        .order_by(RecordRow.fields["visited_at"].as_string().desc(), RecordRow.seq.desc()),
         RecordRow.grid_id,
         me,
     )
