@@ -418,3 +418,11 @@ def test_an_applied_result_without_a_record_replays_the_edit_on_the_local_copy(s
     record = store.get("household", hid)
     # The applied edit is shown at its new version; the merge's outcome waits for the pull.
     assert (record.version, record.fields["phone"], record.pending) == (2, "2", False)
+
+
+def test_a_damaged_database_file_is_a_storage_error_not_a_sqlite_error(tmp_path: Path):
+    path = tmp_path / "store.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StorageError) as caught:
+        LocalStore(path, AesGcmCipher(AesGcmCipher.generate_key()))
+    assert "cannot open the local store" in str(caught.value)
