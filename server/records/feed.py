@@ -13,7 +13,7 @@ import base64
 import binascii
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.models import RecordRow
@@ -98,11 +98,18 @@ async def pull_page(
 async def _catch_up_page(
     session: AsyncSession, grids: list[str], upto: int, catch_up: CatchUp, limit: int
 ) -> tuple[list[Record], Cursor, bool]:
-    touched = catch_up.added + catch_up.removed
+    # New grids: what the ordinary feed will not bring (up to the cursor). Grids that left: every
+    # record, whenever it changed (the grid's own record changed when the user left it).
     rows = (
         await session.execute(
             select(*_COLUMNS)
-            .where(RecordRow.grid_id.in_(touched), RecordRow.seq > catch_up.after, RecordRow.seq <= upto)
+            .where(
+                RecordRow.seq > catch_up.after,
+                or_(
+                    and_(RecordRow.grid_id.in_(catch_up.added), RecordRow.seq <= upto),
+                    RecordRow.grid_id.in_(catch_up.removed),
+                ),
+            )
             .order_by(RecordRow.seq)
             .limit(limit + 1)
         )
