@@ -33,3 +33,8 @@ def downscale_photo(data: bytes, max_side: int = MAX_SIDE_PX) -> bytes:
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise NotAPhoto(str(exc)) from exc
     return out.getvalue()
+
+
+def thumbnail(data: bytes, max_side: int = 240) -> bytes:
+    """A small JPEG for a row of previews: a cheap phone's GPU should not hold 1600 px textures for that."""
+    return downscale_photo(data, max_side)

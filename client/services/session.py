@@ -117,6 +117,10 @@ class Session:
         """Downscale a photo, keep it encrypted in the blob cache; returns its SHA-256."""
         return self.engine.add_photo(downscale_photo(data))
 
+    def cached_photo(self, sha256: str) -> bytes | None:
+        """A photo's bytes if they are on the phone; never waits on the network (safe on the UI thread)."""
+        return self.store.read_blob(sha256)
+
     def photo(self, sha256: str) -> bytes | None:
         """A photo's bytes from the cache (or the server); None when it cannot be had now."""
         from sync.errors import SyncError

@@ -12,7 +12,7 @@ from client.i18n import tr
 from client.services import cases as case_service
 from client.services import visits as visit_service
 from client.services.words import conflict_notices
-from client.ui.widgets import MUTED, PRIMARY, TEXT_SP, WARNING, BigButton, BigInput, BigLabel, BigToggle, Page
+from client.ui.widgets import MUTED, PRIMARY, TEXT_SP, WARNING, BigButton, BigInput, BigLabel, BigToggle, Page, PhotoStrip
 
 FOLLOW_UP_CHOICES = (0, 3, 7, 30)  # days from today; 0 means none
 
@@ -82,6 +82,8 @@ class VisitScreen(Page):
         self.body.add_widget(self.notes_input)
         self.photo_label = BigLabel("", color=MUTED)
         self.body.add_widget(self.photo_label)
+        self.photo_strip = PhotoStrip()
+        self.body.add_widget(self.photo_strip)
         self.photo_button = BigButton(tr("photo.add"))
         self.photo_button.bind(on_release=lambda *_: self.app.pick_photo(self.add_photo))
         self.body.add_widget(self.photo_button)
@@ -119,6 +121,10 @@ class VisitScreen(Page):
 
     def _show_state(self) -> None:
         self.photo_label.text = tr("photo.count", count=len(self.draft.photos))
+        if len(self.photo_strip.children) != len(self.draft.photos):
+            # A photo not downloaded yet (no signal) is counted but not shown.
+            shown = [self.app.session.cached_photo(sha) for sha in self.draft.photos]
+            self.photo_strip.show([data for data in shown if data])
         self.follow_label.text = (tr("visit.follow_on", day=self.draft.follow_up_on.isoformat())
                                   if self.draft.follow_up_on else "")
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
+
+from kivy.core.image import Image as CoreImage
 from kivy.graphics import Color, Rectangle
 from kivy.metrics import dp, sp
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
+from kivy.uix.gridlayout import GridLayout
+from kivy.uix.image import Image
 from kivy.uix.label import Label
 from kivy.uix.screenmanager import Screen
 from kivy.uix.scrollview import ScrollView
@@ -13,6 +18,7 @@ from kivy.uix.textinput import TextInput
 from kivy.uix.togglebutton import ToggleButton
 
 from client.i18n import tr
+from client.services.photos import thumbnail
 
 TEXT_SP = 20
 TITLE_SP = 26
@@ -64,6 +70,20 @@ class BigInput(TextInput):
         kwargs.setdefault("size_hint_y", None)
         kwargs.setdefault("height", dp(56) if lines == 1 else dp(40 * lines))
         super().__init__(multiline=multiline, font_size=sp(TEXT_SP), write_tab=False, **kwargs)
+
+
+class PhotoStrip(GridLayout):
+    """Previews of a record's photos, three to a row."""
+
+    def __init__(self, **kwargs):
+        super().__init__(cols=3, spacing=dp(6), size_hint_y=None, **kwargs)
+        self.bind(minimum_height=self.setter("height"))
+
+    def show(self, photos: list[bytes]) -> None:
+        self.clear_widgets()
+        for data in photos:
+            texture = CoreImage(io.BytesIO(thumbnail(data)), ext="jpg").texture
+            self.add_widget(Image(texture=texture, size_hint_y=None, height=dp(110), fit_mode="contain"))
 
 
 class Page(Screen):

@@ -55,10 +55,11 @@ def enroll_in_window(driver, office: Office, user: str = "王阿姨") -> None:
 def sync_in_window(driver) -> None:
     """Tap "sync now" and wait until the background sync's result has reached the screen."""
     driver.app.go("sync")
-    before = driver.app.sync.last
+    runner = driver.app.sync  # held: a wiped device drops its runner when the result arrives
+    before = runner.last
     assert not driver.screen.sync_button.disabled
     driver.tap(driver.screen.sync_button)
-    driver.until(lambda: driver.app.sync.last is not before and not driver.app.sync.running, what="sync to finish")
+    driver.until(lambda: runner.last is not before and not runner.running, what="sync to finish")
     driver.frames(3)
 
 
@@ -139,6 +140,18 @@ def test_door_to_door_visit_with_two_photos_offline_then_synced(app_driver, own_
     assert sorted(visit.fields["photos"]) == sorted(hashlib.sha256(driver.app.session.photo(s)).hexdigest()
                                                     for s in visit.fields["photos"])
 
+    # The supervisor reviews the visit on the console; after the next sync the worker sees it on the visit.
+    own_office.write("visit", visit.id, {"review": {"verdict": "approved", "comment": "记录清楚，按时复诊",
+                                                    "reviewer": "督导老周"}})
+    sync_in_window(driver)
+    driver.app.go("visit", visit_id=visit.id)
+    form = driver.screen
+    assert any("审核：通过" in t and "按时复诊" in t for t in (w.text for w in form.body.children if hasattr(w, "text")))
+    assert len(form.photo_strip.children) == 2  # both photos previewed, from the phone's own cache
+    driver.screenshot("visit_reviewed_top")
+    driver.scroll_to(form.photo_strip)
+    driver.screenshot("visit_reviewed_with_photos")
+
 
 def test_conflicting_edit_shows_the_merged_result_and_the_conflict_notice(app_driver, own_office, tmp_path):
     driver = app_driver()
@@ -194,8 +207,8 @@ def test_revocation_with_wipe_empties_the_store_and_says_why(app_driver, own_off
     device_id = driver.app.session.account.device_id
     own_office.revoke(device_id, wipe=True)
     sync_in_window(driver)
-    assert driver.app.sync is None or driver.app.session is None
-    assert driver.screen.name == "notice"
+    driver.until(lambda: driver.screen.name == "notice", 5, "the notice")
+    assert driver.app.sync is None and driver.app.session is None
     assert "所有数据已经删除" in driver.screen.text_label.text
     driver.screenshot("revoked_wiped_notice")
     paths = DataDir(data_dir)
