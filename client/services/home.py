@@ -60,7 +60,8 @@ def follow_ups(session: Session) -> tuple[list[FollowUp], list[FollowUp]]:
 
 
 def home_summary(session: Session) -> HomeSummary:
-    due, late = follow_ups(session)
+    # Reading every visit is the slow part (20,000 decryptions on a full phone): done once per change.
+    due, late = session.cached(f"follow_ups:{session.today()}", lambda: follow_ups(session))
     return HomeSummary(
         due_today=due,
         overdue=late,

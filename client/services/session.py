@@ -66,6 +66,9 @@ class Session:
         # The UI thread edits while the sync thread pulls; the index swap is guarded.
         self._index_lock = threading.Lock()
         self._index: HouseholdIndex | None = None
+        # Grows with every local edit and every sync: derived views (the home's follow-ups) cache on it.
+        self.generation = 0
+        self.cache: dict[str, tuple[int, object]] = {}
         self.closed = False
 
     # ---- time ------------------------------------------------------------------------
@@ -91,6 +94,7 @@ class Session:
     def edit(self, entity: str, record_id: str, fields: dict) -> None:
         """Record an edit locally (it waits in the outbox for the next sync). Raises InvalidEdit."""
         self.store.edit(entity, record_id, fields, hlc=self.engine.stamp())
+        self.generation += 1
         if entity == "household":
             self.refresh_households()
 
@@ -139,7 +143,19 @@ class Session:
                 self._index = HouseholdIndex.build(self.store.records("household"))
             return self._index
 
+    def cached(self, name: str, compute: Callable[[], object]) -> object:
+        """``compute()``, reused until the next edit or sync."""
+        hit = self.cache.get(name)
+        if hit is not None and hit[0] == self.generation:
+            return hit[1]
+        generation = self.generation
+        value = compute()
+        self.cache[name] = (generation, value)
+        return value
+
     def refresh_households(self) -> None:
+        """Rebuild the index after a sync brought changes (also invalidates cached views)."""
+        self.generation += 1
         index = HouseholdIndex.build(self.store.records("household"))
         with self._index_lock:
             self._index = index
@@ -160,12 +176,8 @@ class Session:
         """Sync with another address from now on (the server moved, or a typo at enrollment)."""
         if self.transport_factory is None:
             raise RuntimeError("this session cannot change its server")
-        from sync.client.blobs import BlobTransfer
-
-        transport = self.transport_factory(server_url)
-        # The engine has no public way to swap its transport yet (asked of sync/ in the report).
-        self.engine.transport = transport
-        self.engine.blobs = BlobTransfer(self.store, transport)
+        # Waits for a running sync to finish, then drops the old address's token.
+        self.engine.set_transport(self.transport_factory(server_url))
         self.account.server_url = server_url
         save_account(self.store, self.account)
 

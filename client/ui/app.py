@@ -137,6 +137,11 @@ class FieldLoopApp(App):
             self.sync.start()
             self.sync.start_auto(AUTO_SYNC_SECONDS)
 
+    def after_edit(self) -> None:
+        """An edit was saved: send it now if the server is reachable (it waits safely if not)."""
+        if self.auto_sync and self.sync is not None:
+            self.sync.start()
+
     def start_sync(self) -> bool:
         if self.sync is None:
             return False

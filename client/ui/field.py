@@ -74,6 +74,7 @@ class PatrolScreen(Page):
         else:
             recorder.stop(notes=self.notes_input.text)
             self.app.toast(tr("patrol.saved"))
+            self.app.after_edit()
         self.refresh()
         self.to_top()
 
@@ -102,6 +103,7 @@ class DiaryScreen(Page):
             self.error_label.text = tr(exc.reason)
             return
         self.app.toast(tr("diary.saved"))
+        self.app.after_edit()
         self.refresh()
 
 
@@ -147,4 +149,5 @@ class CasesScreen(Page):
             self.error_label.text = tr(exc.reason)
             return
         self.app.toast(tr("case.resolved"))
+        self.app.after_edit()
         self.refresh()

@@ -144,6 +144,7 @@ class VisitScreen(Page):
             self.error_label.text = tr(exc.reason)
             return
         self.app.toast(tr("visit.saved"))
+        self.app.after_edit()
         self.visit_id = ""
         self.app.go("household", household_id=self.household_id, saved_visit=visit_id)
 
@@ -205,5 +206,6 @@ class CaseFormScreen(Page):
             self.error_label.text = tr(exc.reason)
             return
         self.app.toast(tr("case.reported"))
+        self.app.after_edit()
         self.app.go("cases")
 

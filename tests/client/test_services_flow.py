@@ -131,9 +131,11 @@ def test_follow_ups_overdue_and_settled_by_a_later_visit(tmp_path, office):
     due, late = home.follow_ups(session)
     assert due == [] and {f.household_id for f in late} == {a, b}
     assert all(f.overdue_days == 3 for f in late)
+    assert len(home.home_summary(session).overdue) == 2
     visits.save_visit(session, visits.new_visit(a, method="followup"))
     _, late = home.follow_ups(session)
     assert [f.household_id for f in late] == [b]
+    assert [f.household_id for f in home.home_summary(session).overdue] == [b]  # the cached view saw the edit
 
 
 def test_visit_edit_sends_only_changed_fields_and_refuses_past_follow_up(tmp_path, office, fixed_now):
