@@ -12,16 +12,11 @@ from litestar.config.app import AppConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.plugins import InitPluginProtocol
-from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 
 from server.console import views_admin, views_session, views_supervise
 from server.console.auth import ConsoleUser
 from server.console.web import PREFIX, STATIC, admin_user, check_csrf, current_user, html_error
-
-
-async def _root_redirect() -> Redirect:
-    return Redirect(f"{PREFIX}/")
 
 
 def console_routes() -> list:

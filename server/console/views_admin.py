@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import datetime
 import urllib.parse
-from typing import Annotated
-
 import segno
 from litestar import Request, Response, get, post
 from litestar.datastructures import UploadFile
 from litestar.exceptions import NotFoundException
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath, FromQuery
 from markupsafe import Markup
 
 from server.accounts import service as accounts

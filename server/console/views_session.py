@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Request, Response, get, post
-from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect
 
 from server.console import auth
