@@ -208,6 +208,16 @@ def _update(
         elif rule_ is MergeRule.UNION:
             if concurrent:
                 value = sorted(set(current or ()) | set(incoming))
+                # The merged set carries the latest stamp of the edits in it (a concurrent delete
+                # compares against it), and names the sender as origin only when it is exactly what
+                # the sender sent, stamped by it last: otherwise it holds items the sender never
+                # saw, and the sender's own next edit must merge again, not replace the set.
+                if value != current or stamp > meta.hlc:
+                    owner = origin if value == incoming and stamp > meta.hlc else MERGED_ORIGIN
+                    new_fields[name] = value
+                    new_meta[name] = FieldMeta(new_version, max(stamp, meta.hlc), owner)
+                    changes[name] = (current, value)
+                continue
         elif concurrent:  # lww, and server fields written by the console
             if stamp > meta.hlc:
                 if current != incoming:
@@ -224,10 +234,7 @@ def _update(
                 continue
         if value != current or name not in state.fields:
             new_fields[name] = value
-            # A merged set holds other writers' items this origin never saw: its own next edit
-            # (same origin, old base) must merge again, not replace the set and drop them.
-            merged = rule_ is MergeRule.UNION and concurrent and value != incoming
-            new_meta[name] = FieldMeta(new_version, stamp, MERGED_ORIGIN if merged else origin)
+            new_meta[name] = FieldMeta(new_version, stamp, origin)
             changes[name] = (current, value)
 
     status = MutationStatus.MERGED if any_concurrent else MutationStatus.APPLIED

@@ -12,7 +12,7 @@ import uuid
 
 import msgspec
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from shared_schema.messages import Mutation, MutationStatus, RejectCode
@@ -527,3 +527,32 @@ def test_deleting_an_unknown_record_is_rejected_and_deleting_twice_changes_nothi
     gone = apply(state, mutation("household", state.id, base=1, stamp=hlc(5, "dev-b"), op="delete"), "dev-b").state
     again = apply(gone, mutation("household", state.id, base=1, stamp=hlc(6, "dev-c"), op="delete"), "dev-c")
     assert again.status is MutationStatus.APPLIED and not again.changed and again.state.version == 2
+
+
+edits_and_a_delete = st.lists(
+    st.tuples(st.sampled_from(["notes", "tags", "members"]), st.integers(0, 40)),
+    min_size=1,
+    max_size=3,
+)
+
+
+@settings(max_examples=300)
+@given(edits_and_a_delete, st.integers(0, 40), st.permutations(range(4)))
+@example(edits=[("tags", 10), ("tags", 30)], delete_ms=20, perm=[1, 0, 2, 3])  # a merged set keeps the later stamp
+def test_a_delete_survives_only_if_later_than_every_concurrent_edit_whatever_the_order(edits, delete_ms, perm):
+    """Several devices edit a household offline (lww and union fields) while another deletes it,
+    all from version 1. In every arrival order the record ends deleted exactly when the delete's
+    stamp is later than every edit's (protocol 5), and the second-to-arrive side logs a conflict."""
+    base = new_household(origin="dev-z")
+    sent = []
+    for i, (name, ms) in enumerate(edits):
+        value = {"notes": f"note {i}", "tags": [f"t{i}"], "members": i + 3}[name]
+        sent.append((DEVICES[i], mutation("household", base.id, {name: value}, base=1, stamp=hlc(ms, DEVICES[i]))))
+    delete = ("dev-d", mutation("household", base.id, base=1, stamp=hlc(delete_ms, "dev-d"), op="delete"))
+    sent.append(delete)
+    order = [sent[i] for i in perm if i < len(sent)]
+    state, outcomes = run_in_order(base, order)
+    assert state.deleted is (delete[1].hlc > max(m.hlc for _, m in sent[:-1]))
+    assert sum(1 for o in outcomes for c in o.conflicts if c.field == DELETED_FIELD) >= 1 or order[0] is delete and all(
+        m.hlc < delete[1].hlc for _, m in sent[:-1]
+    )
