@@ -38,11 +38,16 @@ def own_office(own_server) -> Office:
     return office
 
 
-def enroll_in_window(driver, office: Office, user: str = "王阿姨") -> None:
+def enroll_in_window(driver, office: Office, user: str = "王阿姨", *, qr: bool = False) -> None:
+    """Type the server and the code (or paste the console's QR text, which carries both), then set the PIN."""
     first = driver.screen
     assert first.name == "first_run"
-    driver.type_into(first.server_input, office.server.url.replace("http://", ""))
-    driver.type_into(first.code_input, office.code(user))
+    if qr:
+        driver.type_into(first.code_input, f"fieldloop://enroll?server={office.server.url}&code={office.code(user)}")
+    else:
+        driver.type_into(first.server_input, office.server.url.replace("http://", ""))
+        driver.type_into(first.code_input, office.code(user))
+    driver.screenshot("first_run")
     driver.tap(first.enroll_button)
     assert driver.screen.name == "pin", first.error_label.text
     pin_screen = driver.screen
@@ -155,7 +160,7 @@ def test_door_to_door_visit_with_two_photos_offline_then_synced(app_driver, own_
 
 def test_conflicting_edit_shows_the_merged_result_and_the_conflict_notice(app_driver, own_office, tmp_path):
     driver = app_driver()
-    enroll_in_window(driver, own_office)
+    enroll_in_window(driver, own_office, qr=True)
     session = driver.app.session
     from client.services import visits
 
@@ -268,11 +273,27 @@ def test_every_screen_in_a_day_of_work_then_restart_with_the_pin(app_driver, own
     assert len(case.fields["photos"]) == 1
     driver.screenshot("cases_list")
 
-    # Home shows it among my open cases, and 4 edits waiting (patrol x3 and more), then sync clears them.
+    # Home shows it among my open cases; sync sends everything.
     app.go("home")
     assert "未办结的问题：1件" in " ".join(w.text for w in driver.screen.due_box.children)
     sync_in_window(driver)
     assert app.session.pending_count() == 0
+
+    # The office accepts and dispatches the case (受理、分流); the worker resolves it with feedback (反馈).
+    own_office.write("case", case.id, {"status": "accepted"})
+    own_office.write("case", case.id, {"status": "dispatched", "department": "城建办"})
+    sync_in_window(driver)
+    app.go("cases")
+    cases_screen = driver.screen
+    feedback = cases_screen.feedback_inputs[case.id]
+    driver.type_into(feedback, "物业已更换落水管，雨天复查无渗漏")
+    driver.screenshot("case_dispatched_resolve")
+    resolve = next(b for b in cases_screen.body.children if getattr(b, "text", "") == "已办结，提交反馈")
+    driver.scroll_to(resolve)
+    driver.tap(resolve)
+    assert app.session.get("case", case.id).fields["status"] == "resolved"
+    sync_in_window(driver)
+    assert app.sync.last.rejected == 0 and app.session.pending_count() == 0
 
     # Settings in English, and sign-out warns while an edit waits.
     app.go("settings")
