@@ -143,3 +143,44 @@ def new_csrf_token() -> str:
 
 def csrf_matches(cookie: str | None, submitted: str | None) -> bool:
     return bool(cookie) and bool(submitted) and hmac.compare_digest(cookie.encode(), submitted.encode())
+
+
+class LoginThrottle:
+    """Failed sign-ins per (name, address): after ``limit`` in ``window_s`` seconds, wait.
+
+    Kept in the process's memory: it slows a password guesser down, it is not an account lockout
+    (a guesser cannot lock a supervisor out from another address).
+    """
+
+    def __init__(self, limit: int = 5, window_s: float = 300.0):
+        self.limit = limit
+        self.window_s = window_s
+        self._failures: dict[tuple[str, str], list[float]] = {}
+
+    def _recent(self, key: tuple[str, str], now: float) -> list[float]:
+        recent = [t for t in self._failures.get(key, []) if now - t < self.window_s]
+        if recent:
+            self._failures[key] = recent
+        else:
+            self._failures.pop(key, None)
+        return recent
+
+    def wait_s(self, name: str, address: str, now: float | None = None) -> float:
+        """Seconds until this name may try again from this address (0: now)."""
+        now = time.monotonic() if now is None else now
+        recent = self._recent((name.lower(), address), now)
+        if len(recent) < self.limit:
+            return 0.0
+        return max(0.0, recent[0] + self.window_s - now)
+
+    def failed(self, name: str, address: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        key = (name.lower(), address)
+        self._recent(key, now)
+        self._failures.setdefault(key, []).append(now)
+        if len(self._failures) > 10_000:  # bounded: forget the oldest keys
+            for stale in list(self._failures)[:1000]:
+                del self._failures[stale]
+
+    def succeeded(self, name: str, address: str) -> None:
+        self._failures.pop((name.lower(), address), None)

@@ -20,10 +20,18 @@ def _safe_next(target: str | None) -> str:
     return url("/")
 
 
+def _throttle(request: Request) -> auth.LoginThrottle:
+    state = request.app.state
+    throttle = getattr(state, "console_login_throttle", None)
+    if throttle is None:
+        throttle = state.console_login_throttle = auth.LoginThrottle()
+    return throttle
+
+
 @get("/login", name="console:login")
 async def login_page(request: Request, next_: Annotated[str | None, QueryParameter(name="next")] = None) -> Response:
     """The sign-in form."""
-    return render(request, "login.html", next=_safe_next(next_), error=None, name="")
+    return render(request, "login.html", next=_safe_next(next_), error=None, name="", minutes=0)
 
 
 @post("/login", name="console:login-post")
@@ -34,11 +42,19 @@ async def login(request: Request) -> Response:
     password = str(form.get("password", ""))[:1000]
     target = _safe_next(str(form.get("next", "")))
     if not name or not password:
-        return render(request, "login.html", status_code=400, next=target, error="login.missing", name=name)
+        return render(request, "login.html", status_code=400, next=target, error="login.missing", name=name, minutes=0)
+    throttle = _throttle(request)
+    address = request.client.host if request.client else ""
+    wait = throttle.wait_s(name, address)
+    if wait:
+        return render(request, "login.html", status_code=429, next=target, error="login.throttled",
+                      minutes=max(1, round(wait / 60)), name=name)
     sm = sessionmaker_of(request)
     user = await auth.authenticate(sm, name, password)
     if user is None:
-        return render(request, "login.html", status_code=401, next=target, error="login.failed", name=name)
+        throttle.failed(name, address)
+        return render(request, "login.html", status_code=401, next=target, error="login.failed", name=name, minutes=0)
+    throttle.succeeded(name, address)
     token = auth.make_session_token(await session_key(request), user)
     response = Redirect(target, status_code=303)
     response.set_cookie(

@@ -55,7 +55,7 @@ def _scoped_choice(value: str | None, allowed: dict) -> str | None:
 
 
 @get("/", name="console:dashboard")
-async def dashboard(request: Request, me: NamedDependency[ConsoleUser]) -> Response:
+async def dashboard(request: Request, me: NamedDependency[ConsoleUser], screen: Query = None) -> Response:
     """The big screen: the closed loop's figures and charts for the user's grids."""
     _ = translator(language(request))
     d = await stats.dashboard(sessionmaker_of(request), me)
@@ -75,7 +75,8 @@ async def dashboard(request: Request, me: NamedDependency[ConsoleUser]) -> Respo
         sessionmaker_of(request), me, [(v.fields or {}).get("household_id") for v in d.followups]
     )
     return render(
-        request, "dashboard.html", d=d, figures=figures, grids=await _grid_names(request, me), households=households
+        request, "dashboard.html", d=d, figures=figures, grids=await _grid_names(request, me), households=households,
+        screen=screen == "1",
     )
 
 

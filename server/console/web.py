@@ -19,7 +19,7 @@ from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from server.console import auth
-from server.console.i18n import LANG_COOKIE, pick_language, translator
+from server.console.i18n import LANG_COOKIE, catalog, pick_language, translator
 from sync.hlc import parse_stamp
 
 log = logging.getLogger("fieldloop.console")
@@ -135,11 +135,35 @@ def url(path: str, **query: Any) -> str:
     return f"{PREFIX}{path}" + (f"?{urlencode(clean)}" if clean else "")
 
 
+# Field values that are workflow states or enumerations, shown by their label.
+_VALUE_LABELS = {"status": "case.status.", "method": "visit.method.", "category": "case.category."}
+
+
+def _labels(lang: str) -> tuple[Any, Any]:
+    messages = catalog(lang)
+
+    def field_label(name: str) -> str:
+        return messages.get(f"field.{name}", name)
+
+    def field_value(name: str, value: Any) -> str:
+        prefix = _VALUE_LABELS.get(name)
+        if prefix and isinstance(value, str) and f"{prefix}{value}" in messages:
+            return messages[f"{prefix}{value}"]
+        if name in ("due_at", "visited_at", "started_at", "ended_at", "written_at") and isinstance(value, str):
+            return fmt_time(value)
+        return fmt_value(value)
+
+    return field_label, field_value
+
+
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
     lang = language(request)
     user = request.scope.get("state", {}).get("console_user")
+    field_label, field_value = _labels(lang)
     body = _env.get_template(template).render(
         _=translator(lang),
+        fl=field_label,
+        fv=field_value,
         lang=lang,
         me=user,
         csrf=csrf_token(request),

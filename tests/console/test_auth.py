@@ -125,3 +125,25 @@ def test_an_unknown_console_page_is_a_404_page(site):
     site.browser.login("admin")
     assert site.browser.get("/console/visits/not-a-record").status_code == 404
     assert site.browser.get("/console/conflicts/999999").status_code == 404
+
+
+def test_repeated_wrong_passwords_are_slowed_down_for_that_name(site):
+    for _ in range(5):
+        assert site.browser.login("sup_a", "wrong-password").status_code == 401
+    throttled = site.browser.login("sup_a", PASSWORD)
+    assert throttled.status_code == 429 and "分钟后再试" in throttled.text
+    assert site.browser.login("sup_b").status_code == 303  # another name is not held up
+
+
+def test_the_throttle_forgets_old_failures_and_a_success_clears_it():
+    from server.console.auth import LoginThrottle
+
+    throttle = LoginThrottle(limit=3, window_s=60)
+    for t in (0, 1, 2):
+        throttle.failed("Zhou", "10.0.0.1", now=t)
+    assert throttle.wait_s("zhou", "10.0.0.1", now=3) == pytest.approx(57)
+    assert throttle.wait_s("zhou", "10.0.0.2", now=3) == 0
+    assert throttle.wait_s("zhou", "10.0.0.1", now=61) == 0
+    throttle.failed("zhou", "10.0.0.1", now=62)
+    throttle.succeeded("zhou", "10.0.0.1")
+    assert throttle.wait_s("zhou", "10.0.0.1", now=63) == 0

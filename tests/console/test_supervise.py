@@ -240,7 +240,7 @@ def test_a_case_goes_round_the_whole_loop_and_every_step_syncs(site):
             return [r.changes.get("status", [None, None])[1] for r in rows]
 
     assert site.call(steps) == ["reported", "accepted", "dispatched", "resolved", "dispatched", "resolved", "closed"]
-    assert "closed" in site.browser.get(f"/console/records/{cid}/changes").text
+    assert "已办结" in site.browser.get(f"/console/records/{cid}/changes").text
 
 
 @pytest.mark.parametrize("step, form", [
@@ -406,3 +406,20 @@ def test_a_visit_is_approved_in_place_from_the_list_through_htmx(site):
     no_token = site.browser.client.post(f"/console/visits/{visit['id']}/review", data={"verdict": "approved"},
                                         headers={"HX-Request": "true"})
     assert no_token.status_code == 403
+
+
+def test_the_change_log_names_fields_and_states_in_the_users_language(site):
+    case = site.case(site.phone_a, site.grid_a)
+    site.browser.login("sup_a")
+    site.browser.post(f"/console/cases/{case['id']}/accept", {"version": "1"})
+    html = site.browser.get(f"/console/records/{case['id']}/changes").text
+    assert "<td>状态</td>" in html and "已上报" in html and "已受理" in html
+    site.browser.get("/console/lang/en")
+    html = site.browser.get(f"/console/records/{case['id']}/changes").text
+    assert "<td>Status</td>" in html and "Accepted" in html
+
+
+def test_the_big_screen_mode_refreshes_itself(site):
+    site.browser.login("sup_a")
+    assert 'http-equiv="refresh"' not in site.browser.get("/console/").text
+    assert 'http-equiv="refresh" content="60"' in site.browser.get("/console/?screen=1").text
