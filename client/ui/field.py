@@ -12,6 +12,9 @@ from client.services.patrols import COMMON_HAZARDS
 from client.ui.widgets import MUTED, PRIMARY, WARNING, BigButton, BigInput, BigLabel, BigToggle, Page
 
 
+MAX_CASES_SHOWN = 50
+
+
 def _grid(cols: int) -> GridLayout:
     grid = GridLayout(cols=cols, spacing=dp(6), size_hint_y=None)
     grid.bind(minimum_height=grid.setter("height"))
@@ -125,6 +128,10 @@ class CasesScreen(Page):
         rows = case_service.my_cases(self.app.session)
         if not rows:
             self.body.add_widget(BigLabel(tr("cases.none"), color=MUTED))
+        if len(rows) > MAX_CASES_SHOWN:
+            # Those waiting on the user come first; a cheap phone should not build hundreds of rows.
+            self.body.add_widget(BigLabel(tr("cases.more", shown=MAX_CASES_SHOWN, total=len(rows)), color=MUTED))
+            rows = rows[:MAX_CASES_SHOWN]
         for case in rows:
             text = f"[b]{case.title}[/b]\n{tr('category.' + case.category)} · {tr('case.status.' + case.status)}"
             if case.department:
