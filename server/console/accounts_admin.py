@@ -6,11 +6,13 @@ revoke) is the lead's ``server.accounts.service`` / ``server.devices.service``; 
 
 from __future__ import annotations
 
+import datetime
+
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from server.accounts.service import AccountError, Role
-from server.db.models import Device, Grid, RecordRow, User, UserGrid
+from server.db.models import Device, EnrollmentCode, Grid, RecordRow, User, UserGrid
 
 
 async def set_role_and_active(sm: async_sessionmaker, user_id: str, role: str, active: bool, acting_user_id: str) -> User:
@@ -81,3 +83,23 @@ async def grid_overview(sm: async_sessionmaker, page: int, size: int | None) -> 
 async def communities(sm: async_sessionmaker) -> list[tuple[str, int]]:
     async with sm() as db:
         return list((await db.execute(select(Grid.community, func.count()).group_by(Grid.community).order_by(Grid.community))).all())
+
+
+async def recent_enrollment_codes(sm: async_sessionmaker, limit: int = 20) -> list:
+    """The latest codes issued as (code row, user name, device label, used|expired|open). The codes
+    themselves are stored only as hashes, so they cannot be shown again."""
+    now = datetime.datetime.now(datetime.UTC)
+    async with sm() as db:
+        rows = await db.execute(
+            select(EnrollmentCode, User.name, Device.label)
+            .join(User, User.id == EnrollmentCode.user_id)
+            .outerjoin(Device, Device.id == EnrollmentCode.device_id)
+            .order_by(EnrollmentCode.created_at.desc())
+            .limit(limit)
+        )
+        out = []
+        for code, name, label in rows.all():
+            expires = code.expires_at if code.expires_at.tzinfo else code.expires_at.replace(tzinfo=datetime.UTC)
+            state = "used" if code.used_at else "expired" if expires < now else "open"
+            out.append((code, name, label, state))
+        return out

@@ -214,7 +214,7 @@ def _default_server(request: Request) -> str:
 @get("/admin/enrollment", name="console:enrollment")
 async def enrollment_page(request: Request, admin: NamedDependency[ConsoleUser]) -> Response:
     return render(request, "admin_enrollment.html", users=await _field_users(request), code=None, qr=None, error=None,
-                  server=_default_server(request))
+                  server=_default_server(request), recent=await accounts_admin.recent_enrollment_codes(sessionmaker_of(request)))
 
 
 @post("/admin/enrollment", name="console:enrollment-create")
@@ -236,7 +236,8 @@ async def create_enrollment(request: Request, admin: NamedDependency[ConsoleUser
     qr = Markup(segno.make(text, error="m").svg_inline(scale=6, border=2))
     expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=settings.enrollment_ttl_s)
     return render(request, "admin_enrollment.html", users=await _field_users(request), code=code, qr=qr, qr_text=text,
-                  for_user=user_name, expires=expires, error=None, server=server)
+                  for_user=user_name, expires=expires, error=None, server=server,
+                  recent=await accounts_admin.recent_enrollment_codes(sessionmaker_of(request)))
 
 
 # ---- devices ----------------------------------------------------------------------------------

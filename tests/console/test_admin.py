@@ -187,6 +187,8 @@ def test_an_enrollment_code_comes_with_a_qr_image_and_enrolls_a_phone(site):
     phone = WireDevice(site.field.client)
     phone.enroll(code)
     assert phone.device_id
+    recent = site.browser.get("/console/admin/enrollment").text
+    assert "最近的注册码" in recent and "已使用" in recent and code not in recent
     assert site.browser.post("/console/admin/enrollment", {"user": "sup_a"}).status_code == 400  # not a field user
     assert site.browser.post("/console/admin/enrollment", {"user": "wang", "server": "javascript:alert(1)"}).status_code == 400
 
