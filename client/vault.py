@@ -133,6 +133,12 @@ class Vault:
             self._write(state)
         return key
 
+    def open_cipher(self, pin: str):
+        """The store's cipher (``sync.client.AesGcmCipher``) under the unwrapped data key; raises as ``unlock``."""
+        from sync.client.cipher import AesGcmCipher
+
+        return AesGcmCipher(self.unlock(pin))
+
     def change_pin(self, old_pin: str, new_pin: str) -> None:
         """Re-wrap the same data key under a new PIN (the records need no re-encryption)."""
         check_new_pin(new_pin)

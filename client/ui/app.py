@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform as host_platform
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,6 +50,8 @@ SCREENS = {
     "settings": SettingsScreen,
     "notice": NoticeScreen,
 }
+# Back in the app after this long in the background: ask for the PIN again (a phone left on a bench).
+RELOCK_AFTER_SECONDS = 300.0
 PHOTO_PATTERNS = ["*.jpg", "*.jpeg", "*.png", "*.JPG", "*.JPEG", "*.PNG", "*.webp", "*.heic"]
 AUTO_SYNC_SECONDS = 120.0
 
@@ -103,6 +106,7 @@ class FieldLoopApp(App):
         Window.clearcolor = BACKGROUND
         self.camera = self._camera or default_camera()
         self.location = self._location or default_location_provider()
+        Window.bind(on_keyboard=self._on_key)
         self.manager = ScreenManager(transition=NoTransition())
         self._add_screens()
         self.go("pin" if self.setup.is_set_up() else "first_run", mode="unlock")
@@ -249,6 +253,27 @@ class FieldLoopApp(App):
         self.last_toast = text
         Window.add_widget(label)
         Clock.schedule_once(lambda _dt: Window.remove_widget(label), seconds)
+
+    def _on_key(self, _window, key: int, *_args) -> bool:
+        # Android's back button (and Escape on a desktop) goes back a screen instead of closing the app.
+        if key == 27 and self.manager is not None:
+            screen = self.manager.current_screen
+            if getattr(screen, "back_to", None):
+                screen.go_back()
+            return True
+        return False
+
+    def on_pause(self) -> bool:
+        self._paused_at = time.monotonic()
+        return True
+
+    def on_resume(self) -> None:
+        paused_for = time.monotonic() - getattr(self, "_paused_at", time.monotonic())
+        if self.session is not None and paused_for > RELOCK_AFTER_SECONDS:
+            if self.patrols is not None and self.patrols.current is not None:
+                return  # a patrol is recording its track: keep it open
+            self._end_session()
+            self.go("pin", mode="unlock")
 
     def on_stop(self) -> None:
         if self.patrols is not None and self.patrols.current is not None:

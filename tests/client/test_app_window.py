@@ -355,3 +355,33 @@ def test_five_thousand_households_scroll_in_a_recycleview(app_driver, own_office
     driver.type_into(screen.search_input, "长兴路 独居")
     driver.until(lambda: 0 < len(screen.list_view.data) < 5000, 5, "the search")
     assert all("长兴路" in d["text"] and "独居" in d["text"] for d in screen.list_view.data)
+
+
+def test_retired_device_says_so_stops_syncing_and_keeps_its_data(app_driver, own_office, tmp_path, monkeypatch):
+    driver = app_driver()
+    enroll_in_window(driver, own_office)
+    sync_in_window(driver)
+    own_office.server.cli("device", "retire", driver.app.session.account.device_id)
+    sync_in_window(driver)
+    driver.until(lambda: driver.screen.name == "notice", 5, "the notice")
+    assert "已停用，不再同步" in driver.screen.text_label.text
+    driver.screenshot("retired_notice")
+    driver.tap(driver.screen.next_button)
+    assert driver.screen.name == "home" and driver.app.session.households.get(HOUSEHOLD) is not None
+    driver.app.go("sync")
+    assert driver.screen.sync_button.disabled and not driver.app.start_sync()
+
+    # Left in the background for more than five minutes: the PIN is asked again.
+    import client.ui.app as app_module
+
+    driver.app.on_pause()
+    clock = app_module.time.monotonic() + app_module.RELOCK_AFTER_SECONDS + 1
+    monkeypatch.setattr(app_module.time, "monotonic", lambda: clock)
+    driver.app.on_resume()
+    driver.frames(2)
+    assert driver.screen.name == "pin" and driver.app.session is None
+    # Android's back button on the PIN screen does not get past it.
+    from kivy.core.window import Window
+
+    Window.dispatch("on_keyboard", 27, 0, None, [])
+    assert driver.screen.name == "pin"

@@ -73,3 +73,12 @@ def test_change_pin_keeps_the_same_data_key(tmp_path):
     assert vault.unlock("2222") == key
     with pytest.raises(WrongPin):
         vault.unlock("1111")
+
+
+def test_open_cipher_seals_with_the_unwrapped_key(tmp_path):
+    from sync.client.cipher import AesGcmCipher
+
+    now = [0.0]
+    key = make(tmp_path, now).create("8642")
+    sealed = make(tmp_path, now).open_cipher("8642").encrypt(b"household", b"aad")
+    assert AesGcmCipher(key).decrypt(sealed, b"aad") == b"household"
