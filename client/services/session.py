@@ -11,7 +11,7 @@ import datetime
 import json
 import threading
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from client.services.households import HouseholdIndex
 from client.services.photos import downscale_photo
@@ -194,7 +194,3 @@ def save_account(store: Any, account: Account) -> None:
 def load_account(store: Any) -> Account | None:
     raw = store.get_meta(ACCOUNT_META_KEY)
     return Account(**json.loads(raw)) if raw else None
-
-
-def iter_live(records: Iterable) -> Iterable:
-    return (r for r in records if not r.deleted)

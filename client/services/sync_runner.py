@@ -7,10 +7,9 @@ direct call. A revoked device is handled here, once, for every way a sync can st
 
 from __future__ import annotations
 
-import datetime
 import enum
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from client.services.session import Session
@@ -222,7 +221,3 @@ class BackgroundSync:
             view = progress_view(progress)
             callback = self.on_progress
             self._deliver(lambda: callback(view))
-
-
-def utc_iso() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat()
