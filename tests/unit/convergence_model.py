@@ -566,9 +566,13 @@ class ConvergenceMachine(RuleBasedStateMachine):
         if not drop_reply:
             dev.take_push_reply(sent, reply)
 
-    def pull(self, dev: Device, limit: int = 7) -> None:
-        for _ in range(1000):
+    def pull(self, dev: Device, limit: int = 7, lose_page: int | None = None) -> None:
+        """Pull until ``more`` is false; page number ``lose_page`` is lost on the way (the
+        device keeps its old cursor and stops, to pull again later)."""
+        for page in range(1000):
             reply = self.backend.pull(dev.sender, dev.cursor, limit)
+            if page == lose_page:
+                return
             dev.take_pull_reply(reply)
             if not reply.more:
                 return
@@ -579,9 +583,19 @@ class ConvergenceMachine(RuleBasedStateMachine):
         """Push everything pending; a lost reply leaves the outbox as it was (pushed again later)."""
         self.push(self.device(d), drop_reply)
 
-    @rule(d=st.integers(0, 5), limit=st.sampled_from([1, 3, 500]))
-    def pull_changes(self, d, limit):
-        self.pull(self.device(d), limit)
+    @rule(d=st.integers(0, 5), limit=st.sampled_from([1, 3, 500]), lose_page=st.sampled_from([None, None, 0, 1, 2]))
+    def pull_changes(self, d, limit, lose_page):
+        self.pull(self.device(d), limit, lose_page)
+
+    @rule(d=st.integers(0, 5))
+    def app_restarts(self, d):
+        """The app is killed and started again: its clock resumes from the persisted last stamp
+        (the server-time correction is not persisted and comes back with the next reply)."""
+        dev = self.device(d)
+        wall = dev.clock._wall
+        before = dev.clock.last()
+        dev.clock = HybridClock(dev.id, wall=wall, last=before)
+        assert dev.clock.now() > before
 
     @rule(ms=st.sampled_from([1, 40, 2_000, 400_000]))
     def time_passes(self, ms):
