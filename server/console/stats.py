@@ -88,9 +88,9 @@ async def dashboard(sm: async_sessionmaker, me: ConsoleUser, now: datetime.datet
         visit_base = scoped(
             select().where(RecordRow.entity == "visit", RecordRow.deleted.is_(False)), RecordRow.grid_id, me
         )
-        by_method = (await db.execute(visit_base.add_columns(method, func.count()).group_by(method))).all()
-        by_vgrid = (
-            await db.execute(visit_base.add_columns(RecordRow.grid_id, func.count()).group_by(RecordRow.grid_id))
+        # One pass over the visits, by grid and method; both charts are sums of it.
+        by_grid_method = (
+            await db.execute(visit_base.add_columns(RecordRow.grid_id, method, func.count()).group_by(RecordRow.grid_id, method))
         ).all()
         follow = RecordRow.fields["follow_up_on"].as_string()
         horizon = (today + datetime.timedelta(days=7)).isoformat()
@@ -131,9 +131,14 @@ async def dashboard(sm: async_sessionmaker, me: ConsoleUser, now: datetime.datet
     out.by_category = categories.most_common()
     out.weeks = [w.strftime("%m-%d") for w in weeks]
     out.received_by_week, out.closed_by_week = received_w, closed_w
-    out.visits_by_method = sorted(((m or "?", n) for m, n in by_method), key=lambda t: -t[1])
-    out.visits_by_grid = sorted(((grid_names.get(g, g[:8]), n) for g, n in by_vgrid), key=lambda t: (-t[1], t[0]))
-    out.visits_total = sum(n for _, n in by_method)
+    methods: Counter[str] = Counter()
+    visit_grids: Counter[str] = Counter()
+    for grid_id, visit_method, n in by_grid_method:
+        methods[visit_method or "?"] += n
+        visit_grids[grid_id] += n
+    out.visits_by_method = methods.most_common()
+    out.visits_by_grid = sorted(((grid_names.get(g, g[:8]), n) for g, n in visit_grids.items()), key=lambda t: (-t[1], t[0]))
+    out.visits_total = sum(methods.values())
 
     stale_before = now - datetime.timedelta(days=STALE_DAYS)
     stale = await queries.devices(sm, me, stale_before=stale_before, page=1, size=10)
