@@ -53,10 +53,11 @@ class PinScreen(Page):
         self.mode = "unlock"
         self.prompt = BigLabel("", size_sp=22)
         self.body.add_widget(self.prompt)
-        self.pin_input = BigInput(password=True, input_filter="int", hint_text=tr("pin.hint"))
+        # input_type "number": Android shows the big digit keypad, not the full keyboard.
+        self.pin_input = BigInput(password=True, input_filter="int", input_type="number", hint_text=tr("pin.hint"))
         self.body.add_widget(self.pin_input)
         self.again_label = BigLabel(tr("pin.again"))
-        self.again_input = BigInput(password=True, input_filter="int")
+        self.again_input = BigInput(password=True, input_filter="int", input_type="number")
         self.body.add_widget(self.again_label)
         self.body.add_widget(self.again_input)
         self.ok_button = BigButton(tr("common.ok"), primary=True)
