@@ -423,3 +423,26 @@ def test_the_big_screen_mode_refreshes_itself(site):
     site.browser.login("sup_a")
     assert 'http-equiv="refresh"' not in site.browser.get("/console/").text
     assert 'http-equiv="refresh" content="60"' in site.browser.get("/console/?screen=1").text
+
+
+def test_the_dashboard_lists_phones_of_the_supervisors_grids_silent_for_three_days(site):
+    from sqlalchemy import update
+
+    from server.db.models import Device
+
+    async def age(device_id: str, days: int) -> None:
+        async with site.field.client.app.state.sessionmaker() as db, db.begin():
+            moment = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=days)
+            await db.execute(update(Device).where(Device.id == device_id).values(last_sync_at=moment, enrolled_at=moment))
+
+    site.call(age, site.phone_a.device_id, 4)
+    site.call(age, site.phone_b.device_id, 5)
+    site.browser.login("sup_a")
+    html = site.browser.get("/console/").text
+    figures = {label: int(n) for n, label in re.findall(r'<span class="num">(\d+)</span><span>([^<]+)</span>', html)}
+    assert figures["三天未同步设备"] == 1
+    assert "test phone" in html
+    site.call(age, site.phone_a.device_id, 1)
+    html = site.browser.get("/console/").text
+    figures = {label: int(n) for n, label in re.findall(r'<span class="num">(\d+)</span><span>([^<]+)</span>', html)}
+    assert figures["三天未同步设备"] == 0
