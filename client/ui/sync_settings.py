@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kivy.metrics import dp
+from kivy.metrics import dp, sp
 from kivy.uix.popup import Popup
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.progressbar import ProgressBar
@@ -126,7 +126,8 @@ class SettingsScreen(Page):
         erase = BigButton(tr("settings.erase_anyway"))
         box.add_widget(keep)
         box.add_widget(erase)
-        self.popup = Popup(title=tr("settings.sign_out"), content=box, size_hint=(0.9, 0.5))
+        self.popup = Popup(title=tr("settings.sign_out"), title_size=sp(20), content=box, size_hint=(0.9, None),
+                           height=dp(360))
         keep.bind(on_release=lambda *_: self.popup.dismiss())
         erase.bind(on_release=lambda *_: (self.popup.dismiss(), self.sign_out(force=True)))
         self.popup.open()
