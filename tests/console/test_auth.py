@@ -147,3 +147,10 @@ def test_the_throttle_forgets_old_failures_and_a_success_clears_it():
     throttle.failed("zhou", "10.0.0.1", now=62)
     throttle.succeeded("zhou", "10.0.0.1")
     assert throttle.wait_s("zhou", "10.0.0.1", now=63) == 0
+
+
+def test_pages_forbid_inline_scripts_and_framing(site):
+    page = site.browser.get("/console/login")
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert page.headers["x-frame-options"] == "DENY"

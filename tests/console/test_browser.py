@@ -66,6 +66,9 @@ def browser_page(artifacts_dir: Path):
         page = context.new_page()
         page.set_default_timeout(15000)
         page.on("dialog", lambda dialog: dialog.accept())
+        page.errors = []  # type: ignore[attr-defined]
+        page.on("console", lambda message: message.type == "error" and page.errors.append(message.text))
+        page.on("pageerror", lambda error: page.errors.append(str(error)))
         page.shots = shots  # type: ignore[attr-defined]
         yield page
         context.close()
@@ -241,6 +244,8 @@ def run_the_loop(server, page, tmp_path) -> None:  # noqa: ANN001
     page.click("button:has-text('生成注册码')")
     page.wait_for_selector(".qr svg")
     shot(page, "12-enrollment-qr")
+    # no script error and nothing blocked by the content security policy, on any page visited
+    assert page.errors == []
     for engine in (a,):
         engine.store.close()
         engine.transport.close()
