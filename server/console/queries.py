@@ -28,6 +28,12 @@ from server.db.models import (
 
 CASE_STATUSES = ("reported", "accepted", "dispatched", "overdue", "resolved", "closed")
 REVIEW_STATES = ("pending", "approved", "flagged")
+FOLLOW_UP_AHEAD_DAYS = 7  # "due" means from a month overdue to a week ahead
+FOLLOW_UP_BEHIND_DAYS = 30
+
+
+def follow_up_window(today: datetime.date) -> tuple[datetime.date, datetime.date]:
+    return today - datetime.timedelta(days=FOLLOW_UP_BEHIND_DAYS), today + datetime.timedelta(days=FOLLOW_UP_AHEAD_DAYS)
 EXPORT_LIMIT = 100_000
 
 
@@ -179,16 +185,21 @@ async def visits(
     review: str | None = "pending",
     grid_id: str | None = None,
     method: str | None = None,
+    due: tuple[datetime.date, datetime.date] | None = None,
     page: int = 1,
     size: int | None = 50,
 ) -> Page:
+    """Visits newest first; with ``due`` (first day, last day), those whose follow-up falls in it,
+    soonest first."""
     stmt = _grid_scoped(
-        select(RecordRow)
-        .where(RecordRow.entity == "visit", RecordRow.deleted.is_(False))
-        .order_by(RecordRow.fields["visited_at"].as_string().desc(), RecordRow.seq.desc()),
-        RecordRow.grid_id,
-        me,
+        select(RecordRow).where(RecordRow.entity == "visit", RecordRow.deleted.is_(False)), RecordRow.grid_id, me
     )
+    if due:
+        follow = RecordRow.fields["follow_up_on"].as_string()
+        stmt = stmt.where(follow.is_not(None), follow >= due[0].isoformat(), follow <= due[1].isoformat())
+        stmt = stmt.order_by(follow, RecordRow.seq)
+    else:
+        stmt = stmt.order_by(RecordRow.fields["visited_at"].as_string().desc(), RecordRow.seq.desc())
     if review == "pending":
         stmt = stmt.where(_verdict() == "")
     elif review in ("approved", "flagged"):

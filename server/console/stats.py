@@ -93,8 +93,7 @@ async def dashboard(sm: async_sessionmaker, me: ConsoleUser, now: datetime.datet
             await db.execute(visit_base.add_columns(RecordRow.grid_id, method, func.count()).group_by(RecordRow.grid_id, method))
         ).all()
         follow = RecordRow.fields["follow_up_on"].as_string()
-        horizon = (today + datetime.timedelta(days=7)).isoformat()
-        since = (today - datetime.timedelta(days=30)).isoformat()
+        since, horizon = (d.isoformat() for d in queries.follow_up_window(today))
         due_stmt = visit_base.where(follow.is_not(None), follow <= horizon, follow >= since)
         out.followups_due = await db.scalar(due_stmt.add_columns(func.count())) or 0
         out.followups = list(

@@ -17,7 +17,7 @@ from server.console.auth import ConsoleUser
 from server.console.exports import FORMATS, export_response
 from server.console.i18n import translator
 from server.console.thumbs import thumbnail
-from server.console.web import PAGE_SIZE, writer_of, fmt_hlc, fmt_time, language, page_number, redirect, render, sessionmaker_of
+from server.console.web import LOCAL_TZ, PAGE_SIZE, writer_of, fmt_hlc, fmt_time, language, page_number, redirect, render, sessionmaker_of
 from server.db.models import Device, User
 from shared_schema.entities import CaseCategory, VisitMethod
 
@@ -159,16 +159,18 @@ async def households(
 @get("/visits", name="console:visits")
 async def visits(
     request: Request, me: NamedDependency[ConsoleUser], review: Query = None, grid: Query = None, method: Query = None, page: Query = None,
-    format: Query = None,  # noqa: A002
+    due: Query = None, format: Query = None,  # noqa: A002
 ) -> Response:
-    """Visits waiting for review (or approved, flagged, all), newest first."""
+    """Visits waiting for review (or approved, flagged, all), newest first; ``due=1``: the
+    follow-ups due, soonest first."""
     sm = sessionmaker_of(request)
     grids = await _grid_names(request, me)
     grid = _scoped_choice(grid, grids)
     review = review if review in (*queries.REVIEW_STATES, "all") else "pending"
     method = method if method in {m.value for m in VisitMethod} else None
-    result = await queries.visits(sm, me, review=review, grid_id=grid, method=method, page=page_number(page),
-                                  size=None if _export(format) else PAGE_SIZE)
+    window = queries.follow_up_window(datetime.datetime.now(LOCAL_TZ).date()) if due == "1" else None
+    result = await queries.visits(sm, me, review=review, grid_id=grid, method=method, due=window,
+                                  page=page_number(page), size=None if _export(format) else PAGE_SIZE)
     rows = [r for (r,) in result.items]
     households = await queries.records_by_id(sm, me, [(r.fields or {}).get("household_id") for r in rows])
     authors = await queries.authors(sm, [r.id for r in rows])
@@ -186,7 +188,8 @@ async def visits(
                         rv.get("reviewer", "")])
         return export_response(format, "visits", headers, out)
     return render(request, "visits.html", page=result, rows=rows, households=households, authors=authors, grids=grids,
-                  methods=[m.value for m in VisitMethod], f={"review": review, "grid": grid, "method": method})
+                  methods=[m.value for m in VisitMethod],
+                  f={"review": review, "grid": grid, "method": method, "due": "1" if window else None})
 
 
 @get("/visits/{record_id:str}", name="console:visit")

@@ -446,3 +446,18 @@ def test_the_dashboard_lists_phones_of_the_supervisors_grids_silent_for_three_da
     html = site.browser.get("/console/").text
     figures = {label: int(n) for n, label in re.findall(r'<span class="num">(\d+)</span><span>([^<]+)</span>', html)}
     assert figures["三天未同步设备"] == 0
+
+
+def test_follow_ups_due_have_their_own_paginated_list(site):
+    home = site.household(site.phone_a, site.grid_a)
+    today = datetime.date.today()
+    soon = site.visit(site.phone_a, site.grid_a, home["id"], follow_up_on=(today + datetime.timedelta(days=2)).isoformat())
+    late = site.visit(site.phone_a, site.grid_a, home["id"], follow_up_on=(today + datetime.timedelta(days=60)).isoformat())
+    none = site.visit(site.phone_a, site.grid_a, home["id"])
+    site.browser.login("sup_a")
+    html = site.browser.get("/console/visits?review=all&due=1").text
+    ids = record_id_in(html, "visits")
+    assert soon["id"] in ids and late["id"] not in ids and none["id"] not in ids
+    assert "/console/visits?review=all&amp;due=1" in site.browser.get("/console/").text
+    csv_text = site.browser.get("/console/visits?review=all&due=1&format=csv").content.decode("utf-8-sig")
+    assert csv_text.count("\n") == 2  # the header and the one due
