@@ -148,15 +148,20 @@ class DeviceSetup:
     def is_set_up(self) -> bool:
         return self.vault.exists() and self.data_dir.store.exists()
 
-    def _open(self, data_key: bytes, server_url: str) -> tuple[Any, Any]:
+    def _open(self, data_key: bytes, server_url: str) -> tuple[Any, Callable[[], Any]]:
+        """The store, and a function making its engine (imported only when first needed)."""
         from sync.client.cipher import AesGcmCipher
-        from sync.client.engine import SyncEngine
-        from sync.client.identity import DeviceIdentity
         from sync.client.store import LocalStore
 
         store = LocalStore(self.data_dir.store, AesGcmCipher(data_key))
-        engine = SyncEngine(store, self._transport_factory(server_url), DeviceIdentity(store))
-        return store, engine
+
+        def make_engine() -> Any:
+            from sync.client.engine import SyncEngine
+            from sync.client.identity import DeviceIdentity
+
+            return SyncEngine(store, self._transport_factory(server_url), DeviceIdentity(store))
+
+        return store, make_engine
 
     def _session(self, store: Any, engine: Any, account: Account) -> Session:
         extra = {"clock": self._session_clock} if self._session_clock is not None else {}
@@ -172,7 +177,8 @@ class DeviceSetup:
         # A store without a vault is the remains of an interrupted first run: nobody can open it.
         self.erase()
         data_key = AesGcmCipher.generate_key()
-        store, engine = self._open(data_key, server)
+        store, make_engine = self._open(data_key, server)
+        engine = make_engine()
         try:
             reply = engine.enroll(parsed.code, label=label or "FieldLoop", app_version=APP_VERSION)
         except TransportError:
@@ -209,12 +215,12 @@ class DeviceSetup:
         """Open the store with the PIN. Raises the vault's WrongPin or VaultLocked."""
         data_key = self.vault.unlock(pin)
         server = read_settings(self.data_dir).get("server_url", "")
-        store, engine = self._open(data_key, server)
+        store, make_engine = self._open(data_key, server)
         account = load_account(store)
         if account is None:
             store.close()
             raise SetupError("setup.error.damaged")
-        return self._session(store, engine, account)
+        return self._session(store, make_engine, account)
 
     def sign_out(self, session: Session | None, *, force: bool = False) -> None:
         """Erase this device's data. Refuses (UnsyncedEdits) while edits wait, unless forced."""

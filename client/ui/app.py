@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import platform as host_platform
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -101,6 +103,9 @@ class FieldLoopApp(App):
 
     def build(self):
         register_cjk_default_font()
+        # Import the sync stack (the HTTP client is the slow part) while the user types the PIN.
+        threading.Thread(target=importlib.import_module, args=("sync.client",), name="fieldloop-warmup",
+                         daemon=True).start()
         request_runtime_permissions()
         set_language(self.language)
         Window.clearcolor = BACKGROUND
@@ -137,6 +142,8 @@ class FieldLoopApp(App):
                                    on_progress=self._sync_progress, on_done=self._sync_done)
         self.patrols = PatrolRecorder(session, self.location)
         self.go("home")
+        # Make the engine (and import the HTTP stack) off the UI thread, while the user reads the home screen.
+        threading.Thread(target=lambda: session.engine, name="fieldloop-engine", daemon=True).start()
         if self.auto_sync:
             self.sync.start()
             self.sync.start_auto(AUTO_SYNC_SECONDS)
