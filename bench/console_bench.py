@@ -76,12 +76,13 @@ def main() -> int:
                 visit = first_link(client, "/console/visits?review=all", r"/console/visits/[0-9a-f-]{36}")
                 case = first_link(client, "/console/cases?status=closed", r"/console/cases/[0-9a-f-]{36}")
                 conflict = first_link(client, "/console/conflicts?state=resolved", r"/console/conflicts/\d+")
-                household = first_link(client, "/console/households", r"/console/records/[0-9a-f-]{36}/changes")
+                household = first_link(client, "/console/households", r"/console/households/[0-9a-f-]{36}")
+                changes = household and household.replace("/households/", "/records/") + "/changes"
                 pages = [
                     "/console/", "/console/sync-log", "/console/households", "/console/households?page=20",
                     "/console/visits", "/console/visits?review=all&page=10", "/console/conflicts",
                     "/console/conflicts?state=resolved", "/console/cases", "/console/cases?status=closed",
-                    visit, case, conflict, household,
+                    visit, case, conflict, household, changes,
                 ]
                 if user == "admin":
                     pages += ["/console/admin/users", "/console/admin/grids", "/console/admin/devices",

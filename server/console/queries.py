@@ -186,10 +186,11 @@ async def visits(
     grid_id: str | None = None,
     method: str | None = None,
     due: tuple[datetime.date, datetime.date] | None = None,
+    household_id: str | None = None,
     page: int = 1,
     size: int | None = 50,
 ) -> Page:
-    """Visits newest first; with ``due`` (first day, last day), those whose follow-up falls in it,
+    """Visits newest first (of one household, with ``household_id``); with ``due`` (first day, last day), those whose follow-up falls in it,
     soonest first."""
     stmt = _grid_scoped(
         select(RecordRow).where(RecordRow.entity == "visit", RecordRow.deleted.is_(False)), RecordRow.grid_id, me
@@ -208,6 +209,8 @@ async def visits(
         stmt = stmt.where(RecordRow.grid_id == grid_id)
     if method:
         stmt = stmt.where(RecordRow.fields["method"].as_string() == method)
+    if household_id:
+        stmt = stmt.where(RecordRow.fields["household_id"].as_string() == household_id)
     async with sm() as db:
         return await _paginate(db, stmt, page, size)
 
@@ -269,6 +272,7 @@ async def cases(
     status: str | None = None,
     grid_id: str | None = None,
     category: str | None = None,
+    household_id: str | None = None,
     page: int = 1,
     size: int | None = 50,
 ) -> Page:
@@ -283,6 +287,8 @@ async def cases(
         stmt = stmt.where(RecordRow.grid_id == grid_id)
     if category:
         stmt = stmt.where(RecordRow.fields["category"].as_string() == category)
+    if household_id:
+        stmt = stmt.where(RecordRow.fields["household_id"].as_string() == household_id)
     async with sm() as db:
         return await _paginate(db, stmt, page, size)
 

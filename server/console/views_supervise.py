@@ -153,6 +153,21 @@ async def households(
     return render(request, "households.html", page=result, grids=grids, f={"grid": grid, "q": q})
 
 
+@get("/households/{record_id:str}", name="console:household")
+async def household(request: Request, me: NamedDependency[ConsoleUser], record_id: FromPath[str], page: Query = None) -> Response:
+    """One household: its details, its visits (paginated) and its cases."""
+    sm = sessionmaker_of(request)
+    row = await queries.record(sm, me, record_id, "household")
+    if row is None:
+        raise NotFoundException()
+    visits_page = await queries.visits(sm, me, review="all", household_id=row.id, page=page_number(page), size=20)
+    visit_rows = [r for (r,) in visits_page.items]
+    case_rows = [r for (r,) in (await queries.cases(sm, me, household_id=row.id, size=50)).items]
+    authors = await queries.authors(sm, [r.id for r in visit_rows])
+    return render(request, "household.html", row=row, page=visits_page, visits=visit_rows, cases=case_rows,
+                  authors=authors, grids=await _grid_names(request, me))
+
+
 # ---- visits to review -----------------------------------------------------------------------
 
 
@@ -400,6 +415,6 @@ async def case_step(request: Request, me: NamedDependency[ConsoleUser], record_i
 
 
 HANDLERS = [
-    dashboard, sync_log, change_log, households, visits, visit, review_visit, photo, conflicts, conflict,
+    dashboard, sync_log, change_log, households, household, visits, visit, review_visit, photo, conflicts, conflict,
     resolve_conflict, cases, case, case_step,
 ]

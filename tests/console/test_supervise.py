@@ -132,7 +132,8 @@ def test_phone_text_is_escaped_everywhere_it_is_shown(site):
     case = site.case(site.phone_a, site.grid_a, title=attack[:190], description=attack)
     site.browser.login("sup_a")
     for path in (f"/console/visits/{visit['id']}", "/console/visits", f"/console/cases/{case['id']}", "/console/cases",
-                 "/console/households", f"/console/records/{home['id']}/changes", "/console/"):
+                 "/console/households", f"/console/households/{home['id']}", f"/console/records/{home['id']}/changes",
+                 "/console/"):
         html = site.browser.get(path).text
         assert "<script>alert" not in html and "<img src=x" not in html, path
     assert "&lt;script&gt;" in site.browser.get(f"/console/visits/{visit['id']}").text
@@ -461,3 +462,17 @@ def test_follow_ups_due_have_their_own_paginated_list(site):
     assert "/console/visits?review=all&amp;due=1" in site.browser.get("/console/").text
     csv_text = site.browser.get("/console/visits?review=all&due=1&format=csv").content.decode("utf-8-sig")
     assert csv_text.count("\n") == 2  # the header and the one due
+
+
+def test_a_household_page_shows_its_visits_and_cases_and_only_in_scope(site):
+    home = site.household(site.phone_a, site.grid_a, head_name="顾先生")
+    visit = site.visit(site.phone_a, site.grid_a, home["id"])
+    case = site.case(site.phone_a, site.grid_a, household_id=home["id"])
+    site.browser.login("sup_a")
+    assert f'href="/console/households/{home["id"]}"' in site.browser.get("/console/households").text
+    page = site.browser.get(f"/console/households/{home['id']}")
+    assert page.status_code == 200 and visit["id"] in page.text and case["id"] in page.text and "顾先生" in page.text
+    assert f'href="/console/households/{home["id"]}"' in site.browser.get(f"/console/visits/{visit['id']}").text
+    site.browser.login("sup_b")
+    assert site.browser.get(f"/console/households/{home['id']}").status_code == 404
+    assert site.browser.get(f"/console/households/{visit['id']}").status_code == 404  # not a household
