@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from server.accounts.passwords import hash_password, verify_password
@@ -69,12 +70,16 @@ async def session_key(sessionmaker: async_sessionmaker) -> bytes:
         row = await db.get(ServerSecret, SESSION_SECRET_NAME)
         if row is not None:
             return row.value
-    async with sessionmaker() as db, db.begin():
-        row = await db.get(ServerSecret, SESSION_SECRET_NAME)
-        if row is None:
-            row = ServerSecret(name=SESSION_SECRET_NAME, value=secrets.token_bytes(32))
-            db.add(row)
-        return row.value
+    try:
+        async with sessionmaker() as db, db.begin():
+            row = await db.get(ServerSecret, SESSION_SECRET_NAME)
+            if row is None:
+                row = ServerSecret(name=SESSION_SECRET_NAME, value=secrets.token_bytes(32))
+                db.add(row)
+            return row.value
+    except IntegrityError:  # another server process created it first: use theirs
+        async with sessionmaker() as db:
+            return (await db.get(ServerSecret, SESSION_SECRET_NAME)).value
 
 
 def _fingerprint(password_hash: str | None) -> str:
