@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 from dataclasses import dataclass, field
 
 from client.services.cases import CaseRow, my_cases
@@ -59,9 +60,47 @@ def follow_ups(session: Session) -> tuple[list[FollowUp], list[FollowUp]]:
     return due, late
 
 
+FOLLOW_UPS_META_KEY = "app.follow_ups"
+
+
+def _change_token(session: Session) -> str:
+    """Changes whenever the records may have: every local edit advances the clock, every pull the cursor."""
+    from sync.client.store import META_CLOCK_LAST, META_CURSOR
+
+    store = session.store
+    return f"{store.get_meta(META_CURSOR)}|{store.get_meta(META_CLOCK_LAST)}|{session.today()}"
+
+
+def _encode_follow_ups(items: list[FollowUp]) -> list[list]:
+    return [[f.visit_id, f.household_id, f.due_on.isoformat(), f.overdue_days] for f in items]
+
+
+def _decode_follow_ups(rows: list[list]) -> list[FollowUp]:
+    return [FollowUp(v, h, datetime.date.fromisoformat(d), n) for v, h, d, n in rows]
+
+
+def stored_follow_ups(session: Session) -> tuple[list[FollowUp], list[FollowUp]]:
+    """``follow_ups``, kept (encrypted, in the store's meta) until the records change.
+
+    Reading every visit is the slow part of starting the app (20,000 decryptions on a full
+    phone); between two syncs a phone is opened many times and the answer stays the same.
+    """
+    token = _change_token(session)
+    raw = session.store.get_meta(FOLLOW_UPS_META_KEY)
+    if raw:
+        kept = json.loads(raw)
+        if kept.get("token") == token:
+            return _decode_follow_ups(kept["due"]), _decode_follow_ups(kept["late"])
+    due, late = follow_ups(session)
+    session.store.set_meta(
+        FOLLOW_UPS_META_KEY,
+        json.dumps({"token": token, "due": _encode_follow_ups(due), "late": _encode_follow_ups(late)}),
+    )
+    return due, late
+
+
 def home_summary(session: Session) -> HomeSummary:
-    # Reading every visit is the slow part (20,000 decryptions on a full phone): done once per change.
-    due, late = session.cached(f"follow_ups:{session.today()}", lambda: follow_ups(session))
+    due, late = session.cached(f"follow_ups:{session.today()}", lambda: stored_follow_ups(session))
     return HomeSummary(
         due_today=due,
         overdue=late,

@@ -136,6 +136,13 @@ def test_follow_ups_overdue_and_settled_by_a_later_visit(tmp_path, office):
     _, late = home.follow_ups(session)
     assert [f.household_id for f in late] == [b]
     assert [f.household_id for f in home.home_summary(session).overdue] == [b]  # the cached view saw the edit
+    session.close()
+    # After a restart the follow-ups come from the kept copy, and a new edit still refreshes them.
+    again = setup.unlock(PIN)
+    again.clock = lambda: now[0]
+    assert [f.household_id for f in home.stored_follow_ups(again)[1]] == [b]
+    visits.save_visit(again, visits.new_visit(b, method="followup"))
+    assert home.stored_follow_ups(again) == ([], [])
 
 
 def test_visit_edit_sends_only_changed_fields_and_refuses_past_follow_up(tmp_path, office, fixed_now):
