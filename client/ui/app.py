@@ -63,6 +63,15 @@ def on_ui_thread(fn: Callable[[], None]) -> None:
     Clock.schedule_once(lambda _dt: fn(), 0)
 
 
+def _make_engine_quietly(session: Session) -> None:
+    from sync.errors import SyncError
+
+    try:
+        session.engine
+    except SyncError:
+        pass  # the session was closed (signed out, app stopped) before the engine was needed
+
+
 class FieldLoopApp(App):
     """The field app.
 
@@ -143,7 +152,7 @@ class FieldLoopApp(App):
         self.patrols = PatrolRecorder(session, self.location)
         self.go("home")
         # Make the engine (and import the HTTP stack) off the UI thread, while the user reads the home screen.
-        threading.Thread(target=lambda: session.engine, name="fieldloop-engine", daemon=True).start()
+        threading.Thread(target=_make_engine_quietly, args=(session,), name="fieldloop-engine", daemon=True).start()
         if self.auto_sync:
             self.sync.start()
             self.sync.start_auto(AUTO_SYNC_SECONDS)
