@@ -157,7 +157,7 @@ def main() -> None:
         probe_start(args.probe_start)
         return
 
-    from client.services.home import home_summary, household_history
+    from client.services.home import follow_ups, home_summary, household_history
     from client.services.setup import DataDir, DeviceSetup
     from shared_schema.messages import Record
 
@@ -167,9 +167,11 @@ def main() -> None:
     grid_id, household_ids = build_device(data_dir, args.households, args.visits)
     print(f"device: {args.households} households, {args.visits} visits, encrypted (built in {time.perf_counter() - t0:.1f} s)")
 
-    starts = measure_start(data_dir)
-    print(f"start to home screen (fresh process, PIN unlock, index, home, first frame): "
-          f"median {statistics.median(starts):.2f} s, max {max(starts):.2f} s   [floor <= 3 s]")
+    starts = measure_start(data_dir, runs=4)
+    print(f"start to home screen (fresh process: Kivy, window, PIN unlock, index, home, first frame)   [floor <= 3 s]:\n"
+          f"  first start after a sync (follow-ups read from all 20,000 visits): {starts[0]:.2f} s\n"
+          f"  later starts (follow-ups kept until the records change): median {statistics.median(starts[1:]):.2f} s, "
+          f"max {max(starts[1:]):.2f} s")
 
     setup = DeviceSetup(DataDir(data_dir))
     t = time.perf_counter()
@@ -179,10 +181,14 @@ def main() -> None:
     index = session.households
     index_s = time.perf_counter() - t
     t = time.perf_counter()
+    follow_ups(session)
+    follow_s = time.perf_counter() - t
+    t = time.perf_counter()
     summary = home_summary(session)
     home_s = time.perf_counter() - t
-    print(f"  parts: unlock (scrypt) {unlock_s * 1000:.0f} ms, household index {index_s * 1000:.0f} ms, "
-          f"home summary {home_s * 1000:.0f} ms ({len(summary.due_today)} due today, {len(summary.overdue)} overdue)")
+    print(f"  parts: unlock (scrypt, open store) {unlock_s * 1000:.0f} ms, household index {index_s * 1000:.0f} ms, "
+          f"follow-ups from all visits {follow_s * 1000:.0f} ms, home summary from the kept copy {home_s * 1000:.0f} ms "
+          f"({len(summary.due_today)} due today, {len(summary.overdue)} overdue)")
 
     queries = ["王", "长兴路", "3-2", "独居", "张建国", "12 号 301", "雉城大道 7", "低保 1", "zzz", "顾"]
     search_ms = []
