@@ -20,11 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from litestar.testing import TestClient  # noqa: E402
+from litestar.testing import TestClient
 
-from server.app import create_app  # noqa: E402
-from server.demo import DEMO_PASSWORD, load_demo  # noqa: E402
-from server.settings import Settings  # noqa: E402
+from server.app import create_app
+from server.demo import DEMO_PASSWORD, load_demo
+from server.settings import Settings
 
 TARGET_MS = 200
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -34,8 +34,11 @@ logging.getLogger("alembic").setLevel(logging.WARNING)
 def login(client: TestClient, name: str) -> None:
     page = client.get("/console/login")
     token = re.search(r'name="_csrf" value="([^"]+)"', page.text).group(1)
-    reply = client.post("/console/login", data={"name": name, "password": DEMO_PASSWORD, "_csrf": token,
-                                                "next": "/console/"}, follow_redirects=False)
+    reply = client.post(
+        "/console/login",
+        data={"name": name, "password": DEMO_PASSWORD, "_csrf": token, "next": "/console/"},
+        follow_redirects=False,
+    )
     assert reply.status_code == 303, reply.text
 
 
@@ -65,9 +68,7 @@ def main() -> int:
         settings = Settings(data_dir=Path(tmp) / "data", db=args.db)
         with TestClient(create_app(settings), timeout=60) as client:
             start = time.perf_counter()
-            client.blocking_portal.call(
-                lambda: load_demo(client.app.state.sessionmaker, households=args.households)
-            )
+            client.blocking_portal.call(lambda: load_demo(client.app.state.sessionmaker, households=args.households))
             print(f"demo loaded: {args.households} households in {time.perf_counter() - start:.1f} s")
             failures = 0
             for user in ("admin", "supervisor"):
@@ -79,14 +80,30 @@ def main() -> int:
                 household = first_link(client, "/console/households", r"/console/households/[0-9a-f-]{36}")
                 changes = household and household.replace("/households/", "/records/") + "/changes"
                 pages = [
-                    "/console/", "/console/sync-log", "/console/households", "/console/households?page=20",
-                    "/console/visits", "/console/visits?review=all&page=10", "/console/conflicts",
-                    "/console/conflicts?state=resolved", "/console/cases", "/console/cases?status=closed",
-                    visit, case, conflict, household, changes,
+                    "/console/",
+                    "/console/sync-log",
+                    "/console/households",
+                    "/console/households?page=20",
+                    "/console/visits",
+                    "/console/visits?review=all&page=10",
+                    "/console/conflicts",
+                    "/console/conflicts?state=resolved",
+                    "/console/cases",
+                    "/console/cases?status=closed",
+                    visit,
+                    case,
+                    conflict,
+                    household,
+                    changes,
                 ]
                 if user == "admin":
-                    pages += ["/console/admin/users", "/console/admin/grids", "/console/admin/devices",
-                              "/console/admin/enrollment", "/console/admin/import"]
+                    pages += [
+                        "/console/admin/users",
+                        "/console/admin/grids",
+                        "/console/admin/devices",
+                        "/console/admin/enrollment",
+                        "/console/admin/import",
+                    ]
                 pages += ["/console/visits?review=all&format=csv", "/console/cases?format=xlsx"]
                 print(f"\n{user}:")
                 print(f"  {'page':58} {'median ms':>10} {'worst ms':>9} {'status':>6} {'bytes':>8}")

@@ -15,7 +15,9 @@ from server.accounts.service import AccountError, Role
 from server.db.models import Device, EnrollmentCode, Grid, RecordRow, User, UserGrid
 
 
-async def set_role_and_active(sm: async_sessionmaker, user_id: str, role: str, active: bool, acting_user_id: str) -> User:
+async def set_role_and_active(
+    sm: async_sessionmaker, user_id: str, role: str, active: bool, acting_user_id: str
+) -> User:
     """Change a user's role and whether the user may sign in and sync.
 
     An administrator cannot demote or deactivate themselves: a console must keep one way in.
@@ -42,13 +44,27 @@ async def user_overview(sm: async_sessionmaker, page: int, size: int | None) -> 
         users = list((await db.scalars(stmt)).all())
         ids = [u.id for u in users]
         grid_rows = (
-            await db.execute(select(UserGrid.user_id, Grid.name).join(Grid, Grid.id == UserGrid.grid_id).where(UserGrid.user_id.in_(ids)))
-        ).all() if ids else []
+            (
+                await db.execute(
+                    select(UserGrid.user_id, Grid.name)
+                    .join(Grid, Grid.id == UserGrid.grid_id)
+                    .where(UserGrid.user_id.in_(ids))
+                )
+            ).all()
+            if ids
+            else []
+        )
         device_rows = (
-            await db.execute(
-                select(Device.user_id, func.count()).where(Device.user_id.in_(ids), Device.status == "active").group_by(Device.user_id)
-            )
-        ).all() if ids else []
+            (
+                await db.execute(
+                    select(Device.user_id, func.count())
+                    .where(Device.user_id.in_(ids), Device.status == "active")
+                    .group_by(Device.user_id)
+                )
+            ).all()
+            if ids
+            else []
+        )
     grids: dict[str, list[str]] = {}
     for uid, name in grid_rows:
         grids.setdefault(uid, []).append(name)
@@ -65,24 +81,44 @@ async def grid_overview(sm: async_sessionmaker, page: int, size: int | None) -> 
             stmt = stmt.limit(size).offset((page - 1) * size)
         grids = list((await db.scalars(stmt)).all())
         ids = [g.id for g in grids]
-        workers = dict(
-            (await db.execute(select(UserGrid.grid_id, func.count()).where(UserGrid.grid_id.in_(ids)).group_by(UserGrid.grid_id))).all()
-        ) if ids else {}
-        homes = dict(
-            (
-                await db.execute(
-                    select(RecordRow.grid_id, func.count())
-                    .where(RecordRow.entity == "household", RecordRow.deleted.is_(False), RecordRow.grid_id.in_(ids))
-                    .group_by(RecordRow.grid_id)
-                )
-            ).all()
-        ) if ids else {}
+        workers = (
+            dict(
+                (
+                    await db.execute(
+                        select(UserGrid.grid_id, func.count())
+                        .where(UserGrid.grid_id.in_(ids))
+                        .group_by(UserGrid.grid_id)
+                    )
+                ).all()
+            )
+            if ids
+            else {}
+        )
+        homes = (
+            dict(
+                (
+                    await db.execute(
+                        select(RecordRow.grid_id, func.count())
+                        .where(
+                            RecordRow.entity == "household", RecordRow.deleted.is_(False), RecordRow.grid_id.in_(ids)
+                        )
+                        .group_by(RecordRow.grid_id)
+                    )
+                ).all()
+            )
+            if ids
+            else {}
+        )
     return [(g, workers.get(g.id, 0), homes.get(g.id, 0)) for g in grids], total
 
 
 async def communities(sm: async_sessionmaker) -> list[tuple[str, int]]:
     async with sm() as db:
-        return list((await db.execute(select(Grid.community, func.count()).group_by(Grid.community).order_by(Grid.community))).all())
+        return list(
+            (
+                await db.execute(select(Grid.community, func.count()).group_by(Grid.community).order_by(Grid.community))
+            ).all()
+        )
 
 
 async def recent_enrollment_codes(sm: async_sessionmaker, limit: int = 20) -> list:

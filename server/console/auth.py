@@ -39,7 +39,7 @@ CONSOLE_ROLES = frozenset({ADMIN, SUPERVISOR})
 
 # Checked against when the user is unknown, so that a wrong name costs as much as a wrong password.
 _DUMMY_HASH = hash_password("fieldloop-no-such-user")
-__all__ = ["hash_password", "verify_password", "ConsoleUser", "authenticate", "user_from_session"]
+__all__ = ["ConsoleUser", "authenticate", "hash_password", "user_from_session", "verify_password"]
 
 
 @dataclass(frozen=True)

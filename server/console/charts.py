@@ -33,8 +33,10 @@ def hbars(items: list[tuple[str, float]], *, width: int = 460, bar: int = 18, co
     height = len(items) * (bar + gap) + gap
     span = width - label_w - value_w
     parts = [
-        f'<svg class="chart" viewBox="0 0 {width} {height}" width="100%" role="img" '
-        f'preserveAspectRatio="xMinYMin meet" xmlns="http://www.w3.org/2000/svg">'
+        (
+            f'<svg class="chart" viewBox="0 0 {width} {height}" width="100%" role="img" '
+            f'preserveAspectRatio="xMinYMin meet" xmlns="http://www.w3.org/2000/svg">'
+        )
     ]
     for i, (label, value) in enumerate(items):
         y = gap + i * (bar + gap)
@@ -75,10 +77,12 @@ def columns(
     top = _nice_top(max((max(values) if values else 0) for _, values in series))
     col_w = max(2.0, (group_w - 6) / len(series))
     parts = [
-        f'<svg class="chart" viewBox="0 0 {width} {height}" width="100%" role="img" '
-        f'preserveAspectRatio="xMinYMin meet" xmlns="http://www.w3.org/2000/svg">'
+        (
+            f'<svg class="chart" viewBox="0 0 {width} {height}" width="100%" role="img" '
+            f'preserveAspectRatio="xMinYMin meet" xmlns="http://www.w3.org/2000/svg">'
+        )
     ]
-    for tick in range(0, 5):
+    for tick in range(5):
         value = top * tick / 4
         y = top_pad + plot_h - plot_h * tick / 4
         parts.append(
@@ -98,9 +102,7 @@ def columns(
         cx, ly = x0 + group_w / 2 - 3, height - bottom + 14
         turn = f' transform="rotate(-40 {cx:.1f} {ly})"' if slanted else ""
         anchor = "end" if slanted else "middle"
-        parts.append(
-            f'<text x="{cx:.1f}" y="{ly}" font-size="10" text-anchor="{anchor}"{turn}>{escape(label)}</text>'
-        )
+        parts.append(f'<text x="{cx:.1f}" y="{ly}" font-size="10" text-anchor="{anchor}"{turn}>{escape(label)}</text>')
     x = left
     for s, (name, _) in enumerate(series):
         parts.append(

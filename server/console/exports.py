@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import datetime
 import io
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from litestar import Response
 from openpyxl import Workbook
@@ -19,7 +20,9 @@ def _cell(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, datetime.datetime):
-        return value.replace(tzinfo=None) if value.tzinfo is None else value.astimezone(datetime.UTC).replace(tzinfo=None)
+        return (
+            value.replace(tzinfo=None) if value.tzinfo is None else value.astimezone(datetime.UTC).replace(tzinfo=None)
+        )
     if isinstance(value, (int, float, datetime.date)):
         return value
     if isinstance(value, (list, tuple)):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 LANGUAGES = ("zh", "en")
 DEFAULT_LANGUAGE = "zh"

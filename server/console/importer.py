@@ -151,7 +151,9 @@ def _household_fields(values: dict[str, str], grid_id: str) -> dict:
         except ValueError:
             raise FieldsInvalid(f"members is not a number: {values['members']!r}") from None
     if values.get("tags"):
-        fields["tags"] = [t.strip() for t in values["tags"].replace("，", ",").replace("、", ",").split(",") if t.strip()]
+        fields["tags"] = [
+            t.strip() for t in values["tags"].replace("，", ",").replace("、", ",").split(",") if t.strip()
+        ]
     missing = sorted(ENTITIES["household"].REQUIRED_ON_CREATE - fields.keys())
     if missing:
         raise FieldsInvalid(f"missing: {', '.join(missing)}")
@@ -171,7 +173,9 @@ async def import_households(
         existing = {
             _key(fields)
             for (fields,) in (
-                await db.execute(select(RecordRow.fields).where(RecordRow.entity == "household", RecordRow.deleted.is_(False)))
+                await db.execute(
+                    select(RecordRow.fields).where(RecordRow.entity == "household", RecordRow.deleted.is_(False))
+                )
             ).all()
         }
     pending: list[tuple[int, dict, Mutation]] = []
@@ -199,8 +203,13 @@ async def import_households(
             continue
         existing.add(key)
         mutation = Mutation(
-            mid=str(uuid.uuid4()), entity="household", id=str(uuid.uuid4()), op="upsert", base_version=0,
-            hlc=clock.now(), fields=fields,
+            mid=str(uuid.uuid4()),
+            entity="household",
+            id=str(uuid.uuid4()),
+            op="upsert",
+            base_version=0,
+            hlc=clock.now(),
+            fields=fields,
         )
         pending.append((line, raw, mutation))
     for start in range(0, len(pending), BATCH):

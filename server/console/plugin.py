@@ -31,7 +31,10 @@ def console_routes() -> list:
         include_in_schema=False,
     )
     static = create_static_files_router(
-        path=f"{PREFIX}/static", directories=[STATIC], name="console-static", include_in_schema=False,
+        path=f"{PREFIX}/static",
+        directories=[STATIC],
+        name="console-static",
+        include_in_schema=False,
     )
     return [pages, static]
 

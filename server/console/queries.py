@@ -34,14 +34,16 @@ FOLLOW_UP_BEHIND_DAYS = 30
 
 def follow_up_window(today: datetime.date) -> tuple[datetime.date, datetime.date]:
     return today - datetime.timedelta(days=FOLLOW_UP_BEHIND_DAYS), today + datetime.timedelta(days=FOLLOW_UP_AHEAD_DAYS)
+
+
 EXPORT_LIMIT = 100_000
 
 
-def _grid_scoped(stmt: Select, column, me: ConsoleUser) -> Select:  # noqa: ANN001
+def _grid_scoped(stmt: Select, column, me: ConsoleUser) -> Select:
     return stmt if me.scope is None else stmt.where(column.in_(sorted(me.scope)))
 
 
-def _users_in_scope(me: ConsoleUser, grid_id: str | None = None):  # noqa: ANN201
+def _users_in_scope(me: ConsoleUser, grid_id: str | None = None):
     """A subquery of the user ids assigned to the grids in scope (and to ``grid_id``, if named)."""
     stmt = select(UserGrid.user_id)
     if me.scope is not None:
@@ -83,7 +85,7 @@ async def users_in_scope(sm: async_sessionmaker, me: ConsoleUser) -> list[User]:
         return list((await db.scalars(stmt)).all())
 
 
-async def names(db: AsyncSession, model, ids) -> dict[str, str]:  # noqa: ANN001
+async def names(db: AsyncSession, model, ids) -> dict[str, str]:
     """id -> display name for users (name) or devices (label) or grids (name)."""
     ids = {i for i in ids if i}
     if not ids:
@@ -126,7 +128,9 @@ async def sync_log(
 # ---- records and their change log -----------------------------------------------------------
 
 
-async def record(sm: async_sessionmaker, me: ConsoleUser, record_id: str, entity: str | None = None) -> RecordRow | None:
+async def record(
+    sm: async_sessionmaker, me: ConsoleUser, record_id: str, entity: str | None = None
+) -> RecordRow | None:
     async with sm() as db:
         row = await db.get(RecordRow, record_id)
     if row is None or (entity and row.entity != entity) or not me.may_see_grid(row.grid_id):
@@ -134,7 +138,7 @@ async def record(sm: async_sessionmaker, me: ConsoleUser, record_id: str, entity
     return row
 
 
-async def records_by_id(sm: async_sessionmaker, me: ConsoleUser, ids) -> dict[str, RecordRow]:  # noqa: ANN001
+async def records_by_id(sm: async_sessionmaker, me: ConsoleUser, ids) -> dict[str, RecordRow]:
     ids = sorted({i for i in ids if i})
     if not ids:
         return {}
@@ -143,7 +147,9 @@ async def records_by_id(sm: async_sessionmaker, me: ConsoleUser, ids) -> dict[st
         return {r.id: r for r in (await db.scalars(stmt)).all()}
 
 
-async def change_log(sm: async_sessionmaker, me: ConsoleUser, record_id: str, page: int = 1, size: int | None = 50) -> Page:
+async def change_log(
+    sm: async_sessionmaker, me: ConsoleUser, record_id: str, page: int = 1, size: int | None = 50
+) -> Page:
     stmt = _grid_scoped(
         select(ChangeLogEntry, User.name, Device.label)
         .outerjoin(User, User.id == ChangeLogEntry.user_id)
@@ -157,7 +163,7 @@ async def change_log(sm: async_sessionmaker, me: ConsoleUser, record_id: str, pa
         return await _paginate(db, stmt, page, size)
 
 
-async def authors(sm: async_sessionmaker, record_ids) -> dict[str, str]:  # noqa: ANN001
+async def authors(sm: async_sessionmaker, record_ids) -> dict[str, str]:
     """record id -> the name of the user whose change created it."""
     ids = sorted(set(record_ids))
     if not ids:
@@ -174,7 +180,7 @@ async def authors(sm: async_sessionmaker, record_ids) -> dict[str, str]:  # noqa
 # ---- visits -----------------------------------------------------------------------------------
 
 
-def _verdict():  # noqa: ANN202
+def _verdict():
     return func.coalesce(RecordRow.fields[("review", "verdict")].as_string(), "")
 
 
@@ -190,8 +196,8 @@ async def visits(
     page: int = 1,
     size: int | None = 50,
 ) -> Page:
-    """Visits newest first (of one household, with ``household_id``); with ``due`` (first day, last day), those whose follow-up falls in it,
-    soonest first."""
+    """Visits newest first (of one household, with ``household_id``); with ``due`` (first day,
+    last day), those whose follow-up falls in it, soonest first."""
     stmt = _grid_scoped(
         select(RecordRow).where(RecordRow.entity == "visit", RecordRow.deleted.is_(False)), RecordRow.grid_id, me
     )
@@ -245,16 +251,14 @@ async def conflict(sm: async_sessionmaker, me: ConsoleUser, conflict_id: int) ->
 # ---- cases ------------------------------------------------------------------------------------
 
 
-def _status():  # noqa: ANN202
+def _status():
     return RecordRow.fields["status"].as_string()
 
 
 async def case_counts(sm: async_sessionmaker, me: ConsoleUser, grid_id: str | None = None) -> dict[str, int]:
     status = _status()  # one expression object: PostgreSQL must see the same parameter in GROUP BY
     stmt = _grid_scoped(
-        select(status, func.count())
-        .where(RecordRow.entity == "case", RecordRow.deleted.is_(False))
-        .group_by(status),
+        select(status, func.count()).where(RecordRow.entity == "case", RecordRow.deleted.is_(False)).group_by(status),
         RecordRow.grid_id,
         me,
     )
@@ -277,7 +281,9 @@ async def cases(
     size: int | None = 50,
 ) -> Page:
     stmt = _grid_scoped(
-        select(RecordRow).where(RecordRow.entity == "case", RecordRow.deleted.is_(False)).order_by(RecordRow.seq.desc()),
+        select(RecordRow)
+        .where(RecordRow.entity == "case", RecordRow.deleted.is_(False))
+        .order_by(RecordRow.seq.desc()),
         RecordRow.grid_id,
         me,
     )
@@ -317,7 +323,9 @@ async def households(
     if q:
         like = f"%{q.replace('%', '').replace('_', '')}%"
         stmt = stmt.where(
-            or_(RecordRow.fields["address"].as_string().like(like), RecordRow.fields["head_name"].as_string().like(like))
+            or_(
+                RecordRow.fields["address"].as_string().like(like), RecordRow.fields["head_name"].as_string().like(like)
+            )
         )
     async with sm() as db:
         return await _paginate(db, stmt, page, size)
@@ -354,7 +362,10 @@ async def devices(
     if stale_before is not None:
         stmt = stmt.where(
             Device.status == "active",
-            or_(Device.last_sync_at < stale_before, and_(Device.last_sync_at.is_(None), Device.enrolled_at < stale_before)),
+            or_(
+                Device.last_sync_at < stale_before,
+                and_(Device.last_sync_at.is_(None), Device.enrolled_at < stale_before),
+            ),
         )
     async with sm() as db:
         return await _paginate(db, stmt, page, size)

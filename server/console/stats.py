@@ -64,7 +64,7 @@ async def dashboard(sm: async_sessionmaker, me: ConsoleUser, now: datetime.datet
     now = now or datetime.datetime.now(datetime.UTC)
     today = now.astimezone(LOCAL_TZ).date()
     out = Dashboard()
-    scoped = queries._grid_scoped  # noqa: SLF001 - the same scope rule as every list
+    scoped = queries._grid_scoped
 
     async with sm() as db:
         grid_names = dict((await db.execute(scoped(select(Grid.id, Grid.name), Grid.id, me))).all())
@@ -90,7 +90,9 @@ async def dashboard(sm: async_sessionmaker, me: ConsoleUser, now: datetime.datet
         )
         # One pass over the visits, by grid and method; both charts are sums of it.
         by_grid_method = (
-            await db.execute(visit_base.add_columns(RecordRow.grid_id, method, func.count()).group_by(RecordRow.grid_id, method))
+            await db.execute(
+                visit_base.add_columns(RecordRow.grid_id, method, func.count()).group_by(RecordRow.grid_id, method)
+            )
         ).all()
         follow = RecordRow.fields["follow_up_on"].as_string()
         since, horizon = (d.isoformat() for d in queries.follow_up_window(today))
@@ -136,7 +138,9 @@ async def dashboard(sm: async_sessionmaker, me: ConsoleUser, now: datetime.datet
         methods[visit_method or "?"] += n
         visit_grids[grid_id] += n
     out.visits_by_method = methods.most_common()
-    out.visits_by_grid = sorted(((grid_names.get(g, g[:8]), n) for g, n in visit_grids.items()), key=lambda t: (-t[1], t[0]))
+    out.visits_by_grid = sorted(
+        ((grid_names.get(g, g[:8]), n) for g, n in visit_grids.items()), key=lambda t: (-t[1], t[0])
+    )
     out.visits_total = sum(methods.values())
 
     stale_before = now - datetime.timedelta(days=STALE_DAYS)

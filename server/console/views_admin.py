@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import datetime
 import urllib.parse
+
 import segno
 from litestar import Request, Response, get, post
 from litestar.datastructures import UploadFile
-from litestar.exceptions import NotFoundException
 from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery
 from markupsafe import Markup
 
@@ -20,14 +21,24 @@ from server.console import accounts_admin, importer, queries
 from server.console.auth import ConsoleUser
 from server.console.exports import FORMATS, export_response
 from server.console.i18n import translator
-from server.console.web import PAGE_SIZE, writer_of, Page, fmt_time, language, page_number, redirect, render, sessionmaker_of
+from server.console.web import (
+    PAGE_SIZE,
+    Page,
+    fmt_time,
+    language,
+    page_number,
+    redirect,
+    render,
+    sessionmaker_of,
+    writer_of,
+)
 from server.db.models import Grid, User
 from server.devices import service as devices_service
 
 Query = FromQuery[str | None]
 
 
-def _form_text(form, name: str, limit: int = 200) -> str:  # noqa: ANN001
+def _form_text(form, name: str, limit: int = 200) -> str:
     value = form.get(name, "")
     return value.strip()[:limit] if isinstance(value, str) else ""
 
@@ -35,14 +46,21 @@ def _form_text(form, name: str, limit: int = 200) -> str:  # noqa: ANN001
 # ---- users ------------------------------------------------------------------------------------
 
 
-async def _users_page(request: Request, page: str | None, status_code: int = 200, **extra) -> Response:  # noqa: ANN003
+async def _users_page(request: Request, page: str | None, status_code: int = 200, **extra) -> Response:
     sm = sessionmaker_of(request)
     number = page_number(page)
     rows, total = await accounts_admin.user_overview(sm, number, PAGE_SIZE)
     grids = await queries.grids_in_scope(sm, _admin_scope(request))
-    return render(request, "admin_users.html", status_code=status_code, rows=rows,
-                  page=Page(items=rows, number=number, size=PAGE_SIZE, total=total), grids=grids,
-                  roles=[r.value for r in accounts.Role], **extra)
+    return render(
+        request,
+        "admin_users.html",
+        status_code=status_code,
+        rows=rows,
+        page=Page(items=rows, number=number, size=PAGE_SIZE, total=total),
+        grids=grids,
+        roles=[r.value for r in accounts.Role],
+        **extra,
+    )
 
 
 def _admin_scope(request: Request) -> ConsoleUser:
@@ -50,12 +68,17 @@ def _admin_scope(request: Request) -> ConsoleUser:
 
 
 @get("/admin/users", name="console:users")
-async def users(request: Request, admin: NamedDependency[ConsoleUser], page: Query = None, format: Query = None) -> Response:  # noqa: A002
+async def users(
+    request: Request, admin: NamedDependency[ConsoleUser], page: Query = None, format: Query = None
+) -> Response:
     if format in FORMATS:
         rows, _total = await accounts_admin.user_overview(sessionmaker_of(request), 1, None)
         _ = translator(language(request))
         headers = [_(k) for k in ("col.name", "col.role", "col.grids", "col.devices", "col.active", "col.created")]
-        out = [[u.name, _(f"role.{u.role}"), ", ".join(g), n, "✓" if u.active else "✗", fmt_time(u.created_at)] for u, g, n in rows]
+        out = [
+            [u.name, _(f"role.{u.role}"), ", ".join(g), n, "✓" if u.active else "✗", fmt_time(u.created_at)]
+            for u, g, n in rows
+        ]
         return export_response(format, "users", headers, out)
     return await _users_page(request, page, form={}, error=None)
 
@@ -75,7 +98,7 @@ async def create_user(request: Request, admin: NamedDependency[ConsoleUser]) -> 
     return redirect("/admin/users", created=name)
 
 
-async def _grid_names_from_ids(db, ids: list) -> list[str]:  # noqa: ANN001
+async def _grid_names_from_ids(db, ids: list) -> list[str]:
     from sqlalchemy import select
 
     ids = [i for i in ids if isinstance(i, str)]
@@ -85,11 +108,15 @@ async def _grid_names_from_ids(db, ids: list) -> list[str]:  # noqa: ANN001
 
 
 @get("/admin/users/{user_id:str}", name="console:user")
-async def user_page(request: Request, admin: NamedDependency[ConsoleUser], user_id: FromPath[str], saved: Query = None) -> Response:
+async def user_page(
+    request: Request, admin: NamedDependency[ConsoleUser], user_id: FromPath[str], saved: Query = None
+) -> Response:
     return await _user_page(request, user_id, saved=saved)
 
 
-async def _user_page(request: Request, user_id: str, status_code: int = 200, error: str | None = None, saved=None) -> Response:  # noqa: ANN001
+async def _user_page(
+    request: Request, user_id: str, status_code: int = 200, error: str | None = None, saved=None
+) -> Response:
     sm = sessionmaker_of(request)
     async with sm() as db:
         user = await db.get(User, user_id)
@@ -97,8 +124,17 @@ async def _user_page(request: Request, user_id: str, status_code: int = 200, err
             raise NotFoundException()
         assigned = await accounts.user_grid_ids(db, user.id)
     grids = await queries.grids_in_scope(sm, _admin_scope(request))
-    return render(request, "admin_user.html", status_code=status_code, user=user, assigned=assigned, grids=grids,
-                  roles=[r.value for r in accounts.Role], error=error, saved=saved)
+    return render(
+        request,
+        "admin_user.html",
+        status_code=status_code,
+        user=user,
+        assigned=assigned,
+        grids=grids,
+        roles=[r.value for r in accounts.Role],
+        error=error,
+        saved=saved,
+    )
 
 
 @post("/admin/users/{user_id:str}", name="console:user-save")
@@ -134,7 +170,9 @@ async def save_user(request: Request, admin: NamedDependency[ConsoleUser], user_
 
 
 @get("/admin/grids", name="console:grids")
-async def grids(request: Request, admin: NamedDependency[ConsoleUser], page: Query = None, format: Query = None) -> Response:  # noqa: A002
+async def grids(
+    request: Request, admin: NamedDependency[ConsoleUser], page: Query = None, format: Query = None
+) -> Response:
     sm = sessionmaker_of(request)
     if format in FORMATS:
         rows, _total = await accounts_admin.grid_overview(sm, 1, None)
@@ -144,14 +182,22 @@ async def grids(request: Request, admin: NamedDependency[ConsoleUser], page: Que
     return await _grids_page(request, page)
 
 
-async def _grids_page(request: Request, page: str | None, status_code: int = 200, error: str | None = None,
-                      form: dict | None = None) -> Response:
+async def _grids_page(
+    request: Request, page: str | None, status_code: int = 200, error: str | None = None, form: dict | None = None
+) -> Response:
     sm = sessionmaker_of(request)
     number = page_number(page)
     rows, total = await accounts_admin.grid_overview(sm, number, PAGE_SIZE)
-    return render(request, "admin_grids.html", status_code=status_code, rows=rows,
-                  page=Page(items=rows, number=number, size=PAGE_SIZE, total=total),
-                  communities=await accounts_admin.communities(sm), error=error, form=form or {})
+    return render(
+        request,
+        "admin_grids.html",
+        status_code=status_code,
+        rows=rows,
+        page=Page(items=rows, number=number, size=PAGE_SIZE, total=total),
+        communities=await accounts_admin.communities(sm),
+        error=error,
+        form=form or {},
+    )
 
 
 @post("/admin/grids", name="console:grids-create")
@@ -202,8 +248,13 @@ async def _field_users(request: Request) -> list[User]:
 
     async with sessionmaker_of(request)() as db:
         return list(
-            (await db.scalars(select(User).where(User.role.in_(sorted(accounts.FIELD_ROLES)), User.active.is_(True))
-                              .order_by(User.name))).all()
+            (
+                await db.scalars(
+                    select(User)
+                    .where(User.role.in_(sorted(accounts.FIELD_ROLES)), User.active.is_(True))
+                    .order_by(User.name)
+                )
+            ).all()
         )
 
 
@@ -213,8 +264,16 @@ def _default_server(request: Request) -> str:
 
 @get("/admin/enrollment", name="console:enrollment")
 async def enrollment_page(request: Request, admin: NamedDependency[ConsoleUser]) -> Response:
-    return render(request, "admin_enrollment.html", users=await _field_users(request), code=None, qr=None, error=None,
-                  server=_default_server(request), recent=await accounts_admin.recent_enrollment_codes(sessionmaker_of(request)))
+    return render(
+        request,
+        "admin_enrollment.html",
+        users=await _field_users(request),
+        code=None,
+        qr=None,
+        error=None,
+        server=_default_server(request),
+        recent=await accounts_admin.recent_enrollment_codes(sessionmaker_of(request)),
+    )
 
 
 @post("/admin/enrollment", name="console:enrollment-create")
@@ -224,20 +283,46 @@ async def create_enrollment(request: Request, admin: NamedDependency[ConsoleUser
     user_name = _form_text(form, "user", 100)
     server = _form_text(form, "server", 300) or _default_server(request)
     if not server.startswith(("http://", "https://")):
-        return render(request, "admin_enrollment.html", status_code=400, users=await _field_users(request), code=None,
-                      qr=None, error="enroll.error.server", server=server)
+        return render(
+            request,
+            "admin_enrollment.html",
+            status_code=400,
+            users=await _field_users(request),
+            code=None,
+            qr=None,
+            error="enroll.error.server",
+            server=server,
+        )
     settings = request.app.state.settings
     try:
         code = await devices_service.create_enrollment_code(writer_of(request), user_name, settings.enrollment_ttl_s)
     except accounts.AccountError as exc:
-        return render(request, "admin_enrollment.html", status_code=400, users=await _field_users(request), code=None,
-                      qr=None, error=str(exc), server=server)
+        return render(
+            request,
+            "admin_enrollment.html",
+            status_code=400,
+            users=await _field_users(request),
+            code=None,
+            qr=None,
+            error=str(exc),
+            server=server,
+        )
     text = "fieldloop://enroll?" + urllib.parse.urlencode({"server": server, "code": code})
     qr = Markup(segno.make(text, error="m").svg_inline(scale=6, border=2))
     expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=settings.enrollment_ttl_s)
-    return render(request, "admin_enrollment.html", users=await _field_users(request), code=code, qr=qr, qr_text=text,
-                  for_user=user_name, expires=expires, error=None, server=server,
-                  recent=await accounts_admin.recent_enrollment_codes(sessionmaker_of(request)))
+    return render(
+        request,
+        "admin_enrollment.html",
+        users=await _field_users(request),
+        code=code,
+        qr=qr,
+        qr_text=text,
+        for_user=user_name,
+        expires=expires,
+        error=None,
+        server=server,
+        recent=await accounts_admin.recent_enrollment_codes(sessionmaker_of(request)),
+    )
 
 
 # ---- devices ----------------------------------------------------------------------------------
@@ -245,7 +330,11 @@ async def create_enrollment(request: Request, admin: NamedDependency[ConsoleUser
 
 @get("/admin/devices", name="console:devices")
 async def device_list(
-    request: Request, admin: NamedDependency[ConsoleUser], status: Query = None, page: Query = None, format: Query = None  # noqa: A002
+    request: Request,
+    admin: NamedDependency[ConsoleUser],
+    status: Query = None,
+    page: Query = None,
+    format: Query = None,
 ) -> Response:
     """Devices with last sync, app version and open conflicts; retire or revoke from here."""
     sm = sessionmaker_of(request)
@@ -254,10 +343,30 @@ async def device_list(
     result = await queries.devices(sm, admin, status=status, page=page_number(page), size=None if export else PAGE_SIZE)
     if export:
         _ = translator(language(request))
-        headers = [_(k) for k in ("col.device", "col.user", "col.status", "col.app_version", "col.last_sync", "col.enrolled",
-                                  "col.open_conflicts")]
-        rows = [[d.label, n, _(f"device.status.{d.status}"), d.app_version, fmt_time(d.last_sync_at), fmt_time(d.enrolled_at), c]
-                for d, n, c in result.items]
+        headers = [
+            _(k)
+            for k in (
+                "col.device",
+                "col.user",
+                "col.status",
+                "col.app_version",
+                "col.last_sync",
+                "col.enrolled",
+                "col.open_conflicts",
+            )
+        ]
+        rows = [
+            [
+                d.label,
+                n,
+                _(f"device.status.{d.status}"),
+                d.app_version,
+                fmt_time(d.last_sync_at),
+                fmt_time(d.enrolled_at),
+                c,
+            ]
+            for d, n, c in result.items
+        ]
         return export_response(format, "devices", headers, rows)
     stale = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=3)
     return render(request, "admin_devices.html", page=result, f={"status": status}, stale=stale)
@@ -281,6 +390,16 @@ async def device_action(request: Request, admin: NamedDependency[ConsoleUser], d
 
 
 HANDLERS = [
-    users, create_user, user_page, save_user, grids, create_grid, import_page, import_file, enrollment_page,
-    create_enrollment, device_list, device_action,
+    users,
+    create_user,
+    user_page,
+    save_user,
+    grids,
+    create_grid,
+    import_page,
+    import_file,
+    enrollment_page,
+    create_enrollment,
+    device_list,
+    device_action,
 ]

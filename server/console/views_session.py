@@ -47,8 +47,15 @@ async def login(request: Request) -> Response:
     address = request.client.host if request.client else ""
     wait = throttle.wait_s(name, address)
     if wait:
-        return render(request, "login.html", status_code=429, next=target, error="login.throttled",
-                      minutes=max(1, round(wait / 60)), name=name)
+        return render(
+            request,
+            "login.html",
+            status_code=429,
+            next=target,
+            error="login.throttled",
+            minutes=max(1, round(wait / 60)),
+            name=name,
+        )
     sm = sessionmaker_of(request)
     user = await auth.authenticate(sm, name, password)
     if user is None:
@@ -78,7 +85,9 @@ async def logout(request: Request) -> Response:
 
 
 @get("/lang/{lang:str}", name="console:lang")
-async def set_language(request: Request, lang: FromPath[str], next_: Annotated[str | None, QueryParameter(name="next")] = None) -> Response:
+async def set_language(
+    request: Request, lang: FromPath[str], next_: Annotated[str | None, QueryParameter(name="next")] = None
+) -> Response:
     """Switch between Chinese and English; the choice is kept in a cookie for a year."""
     response = Redirect(_safe_next(next_), status_code=303)
     if lang in LANGUAGES:

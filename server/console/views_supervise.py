@@ -8,8 +8,8 @@ import datetime
 from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
-from litestar.exceptions import NotFoundException
 from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from server.console import actions, charts, queries, stats
@@ -17,7 +17,18 @@ from server.console.auth import ConsoleUser
 from server.console.exports import FORMATS, export_response
 from server.console.i18n import translator
 from server.console.thumbs import thumbnail
-from server.console.web import LOCAL_TZ, PAGE_SIZE, writer_of, fmt_hlc, fmt_time, language, page_number, redirect, render, sessionmaker_of
+from server.console.web import (
+    LOCAL_TZ,
+    PAGE_SIZE,
+    fmt_hlc,
+    fmt_time,
+    language,
+    page_number,
+    redirect,
+    render,
+    sessionmaker_of,
+    writer_of,
+)
 from server.db.models import Device, User
 from shared_schema.entities import CaseCategory, VisitMethod
 
@@ -63,10 +74,15 @@ async def dashboard(request: Request, me: NamedDependency[ConsoleUser], screen: 
         "status": charts.hbars([(_(f"case.status.{s}"), n) for s, n in d.by_status.items()], colour=charts.PALETTE[0]),
         "grid": charts.columns(
             [name for name, _r, _c in d.by_grid[:12]],
-            [(_("dash.received"), [r for _n, r, _c in d.by_grid[:12]]), (_("dash.closed"), [c for *_x, c in d.by_grid[:12]])],
+            [
+                (_("dash.received"), [r for _n, r, _c in d.by_grid[:12]]),
+                (_("dash.closed"), [c for *_x, c in d.by_grid[:12]]),
+            ],
         ),
         "category": charts.hbars([(_(f"case.category.{c}"), n) for c, n in d.by_category], colour=charts.PALETTE[3]),
-        "week": charts.columns(d.weeks, [(_("dash.received"), d.received_by_week), (_("dash.closed"), d.closed_by_week)]),
+        "week": charts.columns(
+            d.weeks, [(_("dash.received"), d.received_by_week), (_("dash.closed"), d.closed_by_week)]
+        ),
         "method": charts.hbars([(_(f"visit.method.{m}"), n) for m, n in d.visits_by_method], colour=charts.PALETTE[2]),
         "vgrid": charts.hbars(d.visits_by_grid[:15], colour=charts.PALETTE[5]),
         "rate": charts.donut(d.closure_rate, label=_("dash.closure_rate")),
@@ -75,7 +91,12 @@ async def dashboard(request: Request, me: NamedDependency[ConsoleUser], screen: 
         sessionmaker_of(request), me, [(v.fields or {}).get("household_id") for v in d.followups]
     )
     return render(
-        request, "dashboard.html", d=d, figures=figures, grids=await _grid_names(request, me), households=households,
+        request,
+        "dashboard.html",
+        d=d,
+        figures=figures,
+        grids=await _grid_names(request, me),
+        households=households,
         screen=screen == "1",
     )
 
@@ -85,8 +106,13 @@ async def dashboard(request: Request, me: NamedDependency[ConsoleUser], screen: 
 
 @get("/sync-log", name="console:sync-log")
 async def sync_log(
-    request: Request, me: NamedDependency[ConsoleUser], grid: Query = None, user: Query = None, day: Query = None, page: Query = None,
-    format: Query = None,  # noqa: A002 - the query parameter's name
+    request: Request,
+    me: NamedDependency[ConsoleUser],
+    grid: Query = None,
+    user: Query = None,
+    day: Query = None,
+    page: Query = None,
+    format: Query = None,
 ) -> Response:
     """Every push and pull, by device, user and time, with counts, errors and app version."""
     sm = sessionmaker_of(request)
@@ -94,17 +120,59 @@ async def sync_log(
     users = {u.id: u.name for u in await queries.users_in_scope(sm, me)}
     grid, user = _scoped_choice(grid, grids), _scoped_choice(user, users)
     result = await queries.sync_log(
-        sm, me, grid_id=grid, user_id=user, day=_day(day), page=page_number(page), size=None if _export(format) else PAGE_SIZE
+        sm,
+        me,
+        grid_id=grid,
+        user_id=user,
+        day=_day(day),
+        page=page_number(page),
+        size=None if _export(format) else PAGE_SIZE,
     )
     if _export(format):
         _ = translator(language(request))
-        headers = [_(k) for k in ("col.time", "col.kind", "col.user", "col.device", "col.app_version", "col.mutations",
-                                  "col.applied", "col.merged", "col.rejected", "col.changes", "col.error", "col.duration")]
-        rows = [[fmt_time(e.at), e.kind, n or "", d or "", e.app_version, e.mutations, e.applied, e.merged, e.rejected,
-                 e.changes, e.error or "", e.duration_ms] for e, n, d in result.items]
+        headers = [
+            _(k)
+            for k in (
+                "col.time",
+                "col.kind",
+                "col.user",
+                "col.device",
+                "col.app_version",
+                "col.mutations",
+                "col.applied",
+                "col.merged",
+                "col.rejected",
+                "col.changes",
+                "col.error",
+                "col.duration",
+            )
+        ]
+        rows = [
+            [
+                fmt_time(e.at),
+                e.kind,
+                n or "",
+                d or "",
+                e.app_version,
+                e.mutations,
+                e.applied,
+                e.merged,
+                e.rejected,
+                e.changes,
+                e.error or "",
+                e.duration_ms,
+            ]
+            for e, n, d in result.items
+        ]
         return export_response(format, "sync-log", headers, rows)
-    return render(request, "sync_log.html", page=result, grids=grids, users=users,
-                  f={"grid": grid, "user": user, "day": day if _day(day) else ""})
+    return render(
+        request,
+        "sync_log.html",
+        page=result,
+        grids=grids,
+        users=users,
+        f={"grid": grid, "user": user, "day": day if _day(day) else ""},
+    )
 
 
 # ---- records: change log and households -----------------------------------------------------
@@ -112,7 +180,11 @@ async def sync_log(
 
 @get("/records/{record_id:str}/changes", name="console:changes")
 async def change_log(
-    request: Request, me: NamedDependency[ConsoleUser], record_id: FromPath[str], page: Query = None, format: Query = None  # noqa: A002
+    request: Request,
+    me: NamedDependency[ConsoleUser],
+    record_id: FromPath[str],
+    page: Query = None,
+    format: Query = None,
 ) -> Response:
     """Every accepted change of one record: who, which device, the device's stamp, the time
     received, and each field before and after."""
@@ -120,14 +192,39 @@ async def change_log(
     row = await queries.record(sm, me, record_id)
     if row is None:
         raise NotFoundException()
-    result = await queries.change_log(sm, me, record_id, page=page_number(page), size=None if _export(format) else PAGE_SIZE)
+    result = await queries.change_log(
+        sm, me, record_id, page=page_number(page), size=None if _export(format) else PAGE_SIZE
+    )
     if _export(format):
         _ = translator(language(request))
-        headers = [_(k) for k in ("col.version", "col.op", "col.user", "col.device", "col.stamp", "col.original_stamp",
-                                  "col.received", "col.field", "col.before", "col.after")]
+        headers = [
+            _(k)
+            for k in (
+                "col.version",
+                "col.op",
+                "col.user",
+                "col.device",
+                "col.stamp",
+                "col.original_stamp",
+                "col.received",
+                "col.field",
+                "col.before",
+                "col.after",
+            )
+        ]
         rows = [
-            [e.version, e.op, n or "", d or "", fmt_hlc(e.hlc), fmt_hlc(e.original_hlc), fmt_time(e.received_at),
-             field, str(ba[0]), str(ba[1])]
+            [
+                e.version,
+                e.op,
+                n or "",
+                d or "",
+                fmt_hlc(e.hlc),
+                fmt_hlc(e.original_hlc),
+                fmt_time(e.received_at),
+                field,
+                str(ba[0]),
+                str(ba[1]),
+            ]
             for e, n, d in result.items
             for field, ba in sorted((e.changes or {}).items())
         ]
@@ -137,24 +234,36 @@ async def change_log(
 
 @get("/households", name="console:households")
 async def households(
-    request: Request, me: NamedDependency[ConsoleUser], grid: Query = None, q: Query = None, page: Query = None, format: Query = None  # noqa: A002
+    request: Request,
+    me: NamedDependency[ConsoleUser],
+    grid: Query = None,
+    q: Query = None,
+    page: Query = None,
+    format: Query = None,
 ) -> Response:
     sm = sessionmaker_of(request)
     grids = await _grid_names(request, me)
     grid = _scoped_choice(grid, grids)
     q = (q or "").strip()[:50]
-    result = await queries.households(sm, me, grid_id=grid, q=q, page=page_number(page), size=None if _export(format) else PAGE_SIZE)
+    result = await queries.households(
+        sm, me, grid_id=grid, q=q, page=page_number(page), size=None if _export(format) else PAGE_SIZE
+    )
     if _export(format):
         _ = translator(language(request))
         cols = ("address", "building", "unit", "room", "head_name", "phone", "members", "tags", "notes")
         headers = [_("col.grid")] + [_(f"household.{c}") for c in cols] + [_("col.version")]
-        rows = [[grids.get(r.grid_id, "")] + [(r.fields or {}).get(c, "") for c in cols] + [r.version] for (r,) in result.items]
+        rows = [
+            [grids.get(r.grid_id, "")] + [(r.fields or {}).get(c, "") for c in cols] + [r.version]
+            for (r,) in result.items
+        ]
         return export_response(format, "households", headers, rows)
     return render(request, "households.html", page=result, grids=grids, f={"grid": grid, "q": q})
 
 
 @get("/households/{record_id:str}", name="console:household")
-async def household(request: Request, me: NamedDependency[ConsoleUser], record_id: FromPath[str], page: Query = None) -> Response:
+async def household(
+    request: Request, me: NamedDependency[ConsoleUser], record_id: FromPath[str], page: Query = None
+) -> Response:
     """One household: its details, its visits (paginated) and its cases."""
     sm = sessionmaker_of(request)
     row = await queries.record(sm, me, record_id, "household")
@@ -164,8 +273,16 @@ async def household(request: Request, me: NamedDependency[ConsoleUser], record_i
     visit_rows = [r for (r,) in visits_page.items]
     case_rows = [r for (r,) in (await queries.cases(sm, me, household_id=row.id, size=50)).items]
     authors = await queries.authors(sm, [r.id for r in visit_rows])
-    return render(request, "household.html", row=row, page=visits_page, visits=visit_rows, cases=case_rows,
-                  authors=authors, grids=await _grid_names(request, me))
+    return render(
+        request,
+        "household.html",
+        row=row,
+        page=visits_page,
+        visits=visit_rows,
+        cases=case_rows,
+        authors=authors,
+        grids=await _grid_names(request, me),
+    )
 
 
 # ---- visits to review -----------------------------------------------------------------------
@@ -173,8 +290,14 @@ async def household(request: Request, me: NamedDependency[ConsoleUser], record_i
 
 @get("/visits", name="console:visits")
 async def visits(
-    request: Request, me: NamedDependency[ConsoleUser], review: Query = None, grid: Query = None, method: Query = None, page: Query = None,
-    due: Query = None, format: Query = None,  # noqa: A002
+    request: Request,
+    me: NamedDependency[ConsoleUser],
+    review: Query = None,
+    grid: Query = None,
+    method: Query = None,
+    page: Query = None,
+    due: Query = None,
+    format: Query = None,
 ) -> Response:
     """Visits waiting for review (or approved, flagged, all), newest first; ``due=1``: the
     follow-ups due, soonest first."""
@@ -184,31 +307,74 @@ async def visits(
     review = review if review in (*queries.REVIEW_STATES, "all") else "pending"
     method = method if method in {m.value for m in VisitMethod} else None
     window = queries.follow_up_window(datetime.datetime.now(LOCAL_TZ).date()) if due == "1" else None
-    result = await queries.visits(sm, me, review=review, grid_id=grid, method=method, due=window,
-                                  page=page_number(page), size=None if _export(format) else PAGE_SIZE)
+    result = await queries.visits(
+        sm,
+        me,
+        review=review,
+        grid_id=grid,
+        method=method,
+        due=window,
+        page=page_number(page),
+        size=None if _export(format) else PAGE_SIZE,
+    )
     rows = [r for (r,) in result.items]
     households = await queries.records_by_id(sm, me, [(r.fields or {}).get("household_id") for r in rows])
     authors = await queries.authors(sm, [r.id for r in rows])
     _ = translator(language(request))
     if _export(format):
-        headers = [_(k) for k in ("col.visited_at", "col.grid", "col.household", "col.method", "col.topics", "col.worker",
-                                  "col.photos", "col.follow_up", "col.review", "col.comment", "col.reviewer")]
+        headers = [
+            _(k)
+            for k in (
+                "col.visited_at",
+                "col.grid",
+                "col.household",
+                "col.method",
+                "col.topics",
+                "col.worker",
+                "col.photos",
+                "col.follow_up",
+                "col.review",
+                "col.comment",
+                "col.reviewer",
+            )
+        ]
         out = []
         for r in rows:
             f, rv = r.fields or {}, (r.fields or {}).get("review") or {}
             hh = households.get(f.get("household_id"))
-            out.append([fmt_time(f.get("visited_at")), grids.get(r.grid_id, ""), (hh.fields or {}).get("address", "") if hh else "",
-                        _(f"visit.method.{f.get('method')}"), f.get("topics", []), authors.get(r.id, ""),
-                        len(f.get("photos", [])), f.get("follow_up_on") or "", rv.get("verdict", ""), rv.get("comment", ""),
-                        rv.get("reviewer", "")])
+            out.append(
+                [
+                    fmt_time(f.get("visited_at")),
+                    grids.get(r.grid_id, ""),
+                    (hh.fields or {}).get("address", "") if hh else "",
+                    _(f"visit.method.{f.get('method')}"),
+                    f.get("topics", []),
+                    authors.get(r.id, ""),
+                    len(f.get("photos", [])),
+                    f.get("follow_up_on") or "",
+                    rv.get("verdict", ""),
+                    rv.get("comment", ""),
+                    rv.get("reviewer", ""),
+                ]
+            )
         return export_response(format, "visits", headers, out)
-    return render(request, "visits.html", page=result, rows=rows, households=households, authors=authors, grids=grids,
-                  methods=[m.value for m in VisitMethod],
-                  f={"review": review, "grid": grid, "method": method, "due": "1" if window else None})
+    return render(
+        request,
+        "visits.html",
+        page=result,
+        rows=rows,
+        households=households,
+        authors=authors,
+        grids=grids,
+        methods=[m.value for m in VisitMethod],
+        f={"review": review, "grid": grid, "method": method, "due": "1" if window else None},
+    )
 
 
 @get("/visits/{record_id:str}", name="console:visit")
-async def visit(request: Request, me: NamedDependency[ConsoleUser], record_id: FromPath[str], error: Query = None) -> Response:
+async def visit(
+    request: Request, me: NamedDependency[ConsoleUser], record_id: FromPath[str], error: Query = None
+) -> Response:
     sm = sessionmaker_of(request)
     row = await queries.record(sm, me, record_id, "visit")
     if row is None:
@@ -217,8 +383,16 @@ async def visit(request: Request, me: NamedDependency[ConsoleUser], record_id: F
         (row.fields or {}).get("household_id")
     )
     authors = await queries.authors(sm, [row.id])
-    return render(request, "visit.html", row=row, household=household, author=authors.get(row.id, ""),
-                  grids=await _grid_names(request, me), error=error, status_code=200)
+    return render(
+        request,
+        "visit.html",
+        row=row,
+        household=household,
+        author=authors.get(row.id, ""),
+        grids=await _grid_names(request, me),
+        error=error,
+        status_code=200,
+    )
 
 
 @post("/visits/{record_id:str}/review", name="console:visit-review")
@@ -232,7 +406,11 @@ async def review_visit(request: Request, me: NamedDependency[ConsoleUser], recor
     inline = request.headers.get("hx-request") == "true"  # the quick approve on the list, through htmx
     try:
         done = await actions.review_visit(
-            writer_of(request), me, row, verdict=str(form.get("verdict", "")), comment=str(form.get("comment", "")),
+            writer_of(request),
+            me,
+            row,
+            verdict=str(form.get("verdict", "")),
+            comment=str(form.get("comment", "")),
             base_version=_int(form.get("version"), row.version),
         )
     except actions.ActionRefused as exc:
@@ -244,17 +422,30 @@ async def review_visit(request: Request, me: NamedDependency[ConsoleUser], recor
     return redirect(f"/visits/{row.id}", saved=1)
 
 
-async def _visit_with_error(request: Request, me: NamedDependency[ConsoleUser], row, code: str) -> Response:  # noqa: ANN001
+async def _visit_with_error(request: Request, me: NamedDependency[ConsoleUser], row, code: str) -> Response:
     sm = sessionmaker_of(request)
     hid = (row.fields or {}).get("household_id")
     household = (await queries.records_by_id(sm, me, [hid])).get(hid)
-    return render(request, "visit.html", status_code=400, row=row, household=household,
-                  author=(await queries.authors(sm, [row.id])).get(row.id, ""), grids=await _grid_names(request, me),
-                  error=code)
+    return render(
+        request,
+        "visit.html",
+        status_code=400,
+        row=row,
+        household=household,
+        author=(await queries.authors(sm, [row.id])).get(row.id, ""),
+        grids=await _grid_names(request, me),
+        error=code,
+    )
 
 
 @get("/photos/{record_id:str}/{sha256:str}", name="console:photo")
-async def photo(request: Request, me: NamedDependency[ConsoleUser], record_id: FromPath[str], sha256: FromPath[str], size: Query = None) -> Response:
+async def photo(
+    request: Request,
+    me: NamedDependency[ConsoleUser],
+    record_id: FromPath[str],
+    sha256: FromPath[str],
+    size: Query = None,
+) -> Response:
     """A photo's thumbnail (or a larger view), only through a record in scope that refers to it."""
     sm = sessionmaker_of(request)
     row = await queries.record(sm, me, record_id)
@@ -272,25 +463,58 @@ async def photo(request: Request, me: NamedDependency[ConsoleUser], record_id: F
 
 @get("/conflicts", name="console:conflicts")
 async def conflicts(
-    request: Request, me: NamedDependency[ConsoleUser], state_: Annotated[str | None, QueryParameter(name="state")] = None,
-    page: Query = None, format: Query = None,  # noqa: A002
+    request: Request,
+    me: NamedDependency[ConsoleUser],
+    state_: Annotated[str | None, QueryParameter(name="state")] = None,
+    page: Query = None,
+    format: Query = None,
 ) -> Response:
     sm = sessionmaker_of(request)
     state = "resolved" if state_ == "resolved" else "open"
-    result = await queries.conflicts(sm, me, state=state, page=page_number(page), size=None if _export(format) else PAGE_SIZE)
+    result = await queries.conflicts(
+        sm, me, state=state, page=page_number(page), size=None if _export(format) else PAGE_SIZE
+    )
     grids = await _grid_names(request, me)
     if _export(format):
         _ = translator(language(request))
-        headers = [_(k) for k in ("col.time", "col.grid", "col.entity", "col.record", "col.field", "col.kept", "col.lost",
-                                  "col.user", "col.device", "col.status")]
-        rows = [[fmt_time(c.created_at), grids.get(c.grid_id, ""), c.entity, c.record_id, c.field, str(c.kept), str(c.lost),
-                 n or "", d or "", c.status] for c, n, d in result.items]
+        headers = [
+            _(k)
+            for k in (
+                "col.time",
+                "col.grid",
+                "col.entity",
+                "col.record",
+                "col.field",
+                "col.kept",
+                "col.lost",
+                "col.user",
+                "col.device",
+                "col.status",
+            )
+        ]
+        rows = [
+            [
+                fmt_time(c.created_at),
+                grids.get(c.grid_id, ""),
+                c.entity,
+                c.record_id,
+                c.field,
+                str(c.kept),
+                str(c.lost),
+                n or "",
+                d or "",
+                c.status,
+            ]
+            for c, n, d in result.items
+        ]
         return export_response(format, "conflicts", headers, rows)
     return render(request, "conflicts.html", page=result, grids=grids, f={"state": state})
 
 
 @get("/conflicts/{conflict_id:int}", name="console:conflict")
-async def conflict(request: Request, me: NamedDependency[ConsoleUser], conflict_id: FromPath[int], error: Query = None) -> Response:
+async def conflict(
+    request: Request, me: NamedDependency[ConsoleUser], conflict_id: FromPath[int], error: Query = None
+) -> Response:
     sm = sessionmaker_of(request)
     entry = await queries.conflict(sm, me, conflict_id)
     if entry is None:
@@ -299,8 +523,16 @@ async def conflict(request: Request, me: NamedDependency[ConsoleUser], conflict_
     async with sm() as db:
         people = await queries.names(db, User, [entry.user_id, entry.resolved_by])
         devices = await queries.names(db, Device, [entry.device_id])
-    return render(request, "conflict.html", c=entry, row=row, people=people, devices=devices,
-                  grids=await _grid_names(request, me), error=error if error else None)
+    return render(
+        request,
+        "conflict.html",
+        c=entry,
+        row=row,
+        people=people,
+        devices=devices,
+        grids=await _grid_names(request, me),
+        error=error if error else None,
+    )
 
 
 @post("/conflicts/{conflict_id:int}/resolve", name="console:conflict-resolve")
@@ -319,7 +551,9 @@ async def resolve_conflict(request: Request, me: NamedDependency[ConsoleUser], c
             row = await queries.record(sm, me, entry.record_id)
             if row is None:
                 raise NotFoundException()
-            await actions.take_lost(writer_of(request), me, entry, row, base_version=_int(form.get("version"), row.version))
+            await actions.take_lost(
+                writer_of(request), me, entry, row, base_version=_int(form.get("version"), row.version)
+            )
         else:
             raise actions.ActionRefused("bad_choice")
     except actions.ActionRefused as exc:
@@ -332,8 +566,13 @@ async def resolve_conflict(request: Request, me: NamedDependency[ConsoleUser], c
 
 @get("/cases", name="console:cases")
 async def cases(
-    request: Request, me: NamedDependency[ConsoleUser], status: Query = None, grid: Query = None, category: Query = None,
-    page: Query = None, format: Query = None,  # noqa: A002
+    request: Request,
+    me: NamedDependency[ConsoleUser],
+    status: Query = None,
+    grid: Query = None,
+    category: Query = None,
+    page: Query = None,
+    format: Query = None,
 ) -> Response:
     """The board by status, or (with ``status``) one paginated column as a list."""
     sm = sessionmaker_of(request)
@@ -344,47 +583,99 @@ async def cases(
     _ = translator(language(request))
     if _export(format):
         result = await queries.cases(sm, me, status=status, grid_id=grid, category=category, size=None)
-        headers = [_(k) for k in ("col.reported_at", "col.grid", "col.category", "col.title", "col.status", "col.department",
-                                  "col.due", "col.feedback", "col.rating", "col.reporter")]
+        headers = [
+            _(k)
+            for k in (
+                "col.reported_at",
+                "col.grid",
+                "col.category",
+                "col.title",
+                "col.status",
+                "col.department",
+                "col.due",
+                "col.feedback",
+                "col.rating",
+                "col.reporter",
+            )
+        ]
         rows = [r for (r,) in result.items]
         authors = await queries.authors(sm, [r.id for r in rows])
-        out = [[fmt_hlc((r.meta or {}).get("grid_id", [0, ""])[1]), grids.get(r.grid_id, ""),
-                _(f"case.category.{(r.fields or {}).get('category')}"), (r.fields or {}).get("title", ""),
-                _(f"case.status.{(r.fields or {}).get('status')}"), (r.fields or {}).get("department") or "",
-                fmt_time((r.fields or {}).get("due_at")), (r.fields or {}).get("feedback", ""),
-                (r.fields or {}).get("rating") or "", authors.get(r.id, "")] for r in rows]
+        out = [
+            [
+                fmt_hlc((r.meta or {}).get("grid_id", [0, ""])[1]),
+                grids.get(r.grid_id, ""),
+                _(f"case.category.{(r.fields or {}).get('category')}"),
+                (r.fields or {}).get("title", ""),
+                _(f"case.status.{(r.fields or {}).get('status')}"),
+                (r.fields or {}).get("department") or "",
+                fmt_time((r.fields or {}).get("due_at")),
+                (r.fields or {}).get("feedback", ""),
+                (r.fields or {}).get("rating") or "",
+                authors.get(r.id, ""),
+            ]
+            for r in rows
+        ]
         return export_response(format, "cases", headers, out)
     f = {"status": status, "grid": grid, "category": category}
     categories = [c.value for c in CaseCategory]
     if status:
-        result = await queries.cases(sm, me, status=status, grid_id=grid, category=category, page=page_number(page),
-                                     size=PAGE_SIZE)
-        return render(request, "cases_list.html", page=result, rows=[r for (r,) in result.items], grids=grids, f=f,
-                      categories=categories, statuses=queries.CASE_STATUSES)
+        result = await queries.cases(
+            sm, me, status=status, grid_id=grid, category=category, page=page_number(page), size=PAGE_SIZE
+        )
+        return render(
+            request,
+            "cases_list.html",
+            page=result,
+            rows=[r for (r,) in result.items],
+            grids=grids,
+            f=f,
+            categories=categories,
+            statuses=queries.CASE_STATUSES,
+        )
     counts = await queries.case_counts(sm, me, grid_id=grid)
     columns = {}
     for s in queries.CASE_STATUSES:
         first = await queries.cases(sm, me, status=s, grid_id=grid, category=category, page=1, size=12)
         columns[s] = [r for (r,) in first.items]
-    return render(request, "cases_board.html", counts=counts, columns=columns, grids=grids, f=f, categories=categories,
-                  statuses=queries.CASE_STATUSES)
+    return render(
+        request,
+        "cases_board.html",
+        counts=counts,
+        columns=columns,
+        grids=grids,
+        f=f,
+        categories=categories,
+        statuses=queries.CASE_STATUSES,
+    )
 
 
 @get("/cases/{record_id:str}", name="console:case")
-async def case(request: Request, me: NamedDependency[ConsoleUser], record_id: FromPath[str], error: Query = None) -> Response:
+async def case(
+    request: Request, me: NamedDependency[ConsoleUser], record_id: FromPath[str], error: Query = None
+) -> Response:
     sm = sessionmaker_of(request)
     row = await queries.record(sm, me, record_id, "case")
     if row is None:
         raise NotFoundException()
     hid = (row.fields or {}).get("household_id")
     household = (await queries.records_by_id(sm, me, [hid])).get(hid) if hid else None
-    return render(request, "case.html", row=row, household=household, moves=actions.allowed_moves(row),
-                  reporter=(await queries.authors(sm, [row.id])).get(row.id, ""), grids=await _grid_names(request, me),
-                  error=error, today=datetime.date.today().isoformat())
+    return render(
+        request,
+        "case.html",
+        row=row,
+        household=household,
+        moves=actions.allowed_moves(row),
+        reporter=(await queries.authors(sm, [row.id])).get(row.id, ""),
+        grids=await _grid_names(request, me),
+        error=error,
+        today=datetime.date.today().isoformat(),
+    )
 
 
 @post("/cases/{record_id:str}/{step:str}", name="console:case-step")
-async def case_step(request: Request, me: NamedDependency[ConsoleUser], record_id: FromPath[str], step: FromPath[str]) -> Response:
+async def case_step(
+    request: Request, me: NamedDependency[ConsoleUser], record_id: FromPath[str], step: FromPath[str]
+) -> Response:
     """One step of the closed loop: accept, dispatch, or evaluate (rate, then close or send back)."""
     sm = sessionmaker_of(request)
     row = await queries.record(sm, me, record_id, "case")
@@ -397,24 +688,55 @@ async def case_step(request: Request, me: NamedDependency[ConsoleUser], record_i
             await actions.accept_case(writer_of(request), me, row, base_version=base)
         elif step == "dispatch":
             due = actions.parse_due(str(form.get("due", "")))
-            await actions.dispatch_case(writer_of(request), me, row, department=str(form.get("department", "")), due=due, base_version=base)
+            await actions.dispatch_case(
+                writer_of(request), me, row, department=str(form.get("department", "")), due=due, base_version=base
+            )
         elif step == "evaluate":
             outcome = str(form.get("outcome", ""))
             due = actions.parse_due(str(form.get("due", ""))) if outcome == "reopen" else None
-            await actions.evaluate_case(writer_of(request), me, row, rating=_int(form.get("rating")), outcome=outcome,
-                                        department=str(form.get("department", "")), due=due, base_version=base)
+            await actions.evaluate_case(
+                writer_of(request),
+                me,
+                row,
+                rating=_int(form.get("rating")),
+                outcome=outcome,
+                department=str(form.get("department", "")),
+                due=due,
+                base_version=base,
+            )
         else:
             raise NotFoundException()
     except actions.ActionRefused as exc:
         hid = (row.fields or {}).get("household_id")
-        return render(request, "case.html", status_code=400, row=row,
-                      household=(await queries.records_by_id(sm, me, [hid])).get(hid) if hid else None,
-                      moves=actions.allowed_moves(row), reporter=(await queries.authors(sm, [row.id])).get(row.id, ""),
-                      grids=await _grid_names(request, me), error=exc.code, today=datetime.date.today().isoformat())
+        return render(
+            request,
+            "case.html",
+            status_code=400,
+            row=row,
+            household=(await queries.records_by_id(sm, me, [hid])).get(hid) if hid else None,
+            moves=actions.allowed_moves(row),
+            reporter=(await queries.authors(sm, [row.id])).get(row.id, ""),
+            grids=await _grid_names(request, me),
+            error=exc.code,
+            today=datetime.date.today().isoformat(),
+        )
     return redirect(f"/cases/{row.id}", saved=1)
 
 
 HANDLERS = [
-    dashboard, sync_log, change_log, households, household, visits, visit, review_visit, photo, conflicts, conflict,
-    resolve_conflict, cases, case, case_step,
+    dashboard,
+    sync_log,
+    change_log,
+    households,
+    household,
+    visits,
+    visit,
+    review_visit,
+    photo,
+    conflicts,
+    conflict,
+    resolve_conflict,
+    cases,
+    case,
+    case_step,
 ]

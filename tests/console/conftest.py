@@ -39,10 +39,10 @@ class Browser:
             token = self.client.cookies.get(CSRF_COOKIE)
         return token
 
-    def get(self, path: str, **kwargs) -> httpx.Response:  # noqa: ANN003
+    def get(self, path: str, **kwargs) -> httpx.Response:
         return self.client.get(path, follow_redirects=False, **kwargs)
 
-    def post(self, path: str, data: dict | None = None, *, csrf: bool = True, **kwargs) -> httpx.Response:  # noqa: ANN003
+    def post(self, path: str, data: dict | None = None, *, csrf: bool = True, **kwargs) -> httpx.Response:
         data = dict(data or {})
         if csrf:
             data.setdefault("_csrf", self.csrf())
@@ -61,30 +61,43 @@ class Site:
     phone_b: WireDevice
 
     @property
-    def sessionmaker(self):  # noqa: ANN201
+    def sessionmaker(self):
         return self.field.sessionmaker
 
-    def call(self, fn, *args, **kwargs):  # noqa: ANN001, ANN003, ANN201
+    def call(self, fn, *args, **kwargs):
         return run(self.field.client, fn, *args, **kwargs)
 
-    def household(self, phone: WireDevice, grid: str, **extra) -> dict:  # noqa: ANN003
-        m = phone.mutation("household", fields={"grid_id": grid, "address": "台苑新村3幢2单元301室", "head_name": "顾先生",
-                                                **extra})
+    def household(self, phone: WireDevice, grid: str, **extra) -> dict:
+        m = phone.mutation(
+            "household", fields={"grid_id": grid, "address": "台苑新村3幢2单元301室", "head_name": "顾先生", **extra}
+        )
         [r] = phone.push([m])["results"]
         assert r["status"] == "applied", r
         return m
 
-    def visit(self, phone: WireDevice, grid: str, household_id: str, **extra) -> dict:  # noqa: ANN003
-        fields = {"grid_id": grid, "household_id": household_id, "method": "inquiry",
-                  "visited_at": "2026-11-20T09:30:00+08:00", "notes": "了解落水管破裂情况", **extra}
+    def visit(self, phone: WireDevice, grid: str, household_id: str, **extra) -> dict:
+        fields = {
+            "grid_id": grid,
+            "household_id": household_id,
+            "method": "inquiry",
+            "visited_at": "2026-11-20T09:30:00+08:00",
+            "notes": "了解落水管破裂情况",
+            **extra,
+        }
         m = phone.mutation("visit", fields=fields)
         [r] = phone.push([m])["results"]
         assert r["status"] == "applied", r
         return m
 
-    def case(self, phone: WireDevice, grid: str, **extra) -> dict:  # noqa: ANN003
-        fields = {"grid_id": grid, "category": "drainage", "title": "落水管破裂", "description": "3幢外墙渗水",
-                  "status": "reported", **extra}
+    def case(self, phone: WireDevice, grid: str, **extra) -> dict:
+        fields = {
+            "grid_id": grid,
+            "category": "drainage",
+            "title": "落水管破裂",
+            "description": "3幢外墙渗水",
+            "status": "reported",
+            **extra,
+        }
         m = phone.mutation("case", fields=fields)
         [r] = phone.push([m])["results"]
         assert r["status"] == "applied", r

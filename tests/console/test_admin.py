@@ -36,20 +36,25 @@ def _count_households(site) -> int:
 
 def test_an_admin_creates_a_supervisor_who_then_signs_in_to_their_grid(site):
     site.browser.login("admin")
-    reply = site.browser.post("/console/admin/users", {"name": "zhao", "role": "supervisor", "grids": [site.grid_b],
-                                                       "password": "a-long-password"})
+    reply = site.browser.post(
+        "/console/admin/users",
+        {"name": "zhao", "role": "supervisor", "grids": [site.grid_b], "password": "a-long-password"},
+    )
     assert reply.status_code == 303
     assert "zhao" in site.browser.get("/console/admin/users").text
     assert site.browser.login("zhao", "a-long-password").status_code == 303
     assert "我负责的 1 个网格" in site.browser.get("/console/").text
 
 
-@pytest.mark.parametrize("form", [
-    {"name": "", "role": "supervisor", "password": "a-long-password"},
-    {"name": "zhao", "role": "emperor", "password": "a-long-password"},
-    {"name": "zhao", "role": "supervisor", "password": "short"},
-    {"name": "sup_a", "role": "supervisor", "password": "a-long-password"},  # exists already
-])
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"name": "", "role": "supervisor", "password": "a-long-password"},
+        {"name": "zhao", "role": "emperor", "password": "a-long-password"},
+        {"name": "zhao", "role": "supervisor", "password": "short"},
+        {"name": "sup_a", "role": "supervisor", "password": "a-long-password"},  # exists already
+    ],
+)
 def test_a_bad_new_user_is_refused_with_the_reason(site, form):
     site.browser.login("admin")
     reply = site.browser.post("/console/admin/users", form)
@@ -60,14 +65,22 @@ def test_an_admin_changes_role_grids_and_resets_a_password(site):
     uid = _user_id(site, "sup_a")
     site.browser.login("admin")
     assert site.browser.get(f"/console/admin/users/{uid}").status_code == 200
-    reply = site.browser.post(f"/console/admin/users/{uid}", {"action": "save", "role": "supervisor", "active": "1",
-                                                              "grids": [site.grid_a, site.grid_b]})
+    reply = site.browser.post(
+        f"/console/admin/users/{uid}",
+        {"action": "save", "role": "supervisor", "active": "1", "grids": [site.grid_a, site.grid_b]},
+    )
     assert reply.status_code == 303
-    bad = site.browser.post(f"/console/admin/users/{uid}", {"action": "password", "password": "new-password-1",
-                                                            "password2": "different-1"})
+    bad = site.browser.post(
+        f"/console/admin/users/{uid}", {"action": "password", "password": "new-password-1", "password2": "different-1"}
+    )
     assert bad.status_code == 400
-    assert site.browser.post(f"/console/admin/users/{uid}", {"action": "password", "password": "new-password-1",
-                                                             "password2": "new-password-1"}).status_code == 303
+    assert (
+        site.browser.post(
+            f"/console/admin/users/{uid}",
+            {"action": "password", "password": "new-password-1", "password2": "new-password-1"},
+        ).status_code
+        == 303
+    )
     assert site.browser.login("sup_a", PASSWORD).status_code == 401
     assert site.browser.login("sup_a", "new-password-1").status_code == 303
     assert "我负责的 2 个网格" in site.browser.get("/console/").text
@@ -98,7 +111,10 @@ def test_an_unknown_user_is_not_found(site):
 
 def test_an_admin_adds_a_grid_and_a_duplicate_is_refused(site):
     site.browser.login("admin")
-    assert site.browser.post("/console/admin/grids", {"name": "大西门社区第1网格", "community": "大西门社区"}).status_code == 303
+    assert (
+        site.browser.post("/console/admin/grids", {"name": "大西门社区第1网格", "community": "大西门社区"}).status_code
+        == 303
+    )
     page = site.browser.get("/console/admin/grids")
     assert "大西门社区第1网格" in page.text and "大西门社区" in page.text
     dup = site.browser.post("/console/admin/grids", {"name": "大西门社区第1网格", "community": "大西门社区"})
@@ -106,9 +122,13 @@ def test_an_admin_adds_a_grid_and_a_duplicate_is_refused(site):
     assert site.browser.post("/console/admin/grids", {"name": "", "community": ""}).status_code == 400
 
 
-def _upload(site, kind: str, name: str, data: bytes):  # noqa: ANN202
-    return site.browser.client.post("/console/admin/import", data={"kind": kind, "_csrf": site.browser.csrf()},
-                                    files={"file": (name, data)}, follow_redirects=False)
+def _upload(site, kind: str, name: str, data: bytes):
+    return site.browser.client.post(
+        "/console/admin/import",
+        data={"kind": kind, "_csrf": site.browser.csrf()},
+        files={"file": (name, data)},
+        follow_redirects=False,
+    )
 
 
 def test_a_household_csv_imports_the_good_rows_and_reports_each_bad_one(site):
@@ -156,12 +176,15 @@ def test_grids_import_from_xlsx(site):
     assert {"皇家湾社区第1网格", "皇家湾社区第2网格"} <= site.call(names)
 
 
-@pytest.mark.parametrize("kind, name, data", [
-    ("households", "empty.csv", b""),
-    ("households", "broken.xlsx", b"PK\x03\x04 not really a zip"),
-    ("households", "latin.csv", b"\xff\xfe\x00garbage\x81\x82"),
-    ("volcanoes", "x.csv", b"a,b\n1,2\n"),
-])
+@pytest.mark.parametrize(
+    "kind, name, data",
+    [
+        ("households", "empty.csv", b""),
+        ("households", "broken.xlsx", b"PK\x03\x04 not really a zip"),
+        ("households", "latin.csv", b"\xff\xfe\x00garbage\x81\x82"),
+        ("volcanoes", "x.csv", b"a,b\n1,2\n"),
+    ],
+)
 def test_an_unreadable_import_is_refused_whole(site, kind, name, data):
     site.browser.login("admin")
     before = _count_households(site)
@@ -190,7 +213,10 @@ def test_an_enrollment_code_comes_with_a_qr_image_and_enrolls_a_phone(site):
     recent = site.browser.get("/console/admin/enrollment").text
     assert "最近的注册码" in recent and "已使用" in recent and code not in recent
     assert site.browser.post("/console/admin/enrollment", {"user": "sup_a"}).status_code == 400  # not a field user
-    assert site.browser.post("/console/admin/enrollment", {"user": "wang", "server": "javascript:alert(1)"}).status_code == 400
+    assert (
+        site.browser.post("/console/admin/enrollment", {"user": "wang", "server": "javascript:alert(1)"}).status_code
+        == 400
+    )
 
 
 def test_the_qr_image_holds_the_link_the_app_reads(site):
@@ -225,8 +251,12 @@ def test_a_retired_phone_is_refused_without_a_wipe(site):
 
 def test_device_actions_refuse_unknown_devices_and_actions(site):
     site.browser.login("admin")
-    assert site.browser.post("/console/admin/devices/00000000-0000-0000-0000-000000000000",
-                             {"action": "retire"}).status_code == 404
+    assert (
+        site.browser.post(
+            "/console/admin/devices/00000000-0000-0000-0000-000000000000", {"action": "retire"}
+        ).status_code
+        == 404
+    )
     reply = site.browser.post(f"/console/admin/devices/{site.phone_a.device_id}", {"action": "explode"})
     assert reply.status_code == 303 and "error=bad_action" in reply.headers["location"]
     assert site.phone_a.call("GET", "/v1/sync/pull").status_code == 200

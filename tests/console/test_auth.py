@@ -8,11 +8,20 @@ from server.console.auth import SESSION_COOKIE
 from tests.console.conftest import PASSWORD
 
 SUPERVISOR_PAGES = [
-    "/console/", "/console/sync-log", "/console/households", "/console/visits", "/console/conflicts",
-    "/console/conflicts?state=resolved", "/console/cases", "/console/cases?status=reported",
+    "/console/",
+    "/console/sync-log",
+    "/console/households",
+    "/console/visits",
+    "/console/conflicts",
+    "/console/conflicts?state=resolved",
+    "/console/cases",
+    "/console/cases?status=reported",
 ]
 ADMIN_PAGES = [
-    "/console/admin/users", "/console/admin/grids", "/console/admin/import", "/console/admin/enrollment",
+    "/console/admin/users",
+    "/console/admin/grids",
+    "/console/admin/import",
+    "/console/admin/enrollment",
     "/console/admin/devices",
 ]
 
@@ -34,17 +43,20 @@ def test_a_language_switch_never_redirects_off_the_console(site):
 def test_a_right_password_signs_in_with_an_httponly_samesite_cookie(site):
     reply = site.browser.login("sup_a")
     assert reply.status_code == 303 and reply.headers["location"] == "/console/"
-    cookie = [h for h in reply.headers.get_list("set-cookie") if h.startswith(SESSION_COOKIE)][0].lower()
+    cookie = next(h for h in reply.headers.get_list("set-cookie") if h.startswith(SESSION_COOKIE)).lower()
     assert "httponly" in cookie and "samesite=lax" in cookie and "path=/console" in cookie
     assert site.browser.get("/console/").status_code == 200
 
 
-@pytest.mark.parametrize("name, password, status", [
-    ("sup_a", "wrong-password", 401),
-    ("nobody", PASSWORD, 401),
-    ("wang", PASSWORD, 401),  # a grid worker has no console access
-    ("", "", 400),
-])
+@pytest.mark.parametrize(
+    "name, password, status",
+    [
+        ("sup_a", "wrong-password", 401),
+        ("nobody", PASSWORD, 401),
+        ("wang", PASSWORD, 401),  # a grid worker has no console access
+        ("", "", 400),
+    ],
+)
 def test_a_wrong_login_is_refused_and_says_so(site, name, password, status):
     reply = site.browser.login(name, password)
     assert reply.status_code == status
@@ -63,8 +75,11 @@ def test_a_forged_or_tampered_session_cookie_is_no_session(site):
     site.browser.login("sup_a")
     token = site.browser.client.cookies.get(SESSION_COOKIE)
     user_id, issued, fingerprint, mac = token.split(".")
-    for forged in (f"{user_id}.{issued}.{fingerprint}.AAAA", f"{user_id}.{int(issued) - 13 * 3600}.{fingerprint}.{mac}",
-                   "garbage"):
+    for forged in (
+        f"{user_id}.{issued}.{fingerprint}.AAAA",
+        f"{user_id}.{int(issued) - 13 * 3600}.{fingerprint}.{mac}",
+        "garbage",
+    ):
         site.browser.client.cookies.set(SESSION_COOKIE, forged, path="/console")
         assert site.browser.get("/console/").status_code == 303
 

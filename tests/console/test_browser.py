@@ -25,8 +25,15 @@ from tests.support.servers import LiveServer
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = os.environ.get("FIELDLOOP_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PASSWORD = "console-pass-1"
 GRID = "所前社区第1网格"
 
@@ -75,11 +82,11 @@ def browser_page(artifacts_dir: Path):
         browser.close()
 
 
-def shot(page, name: str) -> None:  # noqa: ANN001
+def shot(page, name: str) -> None:
     page.screenshot(path=str(page.shots / f"{name}.png"), full_page=True)
 
 
-def login(page, server: LiveServer, name: str) -> None:  # noqa: ANN001
+def login(page, server: LiveServer, name: str) -> None:
     page.goto(f"{server.url}/console/login")
     page.fill("input[name=name]", name)
     page.fill("input[name=password]", PASSWORD)
@@ -87,7 +94,7 @@ def login(page, server: LiveServer, name: str) -> None:  # noqa: ANN001
     page.wait_for_url(f"{server.url}/console/")
 
 
-def logout(page) -> None:  # noqa: ANN001
+def logout(page) -> None:
     page.click("form[action='/console/logout'] button")
     page.wait_for_url(re.compile(r".*/console/login$"))
 
@@ -110,23 +117,58 @@ def test_a_supervisor_and_an_admin_run_the_loop_in_a_real_browser(server, browse
         raise
 
 
-def run_the_loop(server, page, tmp_path) -> None:  # noqa: ANN001
+def run_the_loop(server, page, tmp_path) -> None:
     a = phone(server, tmp_path / "a" / "store.db", "wang", "王的手机")
     b = phone(server, tmp_path / "b" / "store.db", "wang", "王的平板")
     grid = a.enrolled_grids()[0]["id"]
 
     # ---- the phones work offline, then sync ----
-    home = a.create("household", {"grid_id": grid, "address": "台苑新村3幢2单元301室", "head_name": "顾先生",
-                                  "phone": "13800000001", "members": 2, "tags": ["独居老人"]})
+    home = a.create(
+        "household",
+        {
+            "grid_id": grid,
+            "address": "台苑新村3幢2单元301室",
+            "head_name": "顾先生",
+            "phone": "13800000001",
+            "members": 2,
+            "tags": ["独居老人"],
+        },
+    )
     sha = a.add_photo(photo_bytes())
-    visit = a.create("visit", {"grid_id": grid, "household_id": home, "method": "inquiry",
-                               "visited_at": "2026-11-24T09:30:00+08:00", "topics": ["落水管"],
-                               "notes": "顾先生反映3幢落水管破裂,雨天外墙渗水。<b>已拍照</b>", "photos": [sha],
-                               "follow_up_on": datetime.date.today().isoformat()})
-    walk_in = a.create("visit", {"grid_id": grid, "household_id": home, "method": "sit",
-                                 "visited_at": "2026-11-24T15:00:00+08:00", "notes": "顾先生来工作室咨询停车问题"})
-    case = a.create("case", {"grid_id": grid, "household_id": home, "category": "drainage", "title": "3幢落水管破裂",
-                             "description": "落水管老化破裂,外墙渗水", "status": "reported"})
+    visit = a.create(
+        "visit",
+        {
+            "grid_id": grid,
+            "household_id": home,
+            "method": "inquiry",
+            "visited_at": "2026-11-24T09:30:00+08:00",
+            "topics": ["落水管"],
+            "notes": "顾先生反映3幢落水管破裂,雨天外墙渗水。<b>已拍照</b>",
+            "photos": [sha],
+            "follow_up_on": datetime.date.today().isoformat(),
+        },
+    )
+    walk_in = a.create(
+        "visit",
+        {
+            "grid_id": grid,
+            "household_id": home,
+            "method": "sit",
+            "visited_at": "2026-11-24T15:00:00+08:00",
+            "notes": "顾先生来工作室咨询停车问题",
+        },
+    )
+    case = a.create(
+        "case",
+        {
+            "grid_id": grid,
+            "household_id": home,
+            "category": "drainage",
+            "title": "3幢落水管破裂",
+            "description": "落水管老化破裂,外墙渗水",
+            "status": "reported",
+        },
+    )
     a.sync()
     b.sync()
     # both phones change the household's phone number offline; the tablet syncs last and wins
@@ -149,8 +191,9 @@ def run_the_loop(server, page, tmp_path) -> None:  # noqa: ANN001
     thumb = f"img[src='/console/photos/{visit}/{sha}']"
     page.locator(thumb).scroll_into_view_if_needed()
     # the server-made thumbnail really decodes as an image
-    page.wait_for_function("sel => { const i = document.querySelector(sel); return i && i.complete && i.naturalWidth > 0; }",
-                           arg=thumb)
+    page.wait_for_function(
+        "sel => { const i = document.querySelector(sel); return i && i.complete && i.naturalWidth > 0; }", arg=thumb
+    )
     assert "<b>已拍照</b>" in page.inner_text(".notes")  # shown as text, not markup
     page.fill("textarea[name=comment]", "记录完整,照片清楚。请跟踪复诊。")
     page.click("button[value=approved]")
@@ -271,8 +314,12 @@ def test_the_demo_login_opens_a_console_full_of_data(tmp_path_factory, browser_p
         assert received > 50
         shot(page, "20-demo-dashboard")
         timings = {}
-        for path, name_ in (("/console/cases", "21-demo-case-board"), ("/console/visits", "22-demo-visits"),
-                            ("/console/households", "23-demo-households"), ("/console/admin/devices", "24-demo-devices")):
+        for path, name_ in (
+            ("/console/cases", "21-demo-case-board"),
+            ("/console/visits", "22-demo-visits"),
+            ("/console/households", "23-demo-households"),
+            ("/console/admin/devices", "24-demo-devices"),
+        ):
             started = datetime.datetime.now()
             page.goto(live.url + path)
             timings[path] = (datetime.datetime.now() - started).total_seconds() * 1000

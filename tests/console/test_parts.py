@@ -39,7 +39,9 @@ def test_every_literal_key_the_console_uses_is_in_the_catalog():
 def test_every_enumerated_value_has_a_label():
     zh = catalog("zh")
     keys = [f"case.status.{s}" for s in CASE_STATUSES] + [f"case.category.{c.value}" for c in CaseCategory]
-    keys += [f"visit.method.{m.value}" for m in VisitMethod] + [f"role.{r}" for r in ("admin", "supervisor", "grid_worker", "red_steward")]
+    keys += [f"visit.method.{m.value}" for m in VisitMethod] + [
+        f"role.{r}" for r in ("admin", "supervisor", "grid_worker", "red_steward")
+    ]
     assert [k for k in keys if k not in zh] == []
 
 
@@ -80,8 +82,9 @@ def test_the_import_reader_takes_csv_in_utf8_or_gb18030_and_xlsx():
     assert importer.read_table("g.xlsx", buffer.getvalue()) == [(2, {"name": "一网格", "community": "12"})]
 
 
-@pytest.mark.parametrize("data, code", [(b"", "empty"), (b"PK\x03\x04junk", "unreadable"),
-                                        (b"x" * (importer.MAX_BYTES + 1), "too_large")])
+@pytest.mark.parametrize(
+    "data, code", [(b"", "empty"), (b"PK\x03\x04junk", "unreadable"), (b"x" * (importer.MAX_BYTES + 1), "too_large")]
+)
 def test_the_import_reader_refuses_what_it_cannot_read(data, code):
     with pytest.raises(importer.ImportFileError) as refused:
         importer.read_table("f.xlsx" if data.startswith(b"PK") else "f.csv", data)
@@ -93,7 +96,12 @@ def test_a_due_date_is_local_end_of_day_and_must_be_in_the_future():
     due = parse_due("2026-11-26", now)
     assert due.isoformat() == "2026-11-26T23:59:00+08:00"
     assert parse_due("2026-11-25T18:30", now).hour == 18
-    for raw, code in (("2026-11-24", "date_past"), ("tomorrow", "bad_date"), ("", "bad_date"), ("2999-01-01", "bad_date")):
+    for raw, code in (
+        ("2026-11-24", "date_past"),
+        ("tomorrow", "bad_date"),
+        ("", "bad_date"),
+        ("2999-01-01", "bad_date"),
+    ):
         with pytest.raises(ActionRefused) as refused:
             parse_due(raw, now)
         assert refused.value.code == code

@@ -42,8 +42,9 @@ def test_a_synced_visit_waits_for_review_and_the_review_reaches_the_phone(site):
     detail = site.browser.get(f"/console/visits/{visit['id']}")
     assert "张大爷反映楼道灯不亮" in detail.text and "台苑新村" in detail.text and "wang" in detail.text
 
-    reply = site.browser.post(f"/console/visits/{visit['id']}/review",
-                              {"verdict": "approved", "comment": "记录完整", "version": "1"})
+    reply = site.browser.post(
+        f"/console/visits/{visit['id']}/review", {"verdict": "approved", "comment": "记录完整", "version": "1"}
+    )
     assert reply.status_code == 303
     changes = {r["id"]: r for r in site.phone_a.pull_all()}
     review = changes[visit["id"]]["fields"]["review"]
@@ -54,11 +55,14 @@ def test_a_synced_visit_waits_for_review_and_the_review_reaches_the_phone(site):
     assert log.status_code == 200 and "记录完整" in log.text and "sup_a" in log.text
 
 
-@pytest.mark.parametrize("form, status", [
-    ({"verdict": "flagged", "comment": ""}, 400),  # a flag needs a comment
-    ({"verdict": "maybe", "comment": "x"}, 400),
-    ({"verdict": "approved", "comment": "x" * 2001}, 400),
-])
+@pytest.mark.parametrize(
+    "form, status",
+    [
+        ({"verdict": "flagged", "comment": ""}, 400),  # a flag needs a comment
+        ({"verdict": "maybe", "comment": "x"}, 400),
+        ({"verdict": "approved", "comment": "x" * 2001}, 400),
+    ],
+)
 def test_a_bad_review_is_refused_and_changes_nothing(site, form, status):
     home = site.household(site.phone_a, site.grid_a)
     visit = site.visit(site.phone_a, site.grid_a, home["id"])
@@ -72,7 +76,9 @@ def test_flagging_with_a_comment_is_kept(site):
     home = site.household(site.phone_a, site.grid_a)
     visit = site.visit(site.phone_a, site.grid_a, home["id"])
     site.browser.login("sup_a")
-    site.browser.post(f"/console/visits/{visit['id']}/review", {"verdict": "flagged", "comment": "缺少照片", "version": "1"})
+    site.browser.post(
+        f"/console/visits/{visit['id']}/review", {"verdict": "flagged", "comment": "缺少照片", "version": "1"}
+    )
     assert _record(site, visit["id"]).fields["review"]["verdict"] == "flagged"
     assert visit["id"] in record_id_in(site.browser.get("/console/visits?review=flagged").text, "visits")
 
@@ -87,11 +93,19 @@ def test_a_supervisor_cannot_reach_another_grid_by_editing_the_url(site):
     site.browser.login("sup_a")
     assert visit_b["id"] not in site.browser.get("/console/visits?review=all").text
     assert "另一网格的走访" not in site.browser.get("/console/visits?review=all&grid=" + site.grid_b).text
-    for path in (f"/console/visits/{visit_b['id']}", f"/console/cases/{case_b['id']}",
-                 f"/console/records/{home_b['id']}/changes", f"/console/records/{visit_b['id']}/changes"):
+    for path in (
+        f"/console/visits/{visit_b['id']}",
+        f"/console/cases/{case_b['id']}",
+        f"/console/records/{home_b['id']}/changes",
+        f"/console/records/{visit_b['id']}/changes",
+    ):
         assert site.browser.get(path).status_code == 404, path
-    assert site.browser.post(f"/console/visits/{visit_b['id']}/review",
-                             {"verdict": "approved", "comment": "", "version": "1"}).status_code == 404
+    assert (
+        site.browser.post(
+            f"/console/visits/{visit_b['id']}/review", {"verdict": "approved", "comment": "", "version": "1"}
+        ).status_code
+        == 404
+    )
     assert site.browser.post(f"/console/cases/{case_b['id']}/accept", {"version": "1"}).status_code == 404
     assert _record(site, visit_b["id"]).version == 1 and _record(site, case_b["id"]).fields["status"] == "reported"
     assert case_b["id"] not in site.browser.get("/console/cases").text
@@ -131,9 +145,16 @@ def test_phone_text_is_escaped_everywhere_it_is_shown(site):
     visit = site.visit(site.phone_a, site.grid_a, home["id"], notes=attack)
     case = site.case(site.phone_a, site.grid_a, title=attack[:190], description=attack)
     site.browser.login("sup_a")
-    for path in (f"/console/visits/{visit['id']}", "/console/visits", f"/console/cases/{case['id']}", "/console/cases",
-                 "/console/households", f"/console/households/{home['id']}", f"/console/records/{home['id']}/changes",
-                 "/console/"):
+    for path in (
+        f"/console/visits/{visit['id']}",
+        "/console/visits",
+        f"/console/cases/{case['id']}",
+        "/console/cases",
+        "/console/households",
+        f"/console/households/{home['id']}",
+        f"/console/records/{home['id']}/changes",
+        "/console/",
+    ):
         html = site.browser.get(path).text
         assert "<script>alert" not in html and "<img src=x" not in html, path
     assert "&lt;script&gt;" in site.browser.get(f"/console/visits/{visit['id']}").text
@@ -209,7 +230,9 @@ def test_a_case_goes_round_the_whole_loop_and_every_step_syncs(site):
     assert cid in board.text
     assert site.browser.post(f"/console/cases/{cid}/accept", {"version": "1"}).status_code == 303
     assert _record(site, cid).fields["status"] == "accepted"
-    reply = site.browser.post(f"/console/cases/{cid}/dispatch", {"version": "2", "department": "住建局", "due": _tomorrow()})
+    reply = site.browser.post(
+        f"/console/cases/{cid}/dispatch", {"version": "2", "department": "住建局", "due": _tomorrow()}
+    )
     assert reply.status_code == 303
     row = _record(site, cid)
     assert row.fields["status"] == "dispatched" and row.fields["department"] == "住建局" and row.fields["due_at"]
@@ -221,13 +244,17 @@ def test_a_case_goes_round_the_whole_loop_and_every_step_syncs(site):
     page = site.browser.get(f"/console/cases/{cid}")
     assert "已更换落水管" in page.text
     # not satisfied: sent back with a new due date, then resolved again and closed
-    back = site.browser.post(f"/console/cases/{cid}/evaluate",
-                             {"version": str(_record(site, cid).version), "rating": "2", "outcome": "reopen", "due": _tomorrow()})
+    back = site.browser.post(
+        f"/console/cases/{cid}/evaluate",
+        {"version": str(_record(site, cid).version), "rating": "2", "outcome": "reopen", "due": _tomorrow()},
+    )
     assert back.status_code == 303 and _record(site, cid).fields["status"] == "dispatched"
     site.phone_a.pull_all()
     site.phone_a.push([site.phone_a.mutation("case", cid, {"status": "resolved", "feedback": "已复查,不再渗水"})])
-    close = site.browser.post(f"/console/cases/{cid}/evaluate",
-                              {"version": str(_record(site, cid).version), "rating": "5", "outcome": "close"})
+    close = site.browser.post(
+        f"/console/cases/{cid}/evaluate",
+        {"version": str(_record(site, cid).version), "rating": "5", "outcome": "close"},
+    )
     assert close.status_code == 303
     row = _record(site, cid)
     assert row.fields["status"] == "closed" and row.fields["rating"] == 5
@@ -236,20 +263,26 @@ def test_a_case_goes_round_the_whole_loop_and_every_step_syncs(site):
 
     async def steps() -> list[str]:
         async with site.sessionmaker() as db:
-            rows = (await db.scalars(select(ChangeLogEntry).where(ChangeLogEntry.record_id == cid)
-                                     .order_by(ChangeLogEntry.seq))).all()
+            rows = (
+                await db.scalars(
+                    select(ChangeLogEntry).where(ChangeLogEntry.record_id == cid).order_by(ChangeLogEntry.seq)
+                )
+            ).all()
             return [r.changes.get("status", [None, None])[1] for r in rows]
 
     assert site.call(steps) == ["reported", "accepted", "dispatched", "resolved", "dispatched", "resolved", "closed"]
     assert "已办结" in site.browser.get(f"/console/records/{cid}/changes").text
 
 
-@pytest.mark.parametrize("step, form", [
-    ("dispatch", {"department": "住建局", "due": "2020-01-01"}),  # in the past
-    ("dispatch", {"department": "住建局", "due": "not a date"}),
-    ("dispatch", {"department": "", "due": "2099-01-01"}),
-    ("dispatch", {"department": "x" * 201, "due": "2099-01-01"}),
-])
+@pytest.mark.parametrize(
+    "step, form",
+    [
+        ("dispatch", {"department": "住建局", "due": "2020-01-01"}),  # in the past
+        ("dispatch", {"department": "住建局", "due": "not a date"}),
+        ("dispatch", {"department": "", "due": "2099-01-01"}),
+        ("dispatch", {"department": "x" * 201, "due": "2099-01-01"}),
+    ],
+)
 def test_a_bad_dispatch_is_refused_and_says_why(site, step, form):
     case = site.case(site.phone_a, site.grid_a)
     site.browser.login("sup_a")
@@ -264,7 +297,9 @@ def test_steps_out_of_order_and_unknown_steps_are_refused(site):
     site.browser.login("sup_a")
     cid = case["id"]
     assert site.browser.post(f"/console/cases/{cid}/evaluate", {"rating": "5", "outcome": "close"}).status_code == 400
-    assert site.browser.post(f"/console/cases/{cid}/dispatch", {"department": "x", "due": "2099-01-01"}).status_code == 400
+    assert (
+        site.browser.post(f"/console/cases/{cid}/dispatch", {"department": "x", "due": "2099-01-01"}).status_code == 400
+    )
     assert site.browser.post(f"/console/cases/{cid}/explode", {}).status_code == 404
     site.browser.post(f"/console/cases/{cid}/accept", {"version": "1"})
     assert site.browser.post(f"/console/cases/{cid}/accept", {"version": "2"}).status_code == 400
@@ -280,7 +315,10 @@ def test_a_bad_rating_is_refused(site):
     site.phone_a.pull_all()
     site.phone_a.push([site.phone_a.mutation("case", cid, {"status": "resolved", "feedback": "ok"})])
     for rating in ("0", "6", "x", ""):
-        assert site.browser.post(f"/console/cases/{cid}/evaluate", {"rating": rating, "outcome": "close"}).status_code == 400
+        assert (
+            site.browser.post(f"/console/cases/{cid}/evaluate", {"rating": rating, "outcome": "close"}).status_code
+            == 400
+        )
     assert site.browser.post(f"/console/cases/{cid}/evaluate", {"rating": "3", "outcome": "shrug"}).status_code == 400
     assert _record(site, cid).fields["status"] == "resolved"
 
@@ -313,18 +351,28 @@ def test_the_dashboard_counts_the_supervisors_grids(site):
     assert figures["受理事件"] == 1 and figures["已办结"] == 0 and figures["走访"] == 1 and figures["待复诊"] == 1
     assert page.text.count("<svg") >= 6
     site.browser.login("admin")
-    figures = {label: int(n) for n, label in re.findall(r'<span class="num">(\d+)</span><span>([^<]+)</span>',
-                                                         site.browser.get("/console/").text)}
+    figures = {
+        label: int(n)
+        for n, label in re.findall(
+            r'<span class="num">(\d+)</span><span>([^<]+)</span>', site.browser.get("/console/").text
+        )
+    }
     assert figures["受理事件"] == 2
 
 
-LISTS = ["/console/sync-log", "/console/households", "/console/visits?review=all", "/console/conflicts",
-         "/console/cases", "/console/cases?status=reported"]
+LISTS = [
+    "/console/sync-log",
+    "/console/households",
+    "/console/visits?review=all",
+    "/console/conflicts",
+    "/console/cases",
+    "/console/cases?status=reported",
+]
 
 
 @pytest.mark.parametrize("path", LISTS)
 def test_every_list_exports_to_csv_and_xlsx(site, path):
-    home = site.household(site.phone_a, site.grid_a, notes="=HYPERLINK(\"http://x\")")
+    home = site.household(site.phone_a, site.grid_a, notes='=HYPERLINK("http://x")')
     site.visit(site.phone_a, site.grid_a, home["id"])
     site.case(site.phone_a, site.grid_a)
     site.browser.login("sup_a")
@@ -340,7 +388,7 @@ def test_every_list_exports_to_csv_and_xlsx(site, path):
 
 
 def test_exported_text_cannot_become_a_spreadsheet_formula(site):
-    site.household(site.phone_a, site.grid_a, notes="=HYPERLINK(\"http://x\")")
+    site.household(site.phone_a, site.grid_a, notes='=HYPERLINK("http://x")')
     site.browser.login("sup_a")
     text = site.browser.get("/console/households?format=csv").content.decode("utf-8-sig")
     assert "'=HYPERLINK" in text
@@ -374,9 +422,16 @@ def test_a_photo_thumbnail_is_served_only_through_a_record_in_scope(site, tmp_pa
     Image.new("RGB", (800, 600), (200, 30, 30)).save(buffer, "JPEG")
     data = buffer.getvalue()
     sha = hashlib.sha256(data).hexdigest()
-    up = site.phone_a.call("PATCH", f"/v1/blobs/{sha}", headers={"Upload-Offset": "0", "Upload-Length": str(len(data)),
-                                                                 "Content-Type": "application/offset+octet-stream"},
-                           content=data)
+    up = site.phone_a.call(
+        "PATCH",
+        f"/v1/blobs/{sha}",
+        headers={
+            "Upload-Offset": "0",
+            "Upload-Length": str(len(data)),
+            "Content-Type": "application/offset+octet-stream",
+        },
+        content=data,
+    )
     assert up.status_code in (200, 201), up.text
     home = site.household(site.phone_a, site.grid_a)
     visit = site.visit(site.phone_a, site.grid_a, home["id"], photos=[sha])
@@ -397,15 +452,18 @@ def test_a_visit_is_approved_in_place_from_the_list_through_htmx(site):
     listing = site.browser.get("/console/visits").text
     assert f'hx-post="/console/visits/{visit["id"]}/review"' in listing
     headers = {"HX-Request": "true", "X-CSRF-Token": site.browser.csrf()}
-    reply = site.browser.client.post(f"/console/visits/{visit['id']}/review", data={"verdict": "approved", "version": "1"},
-                                     headers=headers)
+    reply = site.browser.client.post(
+        f"/console/visits/{visit['id']}/review", data={"verdict": "approved", "version": "1"}, headers=headers
+    )
     assert reply.status_code == 200 and "已通过" in reply.text and "<html" not in reply.text
     assert _record(site, visit["id"]).fields["review"]["verdict"] == "approved"
-    flagged = site.browser.client.post(f"/console/visits/{visit['id']}/review", data={"verdict": "flagged", "version": "2"},
-                                       headers=headers)
+    flagged = site.browser.client.post(
+        f"/console/visits/{visit['id']}/review", data={"verdict": "flagged", "version": "2"}, headers=headers
+    )
     assert flagged.status_code == 400 and "必须填写意见" in flagged.text
-    no_token = site.browser.client.post(f"/console/visits/{visit['id']}/review", data={"verdict": "approved"},
-                                        headers={"HX-Request": "true"})
+    no_token = site.browser.client.post(
+        f"/console/visits/{visit['id']}/review", data={"verdict": "approved"}, headers={"HX-Request": "true"}
+    )
     assert no_token.status_code == 403
 
 
@@ -434,7 +492,9 @@ def test_the_dashboard_lists_phones_of_the_supervisors_grids_silent_for_three_da
     async def age(device_id: str, days: int) -> None:
         async with site.field.client.app.state.sessionmaker() as db, db.begin():
             moment = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=days)
-            await db.execute(update(Device).where(Device.id == device_id).values(last_sync_at=moment, enrolled_at=moment))
+            await db.execute(
+                update(Device).where(Device.id == device_id).values(last_sync_at=moment, enrolled_at=moment)
+            )
 
     site.call(age, site.phone_a.device_id, 4)
     site.call(age, site.phone_b.device_id, 5)
@@ -452,8 +512,12 @@ def test_the_dashboard_lists_phones_of_the_supervisors_grids_silent_for_three_da
 def test_follow_ups_due_have_their_own_paginated_list(site):
     home = site.household(site.phone_a, site.grid_a)
     today = datetime.date.today()
-    soon = site.visit(site.phone_a, site.grid_a, home["id"], follow_up_on=(today + datetime.timedelta(days=2)).isoformat())
-    late = site.visit(site.phone_a, site.grid_a, home["id"], follow_up_on=(today + datetime.timedelta(days=60)).isoformat())
+    soon = site.visit(
+        site.phone_a, site.grid_a, home["id"], follow_up_on=(today + datetime.timedelta(days=2)).isoformat()
+    )
+    late = site.visit(
+        site.phone_a, site.grid_a, home["id"], follow_up_on=(today + datetime.timedelta(days=60)).isoformat()
+    )
     none = site.visit(site.phone_a, site.grid_a, home["id"])
     site.browser.login("sup_a")
     html = site.browser.get("/console/visits?review=all&due=1").text
