@@ -5,6 +5,7 @@ Every handler takes ``admin`` (the ``admin_user`` dependency): a supervisor gets
 
 from __future__ import annotations
 
+import base64
 import datetime
 import urllib.parse
 
@@ -19,7 +20,7 @@ from markupsafe import Markup
 from server.accounts import service as accounts
 from server.console import accounts_admin, importer, queries
 from server.console.auth import ConsoleUser
-from server.console.exports import FORMATS, export_response
+from server.console.exports import FORMATS, export_response, to_csv
 from server.console.i18n import translator
 from server.console.web import (
     PAGE_SIZE,
@@ -237,7 +238,20 @@ async def import_file(request: Request, admin: NamedDependency[ConsoleUser]) -> 
         report = await importer.import_grids(sm, rows)
     else:
         report = await importer.import_households(sm, admin, rows)
-    return render(request, "admin_import.html", report=report, error=None)
+    return render(
+        request, "admin_import.html", report=report, error=None, rejected_csv=_rejections_csv(request, report)
+    )
+
+
+def _rejections_csv(request: Request, report: importer.ImportReport) -> str | None:
+    """The rejected rows as a CSV download (a data: link), to fix and import again."""
+    if not report.rejected:
+        return None
+    _ = translator(language(request))
+    columns = sorted({key for r in report.rejected for key in r.values})
+    rows = [[r.line, r.reason, *(r.values.get(c, "") for c in columns)] for r in report.rejected]
+    data = to_csv([_("import.line"), _("import.reason"), *columns], rows)
+    return "data:text/csv;base64," + base64.b64encode(data).decode()
 
 
 # ---- enrollment codes -------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 import urllib.parse
@@ -152,6 +153,9 @@ def test_a_household_csv_imports_the_good_rows_and_reports_each_bad_one(site):
     reasons = dict(lines)
     assert "no grid named" in reasons["4"] and "address" in reasons["5"] and "phone" in reasons["6"]
     assert "members" in reasons["7"] and "exists already" in reasons["8"]
+    link = re.search(r'href="data:text/csv;base64,([^"]+)" download', reply.text).group(1)
+    rejected = base64.b64decode(link).decode("utf-8-sig").splitlines()
+    assert len(rejected) == 6 and rejected[0].startswith("行号,原因") and "not-a-phone" in rejected[3]
     assert _count_households(site) == before + 2
 
 
