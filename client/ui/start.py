@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+
+from kivy.clock import Clock
 from kivy.metrics import dp
 
 from client.i18n import tr
 from client.services.setup import SetupError
 from client.ui.widgets import PRIMARY, WARNING, BigButton, BigInput, BigLabel, Page
 from client.vault import VaultLocked, WrongPin
+
+
+def on_ui_thread(fn) -> None:
+    Clock.schedule_once(lambda _dt: fn(), 0)
 
 
 class FirstRunScreen(Page):
@@ -33,12 +40,30 @@ class FirstRunScreen(Page):
         self.server_input.text = self.server_input.text or self.app.settings.get("server_url", "")
 
     def enroll(self) -> None:
-        self.error_label.text = tr("setup.enrolling")
-        try:
-            pending = self.app.setup.enroll(self.server_input.text, self.code_input.text, label=self.app.device_label)
-        except SetupError as exc:
-            self.error_label.text = tr(exc.reason, **exc.values)
+        """Enroll on a worker thread: a slow or absent network must not freeze the screen."""
+        if self.enroll_button.disabled:
             return
+        self.error_label.text = tr("setup.enrolling")
+        self.enroll_button.disabled = True
+        server, code = self.server_input.text, self.code_input.text
+
+        def work() -> None:
+            try:
+                pending = self.app.setup.enroll(server, code, label=self.app.device_label)
+            except SetupError as exc:
+                failure = exc
+                on_ui_thread(lambda: self._failed(failure))
+                return
+            on_ui_thread(lambda: self._enrolled(pending))
+
+        threading.Thread(target=work, name="fieldloop-enroll", daemon=True).start()
+
+    def _failed(self, exc: SetupError) -> None:
+        self.enroll_button.disabled = False
+        self.error_label.text = tr(exc.reason, **exc.values)
+
+    def _enrolled(self, pending) -> None:
+        self.enroll_button.disabled = False
         self.error_label.text = ""
         self.app.pending_enrollment = pending
         self.app.go("pin", mode="set")

@@ -49,6 +49,7 @@ def enroll_in_window(driver, office: Office, user: str = "王阿姨", *, qr: boo
         driver.type_into(first.code_input, office.code(user))
     driver.screenshot("first_run")
     driver.tap(first.enroll_button)
+    driver.until(lambda: driver.screen.name == "pin" or not first.enroll_button.disabled, 30, "enrollment")
     assert driver.screen.name == "pin", first.error_label.text
     pin_screen = driver.screen
     driver.type_into(pin_screen.pin_input, PIN)
@@ -385,3 +386,16 @@ def test_retired_device_says_so_stops_syncing_and_keeps_its_data(app_driver, own
 
     Window.dispatch("on_keyboard", 27, 0, None, [])
     assert driver.screen.name == "pin"
+
+
+def test_a_spent_code_is_refused_in_plain_words_and_nothing_is_kept(app_driver, own_office, tmp_path):
+    driver = app_driver(data_dir=tmp_path / "phone")
+    first = driver.screen
+    driver.type_into(first.server_input, own_office.server.url)
+    driver.type_into(first.code_input, "AAAA-BBBB-CCCC")
+    driver.tap(first.enroll_button)
+    driver.until(lambda: not first.enroll_button.disabled, 30, "the refusal")
+    assert driver.screen.name == "first_run"
+    assert first.error_label.text == "登记码无效或已用过。请向社区要一个新的。"
+    driver.screenshot("enroll_refused")
+    assert not driver.app.setup.is_set_up() and not (tmp_path / "phone" / "store.sqlite").exists()
