@@ -181,12 +181,16 @@ def _update(
         concurrent_delete = _is_concurrent(state.deleted_meta, mutation.base_version, origin)
         any_concurrent = concurrent_delete
         if concurrent_delete and stamp <= state.deleted_meta.hlc:
+            # The later delete wins: the record stays deleted and the edit is logged as lost. Its
+            # fields still merge into what the tombstone keeps, so that a third, later edit that
+            # outlives the delete brings the record back with them, exactly as when the edits
+            # arrive before the delete (the outcome must not hang on arrival order).
             conflicts.append(Conflict(field=DELETED_FIELD, kept=True, lost=fields, winner_hlc=state.deleted_meta.hlc))
-            return Outcome(status=MutationStatus.MERGED, state=state, conflicts=conflicts)
-        if concurrent_delete:
-            conflicts.append(Conflict(field=DELETED_FIELD, kept=False, lost=True, winner_hlc=stamp))
-        deleted = False
-        changes[DELETED_FIELD] = (True, False)
+        else:
+            if concurrent_delete:
+                conflicts.append(Conflict(field=DELETED_FIELD, kept=False, lost=True, winner_hlc=stamp))
+            deleted = False
+            changes[DELETED_FIELD] = (True, False)
 
     for name, incoming in fields.items():
         rule_ = rules[name]
@@ -258,7 +262,27 @@ def _apply_delete(state: RecordState | None, mutation: Mutation, stamp: str, ori
     if state is None:
         return _reject(None, RejectCode.INVALID, f"nothing to delete: record {mutation.id} is unknown")
     if state.deleted:
-        return Outcome(status=MutationStatus.APPLIED, state=state)
+        if stamp <= state.deleted_meta.hlc:
+            return Outcome(status=MutationStatus.APPLIED, state=state)
+        # A second, later delete: the tombstone takes its stamp, since an edit concurrent with
+        # both must be later than both to bring the record back, whichever delete came first.
+        new_version = state.version + 1
+        return Outcome(
+            status=MutationStatus.APPLIED,
+            state=RecordState(
+                entity=state.entity,
+                id=state.id,
+                grid_id=state.grid_id,
+                version=new_version,
+                hlc=max(state.hlc, stamp),
+                deleted=True,
+                fields=state.fields,
+                meta=state.meta,
+                deleted_meta=FieldMeta(new_version, stamp, origin),
+            ),
+            changed=True,
+            changes={DELETED_FIELD: (True, True)},
+        )
     concurrent = [m.hlc for m in state.meta.values() if _is_concurrent(m, mutation.base_version, origin)]
     if concurrent:
         latest_edit = max(concurrent)

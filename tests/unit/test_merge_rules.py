@@ -521,12 +521,17 @@ def test_a_delete_with_no_concurrent_edit_applies_and_sends_empty_fields():
     assert out.state.fields == state.fields  # kept for the logs
 
 
-def test_deleting_an_unknown_record_is_rejected_and_deleting_twice_changes_nothing():
+def test_deleting_an_unknown_record_is_rejected_and_deleting_twice_changes_nothing_visible():
     assert apply(None, mutation("household", uid(), base=0, stamp=hlc(0), op="delete"), "dev-a").rejection.code is RejectCode.INVALID
     state = new_household()
     gone = apply(state, mutation("household", state.id, base=1, stamp=hlc(5, "dev-b"), op="delete"), "dev-b").state
-    again = apply(gone, mutation("household", state.id, base=1, stamp=hlc(6, "dev-c"), op="delete"), "dev-c")
-    assert again.status is MutationStatus.APPLIED and not again.changed and again.state.version == 2
+    earlier = apply(gone, mutation("household", state.id, base=1, stamp=hlc(4, "dev-c"), op="delete"), "dev-c")
+    assert earlier.status is MutationStatus.APPLIED and not earlier.changed and earlier.state.version == 2
+    # A later second delete moves the tombstone's stamp (an edit must beat both), nothing else.
+    later = apply(gone, mutation("household", state.id, base=1, stamp=hlc(6, "dev-c"), op="delete"), "dev-c")
+    assert later.status is MutationStatus.APPLIED and later.changed and later.conflicts == []
+    assert later.state.deleted and later.state.deleted_meta.hlc == hlc(6, "dev-c")
+    assert later.state.to_record().fields == {} and later.state.fields == gone.fields
 
 
 edits_and_a_delete = st.lists(
@@ -556,3 +561,34 @@ def test_a_delete_survives_only_if_later_than_every_concurrent_edit_whatever_the
     assert sum(1 for o in outcomes for c in o.conflicts if c.field == DELETED_FIELD) >= 1 or order[0] is delete and all(
         m.hlc < delete[1].hlc for _, m in sent[:-1]
     )
+
+
+one_edit_each = st.lists(
+    st.tuples(st.sampled_from(["notes", "address", "tags", "members", "delete"]), st.integers(0, 30)),
+    min_size=2,
+    max_size=4,
+)
+
+
+@settings(max_examples=200)
+@given(one_edit_each)
+@example([("notes", 10), ("delete", 20), ("address", 30)])  # an edit that lost to the delete comes back with the later one
+def test_concurrent_edits_from_one_version_end_in_the_same_record_whatever_the_arrival_order(edits):
+    """Up to four devices each send one edit (or a delete) made offline from version 1. The
+    server may see them in any order; what every device finally pulls must not depend on it."""
+    base = new_household(origin="dev-z")
+    sent = []
+    for i, (name, ms) in enumerate(edits):
+        node = DEVICES[i]
+        if name == "delete":
+            sent.append((node, mutation("household", base.id, base=1, stamp=hlc(ms, node), op="delete")))
+        else:
+            value = {"notes": f"note {i}", "address": f"{i} Mill Rd", "tags": [f"t{i}"], "members": i + 3}[name]
+            sent.append((node, mutation("household", base.id, {name: value}, base=1, stamp=hlc(ms, node))))
+    finals = {}
+    for order in itertools.permutations(sent):
+        state, outcomes = run_in_order(base, list(order))
+        assert all(o.status is not MutationStatus.REJECTED for o in outcomes)
+        record = state.to_record()
+        finals.setdefault((record.deleted, msgspec.json.encode(record.fields, order="sorted")), [m.fields or "delete" for _, m in order])
+    assert len(finals) == 1, finals
