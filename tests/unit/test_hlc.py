@@ -289,3 +289,28 @@ def test_a_year_ahead_is_too_far_and_now_is_not():
     assert is_too_far_ahead(format_stamp(NOW_MS + YEAR_MS, 0, "d"), NOW_MS)
     assert not is_too_far_ahead(format_stamp(NOW_MS, 0, "d"), NOW_MS)
     assert not is_too_far_ahead(format_stamp(NOW_MS - YEAR_MS, 0, "d"), NOW_MS)
+
+
+def test_stamps_from_several_threads_are_all_distinct():
+    """The engine stamps edits from the UI thread while the sync thread observes pulled stamps."""
+    import threading
+
+    wall = FakeWall()
+    clock = HybridClock("n", wall=wall)
+    issued: list[list[str]] = [[] for _ in range(6)]
+
+    def work(i: int) -> None:
+        for k in range(3000):
+            if i % 2 and k % 7 == 0:
+                clock.observe(format_stamp(wall.ms, k % MAX_COUNTER, "remote"))
+                clock.observe_server_time(wall.ms)
+            issued[i].append(clock.now())
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    everything = [s for per_thread in issued for s in per_thread]
+    assert len(set(everything)) == len(everything)
+    assert all(per_thread == sorted(per_thread) for per_thread in issued)

@@ -592,3 +592,55 @@ def test_concurrent_edits_from_one_version_end_in_the_same_record_whatever_the_a
         record = state.to_record()
         finals.setdefault((record.deleted, msgspec.json.encode(record.fields, order="sorted")), [m.fields or "delete" for _, m in order])
     assert len(finals) == 1, finals
+
+
+device_scripts = st.lists(
+    st.lists(st.tuples(st.sampled_from(["notes", "address", "add_tag", "delete"]), st.integers(1, 15)), min_size=1, max_size=3),
+    min_size=2,
+    max_size=3,
+)
+
+
+def interleavings(scripts: list[list], rnd) -> list[list]:
+    """A few arrival orders that keep each device's own mutations in the order it made them."""
+    orders = []
+    for _ in range(8):
+        queues = [list(s) for s in scripts]
+        order = []
+        while any(queues):
+            q = rnd.choice([q for q in queues if q])
+            order.append(q.pop(0))
+        orders.append(order)
+    return orders
+
+
+@settings(max_examples=200)
+@given(device_scripts, st.randoms(use_true_random=False))
+def test_several_offline_edits_per_device_end_in_the_same_record_whatever_the_interleaving(scripts, rnd):
+    """Each device makes a few edits offline from version 1 (its stamps grow), adding tags but
+    never removing one (a removal is add-wins against a concurrent add: order decides); the
+    server receives each device's mutations in order, interleaved with the others' anyhow."""
+    base = new_household(origin="dev-z")
+    sent = []
+    for i, script in enumerate(scripts):
+        node, ms, tags, mine = DEVICES[i], 0, {"elderly"}, []
+        for n, (what, step) in enumerate(script):
+            ms += step
+            stamp = hlc(ms, node)
+            if what == "delete":
+                mine.append((node, mutation("household", base.id, base=1, stamp=stamp, op="delete")))
+                break  # the record is gone from this device's screen
+            if what == "add_tag":
+                tags = tags | {f"{node}-{n}"}
+                fields = {"tags": sorted(tags)}
+            else:
+                fields = {what: f"{node} {what} {n}"}
+            mine.append((node, mutation("household", base.id, fields, base=1, stamp=stamp)))
+        sent.append(mine)
+    finals = {}
+    for order in interleavings(sent, rnd):
+        state, outcomes = run_in_order(base, order)
+        assert all(o.status is not MutationStatus.REJECTED for o in outcomes)
+        record = state.to_record()
+        finals.setdefault((record.deleted, msgspec.json.encode(record.fields, order="sorted")), [m.fields or "delete" for _, m in order])
+    assert len(finals) == 1, finals
