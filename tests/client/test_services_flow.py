@@ -360,3 +360,24 @@ def test_wrong_pin_five_times_locks_even_across_restarts(tmp_path, office):
     now[0] += 61
     setup_now().unlock(PIN).close()
     assert setup_now().vault.failures() == 0
+
+
+def test_conflict_where_my_later_edit_wins_says_so(tmp_path, office):
+    _, mine = enrolled(tmp_path, office, "丙手机")
+    _, other = enrolled(tmp_path, office, "丁手机")
+    household = add_household(mine, office.grid_id, room="909")
+    visit_id = visits.save_visit(mine, visits.new_visit(household))
+    assert sync(mine).state is SyncState.DONE and sync(other).state is SyncState.DONE
+    theirs = visits.load_visit(other, visit_id)
+    theirs.notes = "丁先写的"
+    visits.save_visit(other, theirs)
+    time.sleep(0.01)
+    draft = visits.load_visit(mine, visit_id)
+    draft.notes = "丙后写的"
+    visits.save_visit(mine, draft)  # later, but pushed second
+    assert sync(other).state is SyncState.DONE
+    outcome = sync(mine)
+    assert outcome.conflicts == 1
+    assert mine.get("visit", visit_id).fields["notes"] == "丙后写的"
+    [notice] = conflict_notices(mine)
+    assert "保留了您写的「丙后写的」" in notice.body and "「丁先写的」没有采用" in notice.body
