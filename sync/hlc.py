@@ -17,6 +17,7 @@ from shared_schema.types import HLC_PATTERN
 
 MAX_COUNTER = 0xFFFF
 _STAMP = re.compile(HLC_PATTERN.replace("^", r"\A", 1).replace("$", r"\Z"))
+_NODE = re.compile(r"\A[0-9A-Za-z_.:-]{1,64}\Z")  # the node part of HLC_PATTERN
 
 
 class Stamp(NamedTuple):
@@ -51,12 +52,17 @@ class HybridClock:
 
     Args:
         node: this node's id (a device id, or a server process name); it ends every stamp.
+            1 to 64 of ``[0-9A-Za-z_.:-]``, as the wire format allows; anything else raises
+            ValueError.
         wall: the physical clock in ms; injected so tests can run it backwards and forwards.
         offset_ms: a correction added to ``wall`` (set from the server's time, see
             ``observe_server_time``).
     """
 
     def __init__(self, node: str, wall: Callable[[], int] = wall_now_ms, offset_ms: int = 0, last: str | None = None):
+        if not isinstance(node, str) or not _NODE.match(node):
+            # Stamps ending in such a node would not parse (observe, last) and fail wire validation.
+            raise ValueError(f"not a valid hlc node id: {node!r}")
         self.node = node
         self._wall = wall
         self.offset_ms = offset_ms

@@ -314,3 +314,9 @@ def test_stamps_from_several_threads_are_all_distinct():
     everything = [s for per_thread in issued for s in per_thread]
     assert len(set(everything)) == len(everything)
     assert all(per_thread == sorted(per_thread) for per_thread in issued)
+
+
+@pytest.mark.parametrize("node", ["", "has space", "x" * 65, "ünïcode", "a\n"])
+def test_a_node_id_that_would_make_unparseable_stamps_is_refused(node):
+    with pytest.raises(ValueError):
+        HybridClock(node)
