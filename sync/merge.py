@@ -5,6 +5,14 @@ the property tests call it directly. A field is *concurrent* when someone other 
 mutation's origin changed it after the mutation's ``base_version``; only concurrent fields
 are resolved by their rule. A device's own later edits are never in conflict with its earlier
 ones, even when it pushes them before it has seen the version its first edit produced.
+
+The outcome of concurrent edits does not depend on the order they arrive in (the property
+tests check it): each field keeps the latest stamp of the edits it holds, also when a later
+edit brought no new value (a new version with the same value), an edit that loses to a later
+delete still merges into what the tombstone keeps, and a second, later delete moves the
+tombstone's stamp. One exception is by design: ``union`` is add-wins, so an item one device
+removes while another concurrently keeps or adds it stays, and whether a removal sticks can
+depend on order; an item leaves a set only by a writer that had seen it.
 """
 
 from __future__ import annotations
