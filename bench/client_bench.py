@@ -125,9 +125,11 @@ def probe_start(data_dir: Path) -> None:
     runTouchApp(embedded=True)
     pin = app.manager.current_screen
     pin.pin_input.text = PIN
-    pin.submit()
-    EventLoop.idle()
-    assert app.manager.current == "home", app.manager.current
+    pin.submit()  # the PIN is checked on a worker thread; the result comes back through Kivy's clock
+    deadline = time.monotonic() + 30
+    while app.manager.current != "home" and time.monotonic() < deadline:
+        EventLoop.idle()
+    assert app.manager.current == "home", (app.manager.current, pin.error_label.text)
     home = app.manager.current_screen
     assert "王阿姨" in home.greeting.text
     print(f"STARTED {home.due_box.children[0].text}")

@@ -35,7 +35,7 @@ from client.ui.home import HomeScreen
 from client.ui.households import HouseholdScreen, HouseholdsScreen
 from client.ui.start import FirstRunScreen, NoticeScreen, PinScreen
 from client.ui.sync_settings import SettingsScreen, SyncScreen
-from client.ui.widgets import BACKGROUND
+from client.ui.widgets import BACKGROUND, on_ui_thread
 
 SCREENS = {
     "first_run": FirstRunScreen,
@@ -56,11 +56,6 @@ SCREENS = {
 RELOCK_AFTER_SECONDS = 300.0
 PHOTO_PATTERNS = ["*.jpg", "*.jpeg", "*.png", "*.JPG", "*.JPEG", "*.PNG", "*.webp", "*.heic"]
 AUTO_SYNC_SECONDS = 120.0
-
-
-def on_ui_thread(fn: Callable[[], None]) -> None:
-    """Hand a callback from a worker thread to Kivy's main loop (Clock is safe to call from any thread)."""
-    Clock.schedule_once(lambda _dt: fn(), 0)
 
 
 def _make_engine_quietly(session: Session) -> None:

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import threading
 
-from kivy.clock import Clock
 from kivy.metrics import dp
 
 from client.i18n import tr
 from client.services.setup import SetupError
-from client.ui.widgets import PRIMARY, WARNING, BigButton, BigInput, BigLabel, Page
+from client.ui.widgets import PRIMARY, WARNING, BigButton, BigInput, BigLabel, Page, on_ui_thread
 from client.vault import VaultLocked, WrongPin
-
-
-def on_ui_thread(fn) -> None:
-    Clock.schedule_once(lambda _dt: fn(), 0)
 
 
 class FirstRunScreen(Page):
@@ -101,25 +96,42 @@ class PinScreen(Page):
         self.error_label.text = ""
 
     def submit(self) -> None:
-        pin = self.pin_input.text
-        try:
-            if self.mode == "set":
-                session = self.app.setup.set_pin(self.app.pending_enrollment, pin, self.again_input.text)
-                self.app.pending_enrollment = None
-            else:
-                session = self.app.setup.unlock(pin)
-        except SetupError as exc:
-            self.error_label.text = tr(exc.reason, **exc.values)
+        """Check the PIN on a worker thread: scrypt takes most of a second on a cheap phone."""
+        if self.ok_button.disabled:
             return
-        except WrongPin as exc:
+        pin, again, mode = self.pin_input.text, self.again_input.text, self.mode
+        self.ok_button.disabled = True
+
+        def work() -> None:
+            try:
+                if mode == "set":
+                    session = self.app.setup.set_pin(self.app.pending_enrollment, pin, again)
+                else:
+                    session = self.app.setup.unlock(pin)
+            except (SetupError, WrongPin, VaultLocked) as exc:
+                failure = exc
+                on_ui_thread(lambda: self._refused(failure))
+                return
+            on_ui_thread(lambda: self._opened(session))
+
+        threading.Thread(target=work, name="fieldloop-pin", daemon=True).start()
+
+    def _refused(self, exc: Exception) -> None:
+        self.ok_button.disabled = False
+        if isinstance(exc, SetupError):
+            self.error_label.text = tr(exc.reason, **exc.values)
+        elif isinstance(exc, WrongPin):
             self.pin_input.text = ""
             self.error_label.text = (
                 tr("pin.locked", seconds=int(exc.locked_for)) if exc.locked_for else tr("pin.wrong", left=exc.attempts_left)
             )
-            return
-        except VaultLocked as exc:
+        elif isinstance(exc, VaultLocked):
             self.error_label.text = tr("pin.locked", seconds=int(exc.seconds) + 1)
-            return
+
+    def _opened(self, session) -> None:
+        self.ok_button.disabled = False
+        if self.mode == "set":
+            self.app.pending_enrollment = None
         self.app.open_session(session)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+from kivy.clock import Clock
 from kivy.core.image import Image as CoreImage
 from kivy.graphics import Color, Rectangle
 from kivy.metrics import dp, sp
@@ -29,6 +30,11 @@ INK = (0.1, 0.1, 0.1, 1)
 PRIMARY = (0.72, 0.11, 0.11, 1)  # the red of the red stewards
 WARNING = (0.75, 0.35, 0.0, 1)
 MUTED = (0.35, 0.35, 0.35, 1)
+
+
+def on_ui_thread(fn) -> None:
+    """Hand a callback from a worker thread to Kivy's main loop (Clock is safe to call from any thread)."""
+    Clock.schedule_once(lambda _dt: fn(), 0)
 
 
 class BigLabel(Label):

@@ -55,6 +55,7 @@ def enroll_in_window(driver, office: Office, user: str = "王阿姨", *, qr: boo
     driver.type_into(pin_screen.pin_input, PIN)
     driver.type_into(pin_screen.again_input, PIN)
     driver.tap(pin_screen.ok_button)
+    driver.until(lambda: driver.screen.name == "home" or not pin_screen.ok_button.disabled, 30, "the PIN")
     assert driver.screen.name == "home", pin_screen.error_label.text
 
 
@@ -327,11 +328,13 @@ def test_every_screen_in_a_day_of_work_then_restart_with_the_pin(app_driver, own
     assert pin.name == "pin"
     driver.type_into(pin.pin_input, "999999")
     driver.tap(pin.ok_button)
+    driver.until(lambda: not pin.ok_button.disabled, 30, "the PIN check")
     assert pin.error_label.text == "密码不对。还可以试4次。"
     driver.screenshot("pin_wrong")
     driver.type_into(pin.pin_input, PIN)
     driver.tap(pin.ok_button)
-    assert driver.screen.name == "home" and driver.app.session.pending_count() == 1
+    driver.until(lambda: driver.screen.name == "home", 30, "the home screen")
+    assert driver.app.session.pending_count() == 1
 
 
 def test_five_thousand_households_scroll_in_a_recycleview(app_driver, own_office, tmp_path):
