@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.engine import URL
@@ -31,7 +31,6 @@ class Settings:
     challenge_ttl_s: int = 60
     overdue_check_s: float = 60.0
     debug: bool = False
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, data_dir: str | None = None, db: str | None = None) -> "Settings":
