@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import func, select
 
 from server.db.models import AppliedMutation, ChangeLogEntry, ConflictEntry, RecordRow
-from sync.hlc import format_stamp, wall_now_ms
+from server.records.writes import server_clock
+from sync.hlc import format_stamp, parse_stamp, wall_now_ms
 from tests.conftest import run
 
 
@@ -31,8 +32,10 @@ def two_phones(field):
 
 
 def later(mutation: dict, device, ms: int = 1000) -> dict:  # noqa: ANN001
-    """The mutation re-stamped ``ms`` later: which of two edits is later must not hang on timing."""
-    mutation["hlc"] = format_stamp(wall_now_ms() + ms, 0, device.device_id)
+    """The mutation re-stamped ``ms`` past anything stamped yet: which of two edits is later must
+    hang neither on timing nor on how far earlier tests moved this process's server clock."""
+    latest = max(wall_now_ms(), parse_stamp(server_clock().last()).wall_ms, parse_stamp(device.clock.last()).wall_ms)
+    mutation["hlc"] = format_stamp(latest + ms, 0, device.device_id)
     return mutation
 
 
