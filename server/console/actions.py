@@ -8,7 +8,6 @@ phone since then is concurrent and resolved by the field's rule, never silently 
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import uuid
 from dataclasses import dataclass
@@ -19,8 +18,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from server.console.auth import ConsoleUser
 from server.db.models import ConflictEntry, RecordRow
-from server.records import writes as _writes
-from server.records.writes import Sender, apply_in_transaction, server_clock
+from server.records.writes import Sender, apply_in_transaction, server_clock, write_transaction
 from shared_schema.messages import Mutation, MutationStatus, Result
 from shared_schema.workflow import Actor, next_states
 from sync.merge import DELETED_FIELD
@@ -75,9 +73,8 @@ async def write(
         hlc=server_clock().now(),
         fields=fields,
     )
-    # The same gate and transaction commit_mutations takes, held here so a conflict is marked inside it.
-    gate = getattr(_writes, "_write_gate", None)
-    async with gate(sm) if gate else contextlib.nullcontext(), sm() as db, db.begin():
+    # Queued with the other record writers, so a conflict is marked in the edit's own transaction.
+    async with write_transaction(sm) as db:
         [result] = await apply_in_transaction(db, [mutation], sender_for(me))
         if result.status is MutationStatus.REJECTED:
             raise ActionRefused(result.error.code, result.error.message)

@@ -10,9 +10,11 @@ serialisation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import os
 import weakref
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import msgspec
@@ -83,6 +85,15 @@ MAX_GROUP_MUTATIONS = 5000
 _committers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+@contextlib.asynccontextmanager
+async def write_transaction(sessionmaker: async_sessionmaker) -> AsyncIterator[AsyncSession]:
+    """A write transaction queued with this process's other record writers, for a writer that
+    must do more than apply mutations in it (e.g. mark a conflict resolved by the change it
+    applies with ``apply_in_transaction``): both commit together or not at all."""
+    async with _committer(sessionmaker).lock, sessionmaker() as session, session.begin():
+        yield session
+
+
 def _committer(sessionmaker: async_sessionmaker) -> "_GroupCommitter":
     committer = _committers.get(sessionmaker)
     if committer is None:
@@ -96,14 +107,14 @@ class _GroupCommitter:
 
     def __init__(self, sessionmaker: async_sessionmaker):
         self._sessionmaker = sessionmaker
-        self._lock = asyncio.Lock()
+        self.lock = asyncio.Lock()
         self._waiting: list[tuple[list[Mutation], Sender, asyncio.Future]] = []
 
     async def submit(self, mutations: list[Mutation], sender: Sender) -> list[Result]:
         done = asyncio.get_running_loop().create_future()
         self._waiting.append((mutations, sender, done))
         while not done.done():
-            async with self._lock:
+            async with self.lock:
                 if not done.done():
                     await self._commit_group(self._take_group())
         return done.result()
