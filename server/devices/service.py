@@ -16,7 +16,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from server.accounts.service import FIELD_ROLES, AccountError, user_by_name, user_grid_ids
-from server.db.models import AuthChallenge, Device, EnrollmentCode, Grid, User
+from server.db.models import AuthChallenge, Device, EnrollmentCode, Grid, User, UserGrid
 from server.devices.tokens import make_token, read_token
 from server.errors import DeviceRevoked, Forbidden, Invalid, NotFound, Unauthenticated
 from shared_schema.messages import (
@@ -125,14 +125,14 @@ async def _active_device(session, device_id: str) -> Device:  # noqa: ANN001
     device = await session.get(Device, device_id)
     if device is None:
         raise NotFound("this device is not enrolled here")
-    _refuse_if_inactive(device)
+    _refuse_if_inactive(device.status, device.wipe)
     return device
 
 
-def _refuse_if_inactive(device: Device) -> None:
-    if device.status == "revoked":
-        raise DeviceRevoked(wipe=device.wipe)
-    if device.status == "retired":
+def _refuse_if_inactive(status: str, wipe: bool) -> None:
+    if status == "revoked":
+        raise DeviceRevoked(wipe=wipe)
+    if status == "retired":
         raise DeviceRevoked(wipe=False)
 
 
@@ -190,22 +190,27 @@ async def authenticate(sessionmaker: async_sessionmaker, secret: bytes, authoriz
     if claims is None:
         raise Unauthenticated("the access token is not valid")
     device_id, expires_ms = claims
+    # One round trip per request: the device, its user and the user's grids together.
     async with sessionmaker() as session:
-        row = (
+        rows = (
             await session.execute(
-                select(Device, User.name, User.active).join(User, User.id == Device.user_id).where(Device.id == device_id)
+                select(Device.status, Device.wipe, Device.user_id, Device.app_version, User.name, User.active,
+                       UserGrid.grid_id)
+                .join(User, User.id == Device.user_id)
+                .outerjoin(UserGrid, UserGrid.user_id == Device.user_id)
+                .where(Device.id == device_id)
             )
-        ).first()
-        if row is None:
-            raise Unauthenticated("the access token is not valid")
-        device, user_name, active = row
-        _refuse_if_inactive(device)
-        if expires_ms < wall_now_ms():
-            raise Unauthenticated("the access token has expired; get a new one")
-        if not active:
-            raise Forbidden("this user is no longer active")
-        scope = await user_grid_ids(session, device.user_id)
-    return DeviceContext(device.id, device.user_id, user_name, scope, device.app_version)
+        ).all()
+    if not rows:
+        raise Unauthenticated("the access token is not valid")
+    first = rows[0]
+    _refuse_if_inactive(first.status, first.wipe)
+    if expires_ms < wall_now_ms():
+        raise Unauthenticated("the access token has expired; get a new one")
+    if not first.active:
+        raise Forbidden("this user is no longer active")
+    scope = frozenset(r.grid_id for r in rows if r.grid_id is not None)
+    return DeviceContext(device_id, first.user_id, first.name, scope, first.app_version)
 
 
 async def revoke(sessionmaker: async_sessionmaker, device_id: str, *, wipe: bool) -> Device:

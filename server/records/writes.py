@@ -130,7 +130,7 @@ class _GroupCommitter:
     async def _commit_group(self, group: list[tuple[list[Mutation], Sender, asyncio.Future]]) -> None:
         try:
             async with self._sessionmaker() as session, session.begin():
-                results = [await apply_in_transaction(session, mutations, sender) for mutations, sender, _ in group]
+                results = await apply_requests(session, [(mutations, sender) for mutations, sender, _ in group])
         except Exception as exc:
             for _, _, done in group:
                 done.set_exception(exc)
@@ -145,19 +145,28 @@ class _GroupCommitter:
 
 
 async def apply_in_transaction(session: AsyncSession, mutations: list[Mutation], sender: Sender) -> list[Result]:
-    """``commit_mutations`` inside a transaction the caller holds (it must not have written yet)."""
+    """``commit_mutations`` inside a transaction the caller holds (see ``write_transaction``)."""
+    [results] = await apply_requests(session, [(mutations, sender)])
+    return results
+
+
+async def apply_requests(
+    session: AsyncSession, requests: list[tuple[list[Mutation], Sender]]
+) -> list[list[Result]]:
+    """Apply several writers' mutations in one pass: one read of what is stored, one insert per
+    table, whatever the number of requests; each request keeps its order and gets its results."""
     seq = (
         await session.execute(select(Counter.value).where(Counter.name == CHANGE_SEQ).with_for_update())
     ).scalar_one()
     first_seq = seq
-    mids = list({m.mid for m in mutations})
+    mids = list({m.mid for mutations, _ in requests for m in mutations})
     stored: dict[str, Result] = {}
     for mid, blob in (
         await session.execute(select(AppliedMutation.mid, AppliedMutation.result).where(AppliedMutation.mid.in_(mids)))
     ).all():
         stored[mid] = _result_decoder.decode(blob)
 
-    ids = list({m.id for m in mutations if m.mid not in stored})
+    ids = list({m.id for mutations, _ in requests for m in mutations if m.mid not in stored})
     states: dict[str, RecordState] = {}
     if ids:
         records = RecordRow.__table__
@@ -172,80 +181,83 @@ async def apply_in_transaction(session: AsyncSession, mutations: list[Mutation],
     latest_seen = None
     dirty: dict[str, int] = {}
     log_rows, conflict_rows, applied_rows, ref_rows = [], [], [], []
-    results: list[Result] = []
-    for mutation in mutations:
-        if mutation.mid in stored:
-            results.append(stored[mutation.mid])
-            continue
-        stamp, original = mutation.hlc, None
-        if mutation.hlc >= too_far:
-            # A clock a year ahead must not win every later conflict: re-stamp, keep the original.
-            if latest_seen is not None:
-                clock.observe(latest_seen)
-            stamp, original = clock.now(), mutation.hlc
-        elif latest_seen is None or mutation.hlc > latest_seen:
-            latest_seen = mutation.hlc
-        before = states.get(mutation.id)
-        outcome = apply_mutation(
-            before, mutation, stamp=stamp, origin=sender.origin, actor=sender.actor, scope=sender.scope
-        )
-        state = outcome.state
-        if outcome.changed:
-            seq += 1
-            states[mutation.id] = state
-            dirty[mutation.id] = seq
-            log_rows.append(
+    all_results: list[list[Result]] = []
+    for mutations, sender in requests:
+        results: list[Result] = []
+        all_results.append(results)
+        for mutation in mutations:
+            if mutation.mid in stored:
+                results.append(stored[mutation.mid])
+                continue
+            stamp, original = mutation.hlc, None
+            if mutation.hlc >= too_far:
+                # A clock a year ahead must not win every later conflict: re-stamp, keep the original.
+                if latest_seen is not None:
+                    clock.observe(latest_seen)
+                stamp, original = clock.now(), mutation.hlc
+            elif latest_seen is None or mutation.hlc > latest_seen:
+                latest_seen = mutation.hlc
+            before = states.get(mutation.id)
+            outcome = apply_mutation(
+                before, mutation, stamp=stamp, origin=sender.origin, actor=sender.actor, scope=sender.scope
+            )
+            state = outcome.state
+            if outcome.changed:
+                seq += 1
+                states[mutation.id] = state
+                dirty[mutation.id] = seq
+                log_rows.append(
+                    {
+                        "seq": seq,
+                        "record_id": state.id,
+                        "entity": state.entity,
+                        "grid_id": state.grid_id,
+                        "version": state.version,
+                        "op": mutation.op,
+                        "hlc": stamp,
+                        "original_hlc": original,
+                        "mid": mutation.mid,
+                        "device_id": sender.device_id,
+                        "user_id": sender.user_id,
+                        "received_at": now,
+                        "changes": {name: [b, a] for name, (b, a) in outcome.changes.items()},
+                    }
+                )
+                for name in UNION_FIELDS.get(state.entity, ()) & outcome.changes.keys():
+                    if name == "photos":
+                        ref_rows.extend(
+                            {"sha256": sha, "record_id": state.id, "grid_id": state.grid_id}
+                            for sha in outcome.changes[name][1] or ()
+                        )
+            for conflict in outcome.conflicts:
+                conflict_rows.append(
+                    {
+                        "record_id": mutation.id,
+                        "entity": mutation.entity,
+                        "grid_id": state.grid_id,
+                        "field": conflict.field,
+                        "kept": conflict.kept,
+                        "lost": conflict.lost,
+                        "winner_hlc": conflict.winner_hlc,
+                        "mid": mutation.mid,
+                        "device_id": sender.device_id,
+                        "user_id": sender.user_id,
+                        "created_at": now,
+                    }
+                )
+            result = _result(mutation, outcome, state)
+            stored[mutation.mid] = result
+            results.append(result)
+            applied_rows.append(
                 {
-                    "seq": seq,
-                    "record_id": state.id,
-                    "entity": state.entity,
-                    "grid_id": state.grid_id,
-                    "version": state.version,
-                    "op": mutation.op,
-                    "hlc": stamp,
-                    "original_hlc": original,
                     "mid": mutation.mid,
                     "device_id": sender.device_id,
-                    "user_id": sender.user_id,
-                    "received_at": now,
-                    "changes": {name: [b, a] for name, (b, a) in outcome.changes.items()},
-                }
-            )
-            for name in UNION_FIELDS.get(state.entity, ()) & outcome.changes.keys():
-                if name == "photos":
-                    ref_rows.extend(
-                        {"sha256": sha, "record_id": state.id, "grid_id": state.grid_id}
-                        for sha in outcome.changes[name][1] or ()
-                    )
-        for conflict in outcome.conflicts:
-            conflict_rows.append(
-                {
                     "record_id": mutation.id,
-                    "entity": mutation.entity,
-                    "grid_id": state.grid_id,
-                    "field": conflict.field,
-                    "kept": conflict.kept,
-                    "lost": conflict.lost,
-                    "winner_hlc": conflict.winner_hlc,
-                    "mid": mutation.mid,
-                    "device_id": sender.device_id,
-                    "user_id": sender.user_id,
-                    "created_at": now,
+                    "status": result.status.value,
+                    "result": _result_encoder.encode(result),
+                    "received_at": now,
                 }
             )
-        result = _result(mutation, outcome, state)
-        stored[mutation.mid] = result
-        results.append(result)
-        applied_rows.append(
-            {
-                "mid": mutation.mid,
-                "device_id": sender.device_id,
-                "record_id": mutation.id,
-                "status": result.status.value,
-                "result": _result_encoder.encode(result),
-                "received_at": now,
-            }
-        )
 
     if latest_seen is not None:
         clock.observe(latest_seen)
@@ -264,7 +276,7 @@ async def apply_in_transaction(session: AsyncSession, mutations: list[Mutation],
         await insert_ignoring_duplicates(session, BlobRef, ref_rows)
     if seq != first_seq:
         await session.execute(update(Counter).where(Counter.name == CHANGE_SEQ).values(value=seq))
-    return results
+    return all_results
 
 
 def _result(mutation: Mutation, outcome, state: RecordState | None) -> Result:  # noqa: ANN001
