@@ -4,6 +4,7 @@ who walk them, and a season of visits, patrols, diary entries and cases in every
 from __future__ import annotations
 
 import datetime
+import os
 import random
 import uuid
 
@@ -12,12 +13,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from server.accounts import service as accounts
-from server.db.models import Grid, User
+from server.db.models import Device, Grid, SyncLogEntry, User
 from server.devices.service import create_enrollment_code
 from server.records.writes import Sender, commit_mutations
 from shared_schema.messages import Mutation
 from shared_schema.workflow import Actor
-from sync.hlc import HybridClock
+from sync.hlc import HybridClock, format_stamp
 
 COMMUNITIES = ["所前社区", "水木花都社区", "台苑新村社区", "大西门社区", "皇家湾社区", "回龙山社区"]
 COMPOUNDS = ["台苑新村", "水木花都", "皇家湾花园", "大西门小区", "五峰新村", "回龙山庄", "雉州花园", "长兴苑"]
@@ -72,9 +73,14 @@ async def load_demo(sessionmaker: async_sessionmaker, *, households: int = 3000,
     household_rows: list[tuple[str, str]] = []
     mutations: list[tuple[Sender, Mutation]] = []
 
-    def add(sender: Sender, entity: str, record_id: str, fields: dict, base_version: int = 0) -> None:
+    counter = iter(range(10**9))
+
+    def add(sender: Sender, entity: str, record_id: str, fields: dict, base_version: int = 0,
+            at: datetime.datetime | None = None) -> None:
+        # Stamped when it happened, so the dashboard's weeks and the change log read like a season.
+        hlc = clock.now() if at is None else format_stamp(int(at.timestamp() * 1000), next(counter) % 0xFFFF, "demo")
         mutations.append((sender, Mutation(mid=str(uuid.uuid4()), entity=entity, id=record_id, op="upsert",
-                                           base_version=base_version, hlc=clock.now(), fields=fields)))
+                                           base_version=base_version, hlc=hlc, fields=fields)))
 
     def as_user(user: User) -> Sender:
         return Sender(origin=f"demo:{user.id}", actor=Actor.DEVICE, scope=None, user_id=user.id)
@@ -95,16 +101,19 @@ async def load_demo(sessionmaker: async_sessionmaker, *, households: int = 3000,
         household_rows.append((hid, g.id))
 
     methods = ["sit", "inquiry", "inquiry", "inquiry", "emergency", "consult", "followup"]
+    visits: list[tuple[str, datetime.datetime]] = []
     for hid, gid in rng.sample(household_rows, min(len(household_rows), households)) * 2:
         when = now - datetime.timedelta(days=rng.randint(0, 90), hours=rng.randint(0, 10))
         follow = (now.date() + datetime.timedelta(days=rng.randint(-5, 14))) if rng.random() < 0.2 else None
-        add(as_user(rng.choice(workers[gid])), "visit", str(uuid.uuid4()), {
+        vid = str(uuid.uuid4())
+        visits.append((vid, when))
+        add(as_user(rng.choice(workers[gid])), "visit", vid, {
             "grid_id": gid, "household_id": hid, "method": rng.choice(methods),
             "topics": rng.sample(TOPICS, rng.randint(1, 3)),
             "notes": rng.choice(["了解家庭近况, 无特殊诉求", "反映楼道灯不亮", "提出停车难问题", "身体状况良好", "需协调物业处理"]),
             "follow_up_on": follow.isoformat() if follow else None,
             "visited_at": when.isoformat(),
-        })
+        }, at=when)
 
     for g in grids:
         for day in range(20):
@@ -122,41 +131,100 @@ async def load_demo(sessionmaker: async_sessionmaker, *, households: int = 3000,
                 "topics": rng.sample(TOPICS, 1),
             })
 
-    cases: list[tuple[str, str, int]] = []
+    cases: list[tuple[str, str, datetime.datetime]] = []
     for _ in range(max(households // 5, 10)):
         hid, gid = rng.choice(household_rows)
         category, title, description = rng.choice(CASES)
         cid = str(uuid.uuid4())
+        reported = now - datetime.timedelta(days=rng.uniform(0, 84))
         add(as_user(rng.choice(workers[gid])), "case", cid, {
             "grid_id": gid, "household_id": hid, "category": category, "title": title,
             "description": description, "status": "reported",
-        })
-        cases.append((cid, gid, rng.choices([0, 1, 2, 3, 4, 5], weights=[8, 6, 10, 6, 60, 10])[0]))
+        }, at=reported)
+        cases.append((cid, gid, reported))
     await _commit(sessionmaker, mutations)
 
-    # Walk the cases through the closed loop: accept, dispatch, resolve, evaluate and close.
     async with sessionmaker() as session:
         supervisor = await session.scalar(select(User).where(User.name == "supervisor"))
     console = Sender(origin=f"console:{supervisor.id}", actor=Actor.CONSOLE, scope=None, user_id=supervisor.id)
-    for stage in range(1, 6):
+
+    # Walk the cases round the closed loop (accept, dispatch, resolve, evaluate and close), a few
+    # days a step, as far as today allows: old cases are closed, recent ones still open, and a
+    # dispatched case past its due date becomes overdue at the server's next sweep.
+    step_at = {cid: reported for cid, _, reported in cases}
+    for stage in range(1, 5):
         mutations = []
-        for cid, gid, target in cases:
-            if target < stage:
+        for cid, gid, _ in cases:
+            at = step_at[cid]
+            if at is None:
                 continue
+            at = at + datetime.timedelta(days=rng.uniform(0.2, 3.5))
+            if at > now:
+                step_at[cid] = None
+                continue
+            step_at[cid] = at
             if stage == 1:
-                add(console, "case", cid, {"status": "accepted"}, 1)
+                add(console, "case", cid, {"status": "accepted"}, 1, at=at)
             elif stage == 2:
-                due = now + datetime.timedelta(days=rng.randint(-3, 7))
+                due = at + datetime.timedelta(days=rng.randint(2, 10))
                 add(console, "case", cid, {"status": "dispatched", "department": rng.choice(DEPARTMENTS),
-                                           "due_at": due.isoformat()}, 2)
+                                           "due_at": due.isoformat()}, 2, at=at)
             elif stage == 3:
                 add(as_user(rng.choice(workers[gid])), "case", cid,
-                    {"status": "resolved", "feedback": "已协调相关部门处理完毕, 居民满意"}, 3)
-            elif stage == 4 and target >= 4:
-                add(console, "case", cid, {"status": "closed", "rating": rng.choice([4, 5, 5, 5, 3])}, 4)
+                    {"status": "resolved", "feedback": "已协调相关部门处理完毕, 居民满意"}, 3, at=at)
+            else:
+                add(console, "case", cid, {"status": "closed", "rating": rng.choice([4, 5, 5, 5, 3])}, 4, at=at)
         await _commit(sessionmaker, mutations)
 
+    # The supervisor has reviewed most visits older than a week.
+    mutations = []
+    for vid, when in visits:
+        if when < now - datetime.timedelta(days=7) and rng.random() < 0.8:
+            flagged = rng.random() < 0.08
+            reviewed = when + datetime.timedelta(days=rng.uniform(0.5, 6))
+            add(console, "visit", vid, {"review": {
+                "verdict": "flagged" if flagged else "approved",
+                "comment": "记录过于简单, 请补充居民诉求" if flagged else "记录清楚",
+                "reviewer": "supervisor", "reviewed_at": reviewed.isoformat()}}, 1, at=reviewed)
+    await _commit(sessionmaker, mutations)
+
+    # Two phones of one grid edited the same households offline: the later edit won, and the
+    # other value waits in the conflict log for the supervisor.
+    mutations = []
+    for hid, gid in rng.sample(household_rows, min(8, len(household_rows))):
+        first, second = workers[gid]
+        earlier = now - datetime.timedelta(hours=rng.uniform(3, 48))
+        add(as_user(first), "household", hid, {"phone": fake.phone_number(), "notes": "电话已更新"}, 1, at=earlier)
+        add(as_user(second), "household", hid, {"phone": fake.phone_number()}, 1,
+            at=earlier + datetime.timedelta(minutes=rng.randint(5, 90)))
+    await _commit(sessionmaker, mutations)
+
+    await _phones(sessionmaker, [w for pair in workers.values() for w in pair], rng, now)
     return await _logins(sessionmaker)
+
+
+async def _phones(sessionmaker: async_sessionmaker, users: list[User], rng: random.Random,
+                  now: datetime.datetime) -> None:
+    """Each field user's phone, with a month of syncs in the sync log; a few have been silent for days."""
+    async with sessionmaker() as session, session.begin():
+        for user in users:
+            device = Device(id=str(uuid.uuid4()), user_id=user.id, public_key=os.urandom(32),
+                            label=rng.choice(["红米 Note 12", "华为畅享 60", "OPPO A58", "vivo Y36"]),
+                            app_version=rng.choice(["0.1.0", "0.1.0", "0.0.9"]),
+                            enrolled_at=now - datetime.timedelta(days=40))
+            silent_days = rng.choice([0, 0, 0, 0, 0, 1, 4, 9])
+            last = now - datetime.timedelta(days=silent_days, hours=rng.uniform(0, 6))
+            device.last_sync_at = last
+            session.add(device)
+            for day in range(silent_days, 30, 2):
+                at = now - datetime.timedelta(days=day, hours=rng.uniform(0, 10))
+                pushed = rng.randint(0, 40)
+                session.add(SyncLogEntry(device_id=device.id, user_id=user.id, kind="push", at=at,
+                                         app_version=device.app_version, mutations=pushed, applied=pushed,
+                                         duration_ms=rng.randint(20, 400)))
+                session.add(SyncLogEntry(device_id=device.id, user_id=user.id, kind="pull", at=at,
+                                         app_version=device.app_version, changes=rng.randint(0, 120),
+                                         duration_ms=rng.randint(10, 300)))
 
 
 async def _commit(sessionmaker: async_sessionmaker, mutations: list[tuple[Sender, Mutation]]) -> None:
