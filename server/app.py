@@ -13,7 +13,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from server.blobs.store import FileBlobStore
-from server.db.engine import create_engine, read_session_factory, session_factory
+from server.db.engine import create_engine, read_engine, read_session_factory, session_factory
 from server.db.migrate import upgrade
 from server.devices.tokens import load_token_secret
 from server.errors import exception_handlers
@@ -48,6 +48,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> Litestar:
         state.engine = engine
         state.sessionmaker = sessionmaker
         state.read_sessionmaker = read_session_factory(engine)
+        state.read_engine = read_engine(engine)
         state.token_secret = await load_token_secret(sessionmaker)
         state.blob_store = FileBlobStore(settings.blob_dir)
         state.sync_log = SyncLog(sessionmaker)

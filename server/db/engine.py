@@ -73,8 +73,9 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection):  # noqa: ANN001
         if connection.get_execution_options().get(READ_ONLY):
-            # A reader never takes the write lock: WAL gives it a snapshot beside the writer.
-            connection.exec_driver_sql("BEGIN")
+            # A reader runs each statement in autocommit: WAL gives every statement a consistent
+            # snapshot beside the writer, and it never takes the write lock.
+            return
         else:
             # BEGIN IMMEDIATE: a deferred transaction cannot upgrade to a write lock under load,
             # it fails with "database is locked" instead of waiting.
@@ -89,9 +90,14 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+def read_engine(engine: AsyncEngine) -> AsyncEngine:
+    """The engine for connections that only read: on SQLite they never wait for a writer."""
+    return engine.execution_options(**{READ_ONLY: True})
+
+
 def read_session_factory(engine: AsyncEngine) -> async_sessionmaker:
-    """Sessions for transactions that only read: on SQLite they never wait for a writer."""
-    return async_sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+    """Sessions for transactions that only read (the console's pages)."""
+    return async_sessionmaker(read_engine(engine), expire_on_commit=False)
 
 
 def is_postgres(engine: AsyncEngine) -> bool:

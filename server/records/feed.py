@@ -13,8 +13,8 @@ import base64
 import binascii
 
 import msgspec
-from sqlalchemy import and_, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import and_, bindparam, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from server.db.models import RecordRow
 from shared_schema.messages import Record
@@ -58,10 +58,17 @@ def encode_cursor(cursor: Cursor) -> str:
 
 _COLUMNS = (RecordRow.entity, RecordRow.id, RecordRow.version, RecordRow.hlc, RecordRow.deleted,
             RecordRow.fields, RecordRow.seq, RecordRow.grid_id)
+# Built once: every pull runs it, and building a statement costs more than running a small one.
+_FEED = (
+    select(*_COLUMNS)
+    .where(RecordRow.seq > bindparam("after"), RecordRow.grid_id.in_(bindparam("grids", expanding=True)))
+    .order_by(RecordRow.seq)
+    .limit(bindparam("limit"))
+)
 
 
 async def pull_page(
-    session: AsyncSession, scope: frozenset[str], cursor: Cursor | None, limit: int
+    session: AsyncSession | AsyncConnection, scope: frozenset[str], cursor: Cursor | None, limit: int
 ) -> tuple[list[Record], Cursor, bool]:
     """One page of changes for a device whose user holds the grids in ``scope``.
 
@@ -81,14 +88,7 @@ async def pull_page(
         return await _catch_up_page(session, grids, cursor.s, catch_up, limit)
     if not grids:
         return [], Cursor(s=cursor.s, g=grids), False
-    rows = (
-        await session.execute(
-            select(*_COLUMNS)
-            .where(RecordRow.seq > cursor.s, RecordRow.grid_id.in_(grids))
-            .order_by(RecordRow.seq)
-            .limit(limit + 1)
-        )
-    ).all()
+    rows = (await session.execute(_FEED, {"after": cursor.s, "grids": grids, "limit": limit + 1})).all()
     more = len(rows) > limit
     rows = rows[:limit]
     last = rows[-1].seq if rows else cursor.s
@@ -96,7 +96,7 @@ async def pull_page(
 
 
 async def _catch_up_page(
-    session: AsyncSession, grids: list[str], upto: int, catch_up: CatchUp, limit: int
+    session: AsyncSession | AsyncConnection, grids: list[str], upto: int, catch_up: CatchUp, limit: int
 ) -> tuple[list[Record], Cursor, bool]:
     # New grids: what the ordinary feed will not bring (up to the cursor). Grids that left: every
     # record, whenever it changed (the grid's own record changed when the user left it).

@@ -6,6 +6,7 @@ import time
 
 from litestar import Request, Response, Router, get, head, patch, post
 from litestar.datastructures import State
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.blobs.service import check_hash, may_read, parse_range, receive_chunk, upload_state
 from server.devices import service as devices
@@ -53,7 +54,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def check_protocol(request: Request) -> None:
+async def check_protocol(request: Request) -> None:
     """Before every /v1 request: the client must speak a protocol version this server supports."""
     value = request.headers.get("sync-protocol")
     if value is None:
@@ -68,7 +69,12 @@ def check_protocol(request: Request) -> None:
 
 
 async def _device(request: Request, state: State) -> DeviceContext:
-    return await devices.authenticate(state.read_sessionmaker, state.token_secret, request.headers.get("authorization"))
+    async with state.read_engine.connect() as connection:
+        return await _device_on(connection, request, state)
+
+
+async def _device_on(connection: AsyncConnection, request: Request, state: State) -> DeviceContext:
+    return await devices.authenticate(connection, state.token_secret, request.headers.get("authorization"))
 
 
 @post("/devices/enroll", status_code=201)
@@ -122,30 +128,32 @@ async def push(request: Request, state: State) -> Response:
 @get("/sync/pull")
 async def pull(request: Request, state: State) -> Response:
     """The changes in the device's scope after its cursor, one page at a time."""
-    device = await _device(request, state)
-    started = time.perf_counter()
-    limit_text = request.query_params.get("limit")
-    try:
-        if limit_text is None:
-            limit = DEFAULT_PULL_LIMIT
-        elif not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PULL_LIMIT:
-            raise Invalid(f"limit must be an integer from 1 to {MAX_PULL_LIMIT}", {"path": "limit"})
-        else:
-            limit = int(limit_text)
+    async with state.read_engine.connect() as connection:
+        device = await _device_on(connection, request, state)
+        started = time.perf_counter()
         try:
-            cursor = decode_cursor(request.query_params.get("cursor"))
-        except BadCursor as exc:
-            raise Malformed(str(exc), {"path": "cursor"}) from None
-        async with state.read_sessionmaker() as session:
-            records, next_cursor, more = await pull_page(session, device.scope, cursor, limit)
-    except ApiError as exc:
-        state.sync_log.add(device_id=device.device_id, user_id=device.user_id, kind="pull",
-                           app_version=device.app_version, error=exc.code)
-        raise
+            limit = _pull_limit(request.query_params.get("limit"))
+            try:
+                cursor = decode_cursor(request.query_params.get("cursor"))
+            except BadCursor as exc:
+                raise Malformed(str(exc), {"path": "cursor"}) from None
+            records, next_cursor, more = await pull_page(connection, device.scope, cursor, limit)
+        except ApiError as exc:
+            state.sync_log.add(device_id=device.device_id, user_id=device.user_id, kind="pull",
+                               app_version=device.app_version, error=exc.code)
+            raise
     state.sync_log.add(device_id=device.device_id, user_id=device.user_id, kind="pull", app_version=device.app_version,
                        duration_ms=int((time.perf_counter() - started) * 1000), changes=len(records))
     return _reply(request, PullReply(changes=records, cursor=encode_cursor(next_cursor), more=more,
                                      server_time=wall_now_ms()))
+
+
+def _pull_limit(text: str | None) -> int:
+    if text is None:
+        return DEFAULT_PULL_LIMIT
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PULL_LIMIT:
+        raise Invalid(f"limit must be an integer from 1 to {MAX_PULL_LIMIT}", {"path": "limit"})
+    return int(text)
 
 
 @head("/blobs/{sha256:str}")
