@@ -11,7 +11,7 @@ import asyncio
 import datetime
 import logging
 
-from sqlalchemy import insert, update
+from sqlalchemy import bindparam, insert, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from server.db.models import Device, SyncLogEntry
@@ -76,8 +76,13 @@ class SyncLog:
         try:
             async with self._sessionmaker() as session, session.begin():
                 await session.execute(insert(SyncLogEntry), batch)
-                for device_id, at in last_seen.items():
-                    await session.execute(update(Device).where(Device.id == device_id).values(last_sync_at=at))
+                if last_seen:
+                    devices = Device.__table__
+                    connection = await session.connection()
+                    await connection.execute(
+                        update(devices).where(devices.c.id == bindparam("device")).values(last_sync_at=bindparam("at")),
+                        [{"device": device_id, "at": at} for device_id, at in last_seen.items()],
+                    )
         except Exception:
             self._pending[:0] = batch
             raise
