@@ -274,20 +274,9 @@ def _apply_delete(state: RecordState | None, mutation: Mutation, stamp: str, ori
             return Outcome(status=MutationStatus.APPLIED, state=state)
         # A second, later delete: the tombstone takes its stamp, since an edit concurrent with
         # both must be later than both to bring the record back, whichever delete came first.
-        new_version = state.version + 1
         return Outcome(
             status=MutationStatus.APPLIED,
-            state=RecordState(
-                entity=state.entity,
-                id=state.id,
-                grid_id=state.grid_id,
-                version=new_version,
-                hlc=max(state.hlc, stamp),
-                deleted=True,
-                fields=state.fields,
-                meta=state.meta,
-                deleted_meta=FieldMeta(new_version, stamp, origin),
-            ),
+            state=_tombstone(state, stamp, origin),
             changed=True,
             changes={DELETED_FIELD: (True, True)},
         )
@@ -297,18 +286,7 @@ def _apply_delete(state: RecordState | None, mutation: Mutation, stamp: str, ori
         if stamp <= latest_edit:
             conflict = Conflict(field=DELETED_FIELD, kept=False, lost=True, winner_hlc=latest_edit)
             return Outcome(status=MutationStatus.MERGED, state=state, conflicts=[conflict])
-    new_version = state.version + 1
-    new_state = RecordState(
-        entity=state.entity,
-        id=state.id,
-        grid_id=state.grid_id,
-        version=new_version,
-        hlc=max(state.hlc, stamp),
-        deleted=True,
-        fields=state.fields,
-        meta=state.meta,
-        deleted_meta=FieldMeta(new_version, stamp, origin),
-    )
+    new_state = _tombstone(state, stamp, origin)
     conflicts = [Conflict(field=DELETED_FIELD, kept=True, lost=False, winner_hlc=stamp)] if concurrent else []
     return Outcome(
         status=MutationStatus.MERGED if concurrent else MutationStatus.APPLIED,
@@ -318,3 +296,12 @@ def _apply_delete(state: RecordState | None, mutation: Mutation, stamp: str, ori
         conflicts=conflicts,
     )
 
+
+def _tombstone(state: RecordState, stamp: str, origin: str) -> RecordState:
+    """The record deleted at ``stamp``: a new version that keeps its fields for the logs and for
+    an edit that outlives the delete."""
+    version = state.version + 1
+    return msgspec.structs.replace(
+        state, version=version, hlc=max(state.hlc, stamp), deleted=True,
+        deleted_meta=FieldMeta(version, stamp, origin),
+    )
