@@ -6,6 +6,7 @@ import time
 
 from litestar import Request, Response, Router, get, head, patch, post
 from litestar.datastructures import State
+from litestar.params import FromPath
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.blobs.service import check_hash, may_read, parse_range, receive_chunk, upload_state
@@ -157,7 +158,7 @@ def _pull_limit(text: str | None) -> int:
 
 
 @head("/blobs/{sha256:str}")
-async def blob_head(request: Request, state: State, sha256: str) -> Response[None]:
+async def blob_head(request: Request, state: State, sha256: FromPath[str]) -> Response[None]:
     """200 when complete; 200 with Upload-Offset while an upload is under way; 404 unknown."""
     await _device(request, state)
     held = upload_state(state.blob_store, check_hash(sha256))
@@ -176,7 +177,7 @@ def _int_header(request: Request, name: str) -> int:
 
 
 @patch("/blobs/{sha256:str}", status_code=200)
-async def blob_patch(request: Request, state: State, sha256: str) -> Response:
+async def blob_patch(request: Request, state: State, sha256: FromPath[str]) -> Response:
     """Append a chunk at Upload-Offset; the last chunk is checked against the hash."""
     await _device(request, state)
     check_hash(sha256)
@@ -192,7 +193,7 @@ async def blob_patch(request: Request, state: State, sha256: str) -> Response:
 
 
 @get("/blobs/{sha256:str}")
-async def blob_get(request: Request, state: State, sha256: str) -> Response:
+async def blob_get(request: Request, state: State, sha256: FromPath[str]) -> Response:
     """A blob (or a Range of it) that a record in the device's scope refers to."""
     device = await _device(request, state)
     check_hash(sha256)
