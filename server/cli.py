@@ -16,6 +16,7 @@ one-line error and exit status 2; a failure of the database or the machine, exit
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -56,6 +57,31 @@ def _run(settings: Settings, job: Callable[..., Awaitable[T]]) -> T:
         raise CliFailure(f"cannot reach the database: {str(exc).splitlines()[0]}") from exc
 
 
+def _settings(data_dir: str, db: str | None) -> Settings:
+    settings = Settings.from_env(data_dir, db)
+    try:
+        settings.url  # noqa: B018 - validates the URL before any command runs
+    except BadDatabaseUrl as exc:
+        raise click.BadParameter(str(exc), param_hint="--db") from None
+    return settings
+
+
+def pass_settings(command: Callable) -> Callable:
+    """Hand a command the settings; ``--data`` and ``--db`` may also follow the command itself."""
+
+    @click.option("--data", "data_here", default=None, type=click.Path(file_okay=False), help="data folder")
+    @click.option("--db", "db_here", default=None, help="database URL, e.g. postgresql://user@host/db")
+    @click.pass_context
+    @functools.wraps(command)
+    def with_settings(ctx: click.Context, data_here: str | None, db_here: str | None, **kwargs):  # noqa: ANN202
+        settings = ctx.obj
+        if data_here or db_here:
+            settings = _settings(data_here or str(settings.data_dir), db_here or settings.db)
+        return command(settings, **kwargs)
+
+    return with_settings
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data", "data_dir", envvar="FIELDLOOP_DATA", default="data", show_default=True,
               type=click.Path(file_okay=False), help="data folder (SQLite file, photos)")
@@ -63,19 +89,14 @@ def _run(settings: Settings, job: Callable[..., Awaitable[T]]) -> T:
 @click.pass_context
 def cli(ctx: click.Context, data_dir: str, db: str | None) -> None:
     """FieldLoop server: sync API, web console, administration."""
-    settings = Settings.from_env(data_dir, db)
-    try:
-        settings.url  # noqa: B018 - validates the URL before any command runs
-    except BadDatabaseUrl as exc:
-        raise click.BadParameter(str(exc), param_hint="--db") from None
-    ctx.obj = settings
+    ctx.obj = _settings(data_dir, db)
 
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
-@click.pass_obj
+@pass_settings
 def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     """Run the server (migrations are applied first)."""
     import uvicorn
@@ -98,7 +119,7 @@ def db() -> None:
 
 
 @db.command("upgrade")
-@click.pass_obj
+@pass_settings
 def db_upgrade(settings: Settings) -> None:
     """Apply every migration."""
     _run(settings, lambda _sm: asyncio.sleep(0))
@@ -113,7 +134,7 @@ def grid() -> None:
 @grid.command("add")
 @click.argument("name")
 @click.option("--community", required=True, help="the community (社区) the grid belongs to")
-@click.pass_obj
+@pass_settings
 def grid_add(settings: Settings, name: str, community: str) -> None:
     """Add a grid; prints its id."""
     created = _run(settings, lambda sm: accounts.add_grid(sm, name, community))
@@ -130,7 +151,7 @@ def user() -> None:
 @click.option("--role", required=True, type=click.Choice([r.value for r in Role]))
 @click.option("--grid", "grids", multiple=True, help="a grid name; repeat for several")
 @click.option("--password-stdin", is_flag=True, help="read a console password from stdin")
-@click.pass_obj
+@pass_settings
 def user_add(settings: Settings, name: str, role: str, grids: tuple[str, ...], password_stdin: bool) -> None:
     """Add a user."""
     password = _password_from_stdin() if password_stdin else None
@@ -140,7 +161,7 @@ def user_add(settings: Settings, name: str, role: str, grids: tuple[str, ...], p
 
 @user.command("password")
 @click.argument("name")
-@click.pass_obj
+@pass_settings
 def user_password(settings: Settings, name: str) -> None:
     """Set a user's console password from stdin."""
     password = _password_from_stdin()
@@ -151,7 +172,7 @@ def user_password(settings: Settings, name: str) -> None:
 @user.command("grids")
 @click.argument("name")
 @click.option("--grid", "grids", multiple=True, help="a grid name; repeat for several")
-@click.pass_obj
+@pass_settings
 def user_grids(settings: Settings, name: str, grids: tuple[str, ...]) -> None:
     """Replace the grids a user works in."""
     _run(settings, lambda sm: accounts.set_grids(sm, name, list(grids)))
@@ -173,7 +194,7 @@ def enrollment() -> None:
 @enrollment.command("create")
 @click.option("--user", "user_name", required=True)
 @click.option("--hours", default=24, show_default=True, type=click.IntRange(1, 24 * 30), help="valid for")
-@click.pass_obj
+@pass_settings
 def enrollment_create(settings: Settings, user_name: str, hours: int) -> None:
     """Make a one-time enrollment code; the code is the last line printed."""
     code = _run(settings, lambda sm: devices.create_enrollment_code(sm, user_name, hours * 3600))
@@ -187,7 +208,7 @@ def device() -> None:
 
 
 @device.command("list")
-@click.pass_obj
+@pass_settings
 def device_list(settings: Settings) -> None:
     """List devices: id, user, status, last sync, app version, label."""
     rows = _run(settings, devices.list_devices)
@@ -200,7 +221,7 @@ def device_list(settings: Settings) -> None:
 @device.command("revoke")
 @click.argument("device_id")
 @click.option("--wipe", is_flag=True, help="lost or stolen: the app erases its data")
-@click.pass_obj
+@pass_settings
 def device_revoke(settings: Settings, device_id: str, wipe: bool) -> None:
     """Revoke a device: it can no longer sync."""
     _run(settings, lambda sm: devices.revoke(sm, device_id, wipe=wipe))
@@ -209,7 +230,7 @@ def device_revoke(settings: Settings, device_id: str, wipe: bool) -> None:
 
 @device.command("retire")
 @click.argument("device_id")
-@click.pass_obj
+@pass_settings
 def device_retire(settings: Settings, device_id: str) -> None:
     """Retire a device: it stops syncing and keeps its data until its user has seen why."""
     _run(settings, lambda sm: devices.retire(sm, device_id))
@@ -219,7 +240,7 @@ def device_retire(settings: Settings, device_id: str) -> None:
 @cli.command()
 @click.option("--households", default=3000, show_default=True, type=click.IntRange(10, 200_000))
 @click.option("--seed", default=2018, show_default=True, type=int)
-@click.pass_obj
+@pass_settings
 def demo(settings: Settings, households: int, seed: int) -> None:
     """Load a demo sub-district (communities, grids, households, users, visits, cases)."""
     from server.demo import load_demo

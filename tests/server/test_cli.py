@@ -33,6 +33,14 @@ def test_the_administration_commands_work_as_documented(tmp_path, backend):
     assert listed.returncode == 0 and listed.stdout == ""
 
 
+def test_data_and_db_may_follow_the_command(tmp_path):
+    other = tmp_path / "elsewhere"
+    result = subprocess.run([sys.executable, "-m", "server.cli", "grid", "add", "g", "--community", "c",
+                             "--data", str(other)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (other / "fieldloop.db").exists()
+
+
 @pytest.mark.parametrize(
     "args",
     [
