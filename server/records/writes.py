@@ -1,10 +1,11 @@
 """The one write path for records: device pushes, console actions and the server's own moves.
 
-``commit_mutations`` applies a list of mutations in one transaction. It first takes the lock
-on the ``change_seq`` counter row, so record writers run one at a time and every ``seq`` it
-hands out is larger than any seq already committed: the pull feed, ordered by seq, never
-skips a change that commits later (G4). On SQLite, ``BEGIN IMMEDIATE`` gives the same
-serialisation.
+``commit_mutations`` applies a list of mutations in one transaction. The transaction first
+takes the lock on the ``change_seq`` counter row, so record writers run one at a time and every
+``seq`` it hands out is larger than any seq already committed: the pull feed, ordered by seq,
+never skips a change that commits later (G4). On SQLite, ``BEGIN IMMEDIATE`` gives the same
+serialisation. Within one process, writers queue on an asyncio lock, and those that queued
+while another committed are applied together in the next transaction (group commit).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import datetime
 import os
+import secrets
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -40,7 +42,7 @@ def server_clock() -> HybridClock:
     """This process's clock; its node id names the process so two servers never tie."""
     global _clock
     if _clock is None:
-        _clock = HybridClock(node=f"server.{os.getpid()}")
+        _clock = HybridClock(node=f"server.{os.getpid()}.{secrets.token_hex(2)}")
     return _clock
 
 
