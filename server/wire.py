@@ -6,6 +6,7 @@ Decoding validates against a shared_schema Struct; a body that is not JSON/msgpa
 
 from __future__ import annotations
 
+import functools
 from typing import TypeVar
 
 import msgspec
@@ -16,8 +17,8 @@ JSON = "application/json"
 
 T = TypeVar("T")
 
-_json_decoders: dict[type, msgspec.json.Decoder] = {}
-_msgpack_decoders: dict[type, msgspec.msgpack.Decoder] = {}
+_json_decoder = functools.cache(msgspec.json.Decoder)
+_msgpack_decoder = functools.cache(msgspec.msgpack.Decoder)
 _json_encoder = msgspec.json.Encoder()
 _msgpack_encoder = msgspec.msgpack.Encoder()
 
@@ -51,13 +52,9 @@ def decode_body(request: Request, data: bytes, struct_type: type[T]) -> T:
 
     media = _media(request.headers.get("content-type"))
     if body_is_msgpack(request):
-        decoder = _msgpack_decoders.get(struct_type) or _msgpack_decoders.setdefault(
-            struct_type, msgspec.msgpack.Decoder(struct_type)
-        )
+        decoder = _msgpack_decoder(struct_type)
     elif media in (JSON, ""):
-        decoder = _json_decoders.get(struct_type) or _json_decoders.setdefault(
-            struct_type, msgspec.json.Decoder(struct_type)
-        )
+        decoder = _json_decoder(struct_type)
     else:
         raise Malformed(f"unsupported Content-Type {media!r}: use application/json or application/msgpack")
     try:

@@ -290,6 +290,19 @@ async def enrollment_page(request: Request, admin: NamedDependency[ConsoleUser])
     )
 
 
+async def _enrollment_refused(request: Request, error: str, server: str) -> Response:
+    return render(
+        request,
+        "admin_enrollment.html",
+        status_code=400,
+        users=await _field_users(request),
+        code=None,
+        qr=None,
+        error=error,
+        server=server,
+    )
+
+
 @post("/admin/enrollment", name="console:enrollment-create")
 async def create_enrollment(request: Request, admin: NamedDependency[ConsoleUser]) -> Response:
     """A one-time code for a field user's phone, shown once, with a QR image the app scans."""
@@ -297,30 +310,12 @@ async def create_enrollment(request: Request, admin: NamedDependency[ConsoleUser
     user_name = _form_text(form, "user", 100)
     server = _form_text(form, "server", 300) or _default_server(request)
     if not server.startswith(("http://", "https://")):
-        return render(
-            request,
-            "admin_enrollment.html",
-            status_code=400,
-            users=await _field_users(request),
-            code=None,
-            qr=None,
-            error="enroll.error.server",
-            server=server,
-        )
+        return await _enrollment_refused(request, "enroll.error.server", server)
     settings = request.app.state.settings
     try:
         code = await devices_service.create_enrollment_code(writer_of(request), user_name, settings.enrollment_ttl_s)
     except accounts.AccountError as exc:
-        return render(
-            request,
-            "admin_enrollment.html",
-            status_code=400,
-            users=await _field_users(request),
-            code=None,
-            qr=None,
-            error=str(exc),
-            server=server,
-        )
+        return await _enrollment_refused(request, str(exc), server)
     text = "fieldloop://enroll?" + urllib.parse.urlencode({"server": server, "code": code})
     qr = Markup(segno.make(text, error="m").svg_inline(scale=6, border=2))
     expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=settings.enrollment_ttl_s)

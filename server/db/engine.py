@@ -99,6 +99,3 @@ def read_session_factory(engine: AsyncEngine) -> async_sessionmaker:
     """Sessions for transactions that only read (the console's pages)."""
     return async_sessionmaker(read_engine(engine), expire_on_commit=False)
 
-
-def is_postgres(engine: AsyncEngine) -> bool:
-    return engine.url.get_backend_name() == "postgresql"
