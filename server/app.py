@@ -13,7 +13,8 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from server.blobs.store import FileBlobStore
-from server.db.engine import create_engine, read_engine, read_session_factory, session_factory
+from server.db import units
+from server.db.engine import create_engine, read_session_factory, session_factory
 from server.db.migrate import upgrade
 from server.devices.tokens import load_token_secret
 from server.errors import exception_handlers
@@ -48,7 +49,6 @@ def create_app(settings: Settings, *, migrate: bool = True) -> Litestar:
         state.engine = engine
         state.sessionmaker = sessionmaker
         state.read_sessionmaker = read_session_factory(engine)
-        state.read_engine = read_engine(engine)
         state.token_secret = await load_token_secret(sessionmaker)
         state.blob_store = FileBlobStore(settings.blob_dir)
         state.sync_log = SyncLog(sessionmaker)
@@ -62,6 +62,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> Litestar:
             with contextlib.suppress(asyncio.CancelledError):
                 await overdue
             await state.sync_log.stop()
+            units.dispose(engine)
             await engine.dispose()
 
     plugins = []

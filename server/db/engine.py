@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
-from sqlalchemy import event
+from sqlalchemy import Engine, event
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
@@ -46,7 +47,7 @@ def create_engine(url: URL, *, pool_size: int = 10) -> AsyncEngine:
             json_deserializer=msgspec.json.decode,
             connect_args={"timeout": 30},
         )
-        _configure_sqlite(engine)
+        configure_sqlite(engine.sync_engine)
         return engine
     return create_async_engine(
         url,
@@ -58,8 +59,30 @@ def create_engine(url: URL, *, pool_size: int = 10) -> AsyncEngine:
     )
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def create_sqlite_thread_engine(url: URL, *, pool_size: int) -> Engine:
+    """A synchronous engine on the same SQLite file as ``url``, for connections used from
+    worker threads (see ``server.db.units``), configured exactly as the async one."""
+    engine = create_sync_engine(
+        url.set(drivername="sqlite+pysqlite"),
+        json_serializer=_json_dumps,
+        json_deserializer=msgspec.json.decode,
+        connect_args={"timeout": 30, "check_same_thread": False},
+        pool_size=pool_size,
+        max_overflow=0,
+    )
+    configure_sqlite(engine)
+
+    @event.listens_for(engine, "connect")
+    def _no_checkpoint_in_commits(dbapi_connection, _record):  # noqa: ANN001
+        # A commit past 1000 WAL pages would copy them into the database before returning;
+        # server.db.units checkpoints on a thread of its own instead, off the writers' path.
+        dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
+
+    return engine
+
+
+def configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):  # noqa: ANN001
         # Take transaction control from the driver so that "begin" below decides the mode.
         dbapi_connection.isolation_level = None
@@ -70,7 +93,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(connection):  # noqa: ANN001
         if connection.get_execution_options().get(READ_ONLY):
             # A reader runs each statement in autocommit: WAL gives every statement a consistent

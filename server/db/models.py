@@ -140,22 +140,25 @@ class RecordRow(Base):
 
 
 class ChangeLogEntry(Base):
+    """Every change to every record; read by record (its history). Each index here costs every
+    push one more B-tree write, so only what is read is indexed."""
+
     __tablename__ = "change_log"
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
-    seq: Mapped[int] = mapped_column(BigInteger, index=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
     record_id: Mapped[str] = mapped_column(String(36), index=True)
     entity: Mapped[str] = mapped_column(String(20))
-    grid_id: Mapped[str] = mapped_column(String(36), index=True)
+    grid_id: Mapped[str] = mapped_column(String(36))
     version: Mapped[int] = mapped_column(Integer)
     op: Mapped[str] = mapped_column(String(10))
     hlc: Mapped[str] = mapped_column(String(84))
     # The stamp the device sent, when the server re-stamped it (a clock too far ahead).
     original_hlc: Mapped[str | None] = mapped_column(String(84))
     mid: Mapped[str | None] = mapped_column(String(36))
-    device_id: Mapped[str | None] = mapped_column(String(36), index=True)
-    user_id: Mapped[str | None] = mapped_column(String(36), index=True)
-    received_at: Mapped[datetime.datetime] = mapped_column(default=utcnow, index=True)
+    device_id: Mapped[str | None] = mapped_column(String(36))
+    user_id: Mapped[str | None] = mapped_column(String(36))
+    received_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
     # {field: [before, after]}
     changes: Mapped[dict[str, Any]]
 
@@ -166,7 +169,7 @@ class AppliedMutation(Base):
     __tablename__ = "applied_mutations"
 
     mid: Mapped[str] = mapped_column(String(36), primary_key=True)
-    device_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    device_id: Mapped[str | None] = mapped_column(String(36))
     record_id: Mapped[str] = mapped_column(String(36))
     status: Mapped[str] = mapped_column(String(10))
     result: Mapped[bytes] = mapped_column(LargeBinary)

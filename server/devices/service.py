@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import bindparam, delete, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
+from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from server.accounts.service import FIELD_ROLES, AccountError, user_by_name, user_grid_ids
 from server.db.models import AuthChallenge, Device, EnrollmentCode, Grid, User, UserGrid
@@ -191,7 +191,7 @@ _DEVICE_CONTEXT = (
 )
 
 
-async def authenticate(connection: AsyncConnection, secret: bytes, authorization: str | None) -> DeviceContext:
+def authenticate(connection: Connection, secret: bytes, authorization: str | None) -> DeviceContext:
     """The device a bearer token stands for; revoked devices are refused even with a good token."""
     if not authorization or not authorization.startswith("Bearer "):
         raise Unauthenticated("an Authorization: Bearer token is required")
@@ -200,7 +200,7 @@ async def authenticate(connection: AsyncConnection, secret: bytes, authorization
         raise Unauthenticated("the access token is not valid")
     device_id, expires_ms = claims
     # One round trip per request: the device, its user and the user's grids together.
-    rows = (await connection.execute(_DEVICE_CONTEXT, {"device_id": device_id})).all()
+    rows = connection.execute(_DEVICE_CONTEXT, {"device_id": device_id}).all()
     if not rows:
         raise Unauthenticated("the access token is not valid")
     first = rows[0]

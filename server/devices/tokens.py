@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from server.db.models import ServerSecret
-from server.db.upsert import insert_ignoring_duplicates
+from server.db.inserts import insert_ignoring_duplicates
 
 TOKEN_SECRET = "token_hmac"
 
@@ -29,8 +29,9 @@ def _unb64(text: str) -> bytes:
 async def load_token_secret(sessionmaker: async_sessionmaker) -> bytes:
     """The shared signing secret, made by whichever process starts first."""
     async with sessionmaker() as session, session.begin():
-        await insert_ignoring_duplicates(
-            session, ServerSecret, [{"name": TOKEN_SECRET, "value": secrets.token_bytes(32)}]
+        await session.execute(
+            insert_ignoring_duplicates(session.bind.dialect.name, ServerSecret),
+            [{"name": TOKEN_SECRET, "value": secrets.token_bytes(32)}],
         )
         return await session.scalar(select(ServerSecret.value).where(ServerSecret.name == TOKEN_SECRET))
 

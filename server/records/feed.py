@@ -13,8 +13,7 @@ import base64
 import binascii
 
 import msgspec
-from sqlalchemy import and_, bindparam, or_, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import Connection, and_, bindparam, or_, select
 
 from server.db.models import RecordRow
 from shared_schema.messages import Record
@@ -67,8 +66,8 @@ _FEED = (
 )
 
 
-async def pull_page(
-    session: AsyncSession | AsyncConnection, scope: frozenset[str], cursor: Cursor | None, limit: int
+def pull_page(
+    connection: Connection, scope: frozenset[str], cursor: Cursor | None, limit: int
 ) -> tuple[list[Record], Cursor, bool]:
     """One page of changes for a device whose user holds the grids in ``scope``.
 
@@ -85,34 +84,32 @@ async def pull_page(
         catch_up = cursor.c
         if catch_up is None or catch_up.added != added or catch_up.removed != removed:
             catch_up = CatchUp(added=added, removed=removed, after=0)
-        return await _catch_up_page(session, grids, cursor.s, catch_up, limit)
+        return _catch_up_page(connection, grids, cursor.s, catch_up, limit)
     if not grids:
         return [], Cursor(s=cursor.s, g=grids), False
-    rows = (await session.execute(_FEED, {"after": cursor.s, "grids": grids, "limit": limit + 1})).all()
+    rows = connection.execute(_FEED, {"after": cursor.s, "grids": grids, "limit": limit + 1}).all()
     more = len(rows) > limit
     rows = rows[:limit]
     last = rows[-1].seq if rows else cursor.s
     return [_record(r, tombstone=False) for r in rows], Cursor(s=last, g=grids), more
 
 
-async def _catch_up_page(
-    session: AsyncSession | AsyncConnection, grids: list[str], upto: int, catch_up: CatchUp, limit: int
+def _catch_up_page(
+    connection: Connection, grids: list[str], upto: int, catch_up: CatchUp, limit: int
 ) -> tuple[list[Record], Cursor, bool]:
     # New grids: what the ordinary feed will not bring (up to the cursor). Grids that left: every
     # record, whenever it changed (the grid's own record changed when the user left it).
-    rows = (
-        await session.execute(
-            select(*_COLUMNS)
-            .where(
-                RecordRow.seq > catch_up.after,
-                or_(
-                    and_(RecordRow.grid_id.in_(catch_up.added), RecordRow.seq <= upto),
-                    RecordRow.grid_id.in_(catch_up.removed),
-                ),
-            )
-            .order_by(RecordRow.seq)
-            .limit(limit + 1)
+    rows = connection.execute(
+        select(*_COLUMNS)
+        .where(
+            RecordRow.seq > catch_up.after,
+            or_(
+                and_(RecordRow.grid_id.in_(catch_up.added), RecordRow.seq <= upto),
+                RecordRow.grid_id.in_(catch_up.removed),
+            ),
         )
+        .order_by(RecordRow.seq)
+        .limit(limit + 1)
     ).all()
     removed = set(catch_up.removed)
     if len(rows) > limit:

@@ -20,11 +20,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import msgspec
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
+from server.db import units
 from server.db.models import AppliedMutation, BlobRef, ChangeLogEntry, ConflictEntry, Counter, RecordRow
-from server.db.upsert import insert_ignoring_duplicates
+from server.db.inserts import insert_ignoring_duplicates, insert_rows
 from server.records.state import row_values, state_from_row
 from shared_schema.entities import UNION_FIELDS
 from shared_schema.messages import MAX_CLOCK_SKEW_MS, Mutation, MutationStatus, Record, Result, ResultError
@@ -82,7 +84,7 @@ async def commit_mutations(
 
 # Past this many mutations, a waiting writer goes in the next group: a group's transaction
 # holds the write lock, and pulls of the same process wait for nothing but it.
-MAX_GROUP_MUTATIONS = 5000
+MAX_GROUP_MUTATIONS = 2000
 
 _committers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -105,21 +107,24 @@ def _committer(sessionmaker: async_sessionmaker) -> "_GroupCommitter":
 
 class _GroupCommitter:
     """One process's record writers, queued on an asyncio lock rather than in the database
-    (SQLite's busy handler sleeps up to 100 ms between tries), and committed in groups."""
+    (SQLite's busy handler sleeps up to 100 ms between tries), and committed in groups.
+
+    The groups are committed by a task of their own, not by the request that came first: a
+    request that is cancelled (its phone went away) stops waiting, while the group it was in,
+    which carries other phones' work, still commits."""
 
     def __init__(self, sessionmaker: async_sessionmaker):
-        self._sessionmaker = sessionmaker
+        self._engine = sessionmaker.kw["bind"]
         self.lock = asyncio.Lock()
         self._waiting: list[tuple[list[Mutation], Sender, asyncio.Future]] = []
+        self._draining: asyncio.Task | None = None
 
     async def submit(self, mutations: list[Mutation], sender: Sender) -> list[Result]:
         done = asyncio.get_running_loop().create_future()
         self._waiting.append((mutations, sender, done))
-        while not done.done():
-            async with self.lock:
-                if not done.done():
-                    await self._commit_group(self._take_group())
-        return done.result()
+        if self._draining is None or self._draining.done():
+            self._draining = asyncio.create_task(self._drain())
+        return await done
 
     def _take_group(self) -> list[tuple[list[Mutation], Sender, asyncio.Future]]:
         group, size = [], 0
@@ -129,42 +134,41 @@ class _GroupCommitter:
             size += len(entry[0])
         return group
 
-    async def _commit_group(self, group: list[tuple[list[Mutation], Sender, asyncio.Future]]) -> None:
-        try:
-            async with self._sessionmaker() as session, session.begin():
-                results = await apply_requests(session, [(mutations, sender) for mutations, sender, _ in group])
-        except Exception as exc:
-            for _, _, done in group:
-                done.set_exception(exc)
-            return
-        except BaseException:
-            # This task was cancelled mid-commit (nothing was committed): the others go back to
-            # the head of the queue, and whichever of them takes the lock next commits them.
-            self._waiting[:0] = group
-            raise
-        for (_, _, done), result in zip(group, results):
-            done.set_result(result)
+    async def _drain(self) -> None:
+        while self._waiting:
+            async with self.lock:
+                group = self._take_group()
+                try:
+                    results = await units.write(self._engine, apply_requests, [(m, s) for m, s, _ in group])
+                except Exception as exc:  # noqa: BLE001 - each writer gets the error (nothing committed)
+                    for _, _, done in group:
+                        if not done.done():
+                            done.set_exception(exc)
+                    continue
+            for (_, _, done), result in zip(group, results):
+                if not done.done():
+                    done.set_result(result)
 
 
 async def apply_in_transaction(session: AsyncSession, mutations: list[Mutation], sender: Sender) -> list[Result]:
     """``commit_mutations`` inside a transaction the caller holds (see ``write_transaction``)."""
-    [results] = await apply_requests(session, [(mutations, sender)])
+    [results] = await session.run_sync(_apply_on_session, [(mutations, sender)])
     return results
 
 
-async def apply_requests(
-    session: AsyncSession, requests: list[tuple[list[Mutation], Sender]]
-) -> list[list[Result]]:
+def _apply_on_session(session: Session, requests: list[tuple[list[Mutation], Sender]]) -> list[list[Result]]:
+    return apply_requests(session.connection(), requests)
+
+
+def apply_requests(connection: Connection, requests: list[tuple[list[Mutation], Sender]]) -> list[list[Result]]:
     """Apply several writers' mutations in one pass: one read of what is stored, one insert per
     table, whatever the number of requests; each request keeps its order and gets its results."""
-    seq = (
-        await session.execute(select(Counter.value).where(Counter.name == CHANGE_SEQ).with_for_update())
-    ).scalar_one()
+    seq = connection.execute(select(Counter.value).where(Counter.name == CHANGE_SEQ).with_for_update()).scalar_one()
     first_seq = seq
     mids = list({m.mid for mutations, _ in requests for m in mutations})
     stored: dict[str, Result] = {}
-    for mid, blob in (
-        await session.execute(select(AppliedMutation.mid, AppliedMutation.result).where(AppliedMutation.mid.in_(mids)))
+    for mid, blob in connection.execute(
+        select(AppliedMutation.mid, AppliedMutation.result).where(AppliedMutation.mid.in_(mids))
     ).all():
         stored[mid] = _result_decoder.decode(blob)
 
@@ -172,10 +176,9 @@ async def apply_requests(
     states: dict[str, RecordState] = {}
     if ids:
         records = RecordRow.__table__
-        for row in (await session.execute(select(records).where(records.c.id.in_(ids)))).all():
+        for row in connection.execute(select(records).where(records.c.id.in_(ids))).all():
             states[row.id] = state_from_row(row)
     existing = set(states)
-
     clock = server_clock()
     now = datetime.datetime.now(datetime.UTC)
     # Stamps sort as strings: one comparison against the latest acceptable stamp replaces parsing each.
@@ -221,7 +224,6 @@ async def apply_requests(
                         "mid": mutation.mid,
                         "device_id": sender.device_id,
                         "user_id": sender.user_id,
-                        "received_at": now,
                         "changes": {name: [b, a] for name, (b, a) in outcome.changes.items()},
                     }
                 )
@@ -244,7 +246,6 @@ async def apply_requests(
                         "mid": mutation.mid,
                         "device_id": sender.device_id,
                         "user_id": sender.user_id,
-                        "created_at": now,
                     }
                 )
             result = _result(mutation, outcome, state)
@@ -257,27 +258,24 @@ async def apply_requests(
                     "record_id": mutation.id,
                     "status": result.status.value,
                     "result": _result_encoder.encode(result),
-                    "received_at": now,
                 }
             )
 
     if latest_seen is not None:
         clock.observe(latest_seen)
-    new_rows = [row_values(states[i], s) | {"updated_at": now} for i, s in dirty.items() if i not in existing]
+    new_rows = [row_values(states[i], s) for i, s in dirty.items() if i not in existing]
     changed_rows = [row_values(states[i], s) | {"updated_at": now, "key": i} for i, s in dirty.items() if i in existing]
-    # Core statements on the session's connection: the ORM's bulk paths cost more than SQLite's work.
-    connection = await session.connection()
     if changed_rows:
         records = RecordRow.__table__
-        await connection.execute(update(records).where(records.c.id == bindparam("key")), changed_rows)
-    for model, rows in ((RecordRow, new_rows), (ChangeLogEntry, log_rows), (ConflictEntry, conflict_rows),
-                        (AppliedMutation, applied_rows)):
-        if rows:
-            await connection.execute(insert(model.__table__), rows)
+        connection.execute(update(records).where(records.c.id == bindparam("key")), changed_rows)
+    insert_rows(connection, RecordRow.__table__, new_rows, updated_at=now)
+    insert_rows(connection, ChangeLogEntry.__table__, log_rows, received_at=now)
+    insert_rows(connection, ConflictEntry.__table__, conflict_rows, created_at=now)
+    insert_rows(connection, AppliedMutation.__table__, applied_rows, received_at=now)
     if ref_rows:
-        await insert_ignoring_duplicates(session, BlobRef, ref_rows)
+        connection.execute(insert_ignoring_duplicates(connection.dialect.name, BlobRef), ref_rows)
     if seq != first_seq:
-        await session.execute(update(Counter).where(Counter.name == CHANGE_SEQ).values(value=seq))
+        connection.execute(update(Counter).where(Counter.name == CHANGE_SEQ).values(value=seq))
     return all_results
 
 
@@ -295,3 +293,4 @@ def _result(mutation: Mutation, outcome, state: RecordState | None) -> Result:  
         return Result(mid=mutation.mid, status=outcome.status, version=state.version, record=record,
                       conflicts=outcome.conflicts)
     return Result(mid=mutation.mid, status=outcome.status, version=state.version, record=record)
+

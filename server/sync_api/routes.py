@@ -7,13 +7,14 @@ import time
 from litestar import Request, Response, Router, get, head, patch, post
 from litestar.datastructures import State
 from litestar.params import FromPath
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
 from server.blobs.service import check_hash, may_read, parse_range, receive_chunk, upload_state
+from server.db import units
 from server.devices import service as devices
 from server.devices.service import DeviceContext
 from server.errors import ApiError, Invalid, Malformed, NotFound, TooLarge, UpgradeRequired
-from server.records.feed import BadCursor, decode_cursor, encode_cursor, pull_page
+from server.records.feed import BadCursor, Cursor, decode_cursor, encode_cursor, pull_page
 from server.records.writes import Sender, commit_mutations
 from server.wire import decode_body, encode_reply
 from shared_schema.messages import (
@@ -29,6 +30,7 @@ from shared_schema.messages import (
     PullReply,
     PushReply,
     PushRequest,
+    Record,
     TokenRequest,
 )
 from shared_schema.workflow import Actor
@@ -70,12 +72,7 @@ async def check_protocol(request: Request) -> None:
 
 
 async def _device(request: Request, state: State) -> DeviceContext:
-    async with state.read_engine.connect() as connection:
-        return await _device_on(connection, request, state)
-
-
-async def _device_on(connection: AsyncConnection, request: Request, state: State) -> DeviceContext:
-    return await devices.authenticate(connection, state.token_secret, request.headers.get("authorization"))
+    return await units.read(state.engine, devices.authenticate, state.token_secret, request.headers.get("authorization"))
 
 
 @post("/devices/enroll", status_code=201)
@@ -129,24 +126,37 @@ async def push(request: Request, state: State) -> Response:
 @get("/sync/pull")
 async def pull(request: Request, state: State) -> Response:
     """The changes in the device's scope after its cursor, one page at a time."""
-    async with state.read_engine.connect() as connection:
-        device = await _device_on(connection, request, state)
-        started = time.perf_counter()
-        try:
-            limit = _pull_limit(request.query_params.get("limit"))
-            try:
-                cursor = decode_cursor(request.query_params.get("cursor"))
-            except BadCursor as exc:
-                raise Malformed(str(exc), {"path": "cursor"}) from None
-            records, next_cursor, more = await pull_page(connection, device.scope, cursor, limit)
-        except ApiError as exc:
-            state.sync_log.add(device_id=device.device_id, user_id=device.user_id, kind="pull",
-                               app_version=device.app_version, error=exc.code)
-            raise
+    started = time.perf_counter()
+    device, page = await units.read(
+        state.engine, _authenticated_page, state.token_secret, request.headers.get("authorization"),
+        request.query_params.get("cursor"), request.query_params.get("limit"),
+    )
+    if isinstance(page, ApiError):
+        state.sync_log.add(device_id=device.device_id, user_id=device.user_id, kind="pull",
+                           app_version=device.app_version, error=page.code)
+        raise page
+    records, next_cursor, more = page
     state.sync_log.add(device_id=device.device_id, user_id=device.user_id, kind="pull", app_version=device.app_version,
                        duration_ms=int((time.perf_counter() - started) * 1000), changes=len(records))
     return _reply(request, PullReply(changes=records, cursor=encode_cursor(next_cursor), more=more,
                                      server_time=wall_now_ms()))
+
+
+def _authenticated_page(
+    connection: Connection, secret: bytes, authorization: str | None, cursor_text: str | None, limit_text: str | None
+) -> tuple[DeviceContext, tuple[list[Record], Cursor, bool] | ApiError]:
+    """One unit of work for a pull: who asks, then their page; a bad cursor or limit comes back
+    as the error, beside the device, so that the sync log can name it."""
+    device = devices.authenticate(connection, secret, authorization)
+    try:
+        limit = _pull_limit(limit_text)
+        try:
+            cursor = decode_cursor(cursor_text)
+        except BadCursor as exc:
+            raise Malformed(str(exc), {"path": "cursor"}) from None
+        return device, pull_page(connection, device.scope, cursor, limit)
+    except ApiError as exc:
+        return device, exc
 
 
 def _pull_limit(text: str | None) -> int:

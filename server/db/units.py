@@ -1,0 +1,121 @@
+"""Units of work: a synchronous function over one Connection, run whole from async code.
+
+The sync API's hot paths (a push's group commit, a pull, a device's authentication) are written
+as plain functions of a SQLAlchemy ``Connection`` and run here. Why: through aiosqlite every
+statement costs four thread hops (cursor, execute, fetch, close), so a push of one mutation
+took some thirty hops and 6 ms of CPU, and 200 phones syncing at once spent most of their wait
+on hops. On SQLite a unit now runs in one thread call on a synchronous engine over the same file
+(writes on one thread, as SQLite allows one writer; reads on a few). On PostgreSQL it runs through
+``run_sync`` on the asyncpg connection, where a statement is a round trip and not a hop.
+
+Everything else (console pages, accounts, enrollment) keeps the async sessions: it is not hot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Concatenate, ParamSpec, TypeVar
+
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.db.engine import READ_ONLY, create_sqlite_thread_engine
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+READ_THREADS = 4
+
+
+class _SqliteThreads:
+    """A synchronous engine on the same SQLite file: one writer thread, a few reader threads,
+    and one that checkpoints the WAL after commits, so that no commit waits for a checkpoint."""
+
+    def __init__(self, engine: AsyncEngine):
+        self.engine = create_sqlite_thread_engine(engine.url, pool_size=READ_THREADS + 2)
+        self.reader = self.engine.execution_options(**{READ_ONLY: True})
+        self.write_thread = ThreadPoolExecutor(1, thread_name_prefix="fieldloop-write")
+        self.read_threads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="fieldloop-read")
+        self.checkpoint_thread = ThreadPoolExecutor(1, thread_name_prefix="fieldloop-checkpoint")
+        self._checkpoint_pending = threading.Event()
+
+    def checkpoint_soon(self) -> None:
+        """Copy the WAL into the database on the checkpoint thread, unless a copy is already
+        queued (it will include this commit). PASSIVE: it never blocks readers or the writer."""
+        if not self._checkpoint_pending.is_set():
+            self._checkpoint_pending.set()
+            self.checkpoint_thread.submit(self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        self._checkpoint_pending.clear()
+        with self.reader.connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def close(self) -> None:
+        self.write_thread.shutdown(wait=False)
+        self.read_threads.shutdown(wait=False)
+        self.checkpoint_thread.shutdown(wait=True)
+        self.engine.dispose()
+
+
+_sqlite: weakref.WeakKeyDictionary[AsyncEngine, _SqliteThreads] = weakref.WeakKeyDictionary()
+
+
+def _threads(engine: AsyncEngine) -> _SqliteThreads | None:
+    if engine.dialect.name != "sqlite":
+        return None
+    threads = _sqlite.get(engine)
+    if threads is None:
+        threads = _sqlite[engine] = _SqliteThreads(engine)
+        weakref.finalize(engine, threads.close)
+    return threads
+
+
+async def write(engine: AsyncEngine, unit: Callable[Concatenate[Connection, P], T], *args: P.args) -> T:
+    """Run ``unit(connection, *args)`` in one transaction: committed if it returns, rolled back
+    if it raises. On SQLite the transaction takes the write lock at BEGIN."""
+    threads = _threads(engine)
+    if threads is None:
+        async with engine.begin() as connection:
+            return await connection.run_sync(unit, *args)
+
+    def in_transaction() -> T:
+        with threads.engine.begin() as connection:
+            result = unit(connection, *args)
+        threads.checkpoint_soon()
+        return result
+
+    return await _in_thread(threads.write_thread, in_transaction)
+
+
+async def read(engine: AsyncEngine, unit: Callable[Concatenate[Connection, P], T], *args: P.args) -> T:
+    """Run ``unit(connection, *args)`` on a connection that only reads (on SQLite it never waits
+    for a writer: each statement sees the last commit)."""
+    threads = _threads(engine)
+    if threads is None:
+        async with engine.connect() as connection:
+            return await connection.run_sync(unit, *args)
+
+    def on_reader() -> T:
+        with threads.reader.connect() as connection:
+            return unit(connection, *args)
+
+    return await _in_thread(threads.read_threads, on_reader)
+
+
+async def _in_thread(executor: ThreadPoolExecutor, call: Callable[[], T]) -> T:
+    # Shielded: a cancelled request must not abandon a unit half-way on its thread; it finishes
+    # (a write commits or rolls back whole) and only the waiting stops.
+    return await asyncio.shield(asyncio.get_running_loop().run_in_executor(executor, call))
+
+
+def dispose(engine: AsyncEngine) -> None:
+    """Close the threads and connections made for ``engine`` (at shutdown)."""
+    threads = _sqlite.pop(engine, None)
+    if threads is not None:
+        threads.close()
+
