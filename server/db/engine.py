@@ -59,9 +59,10 @@ def create_engine(url: URL, *, pool_size: int = 10) -> AsyncEngine:
     )
 
 
-def create_sqlite_thread_engine(url: URL, *, pool_size: int) -> Engine:
+def create_sqlite_thread_engine(url: URL, *, pool_size: int, cache_mib: int = 2) -> Engine:
     """A synchronous engine on the same SQLite file as ``url``, for connections used from
-    worker threads (see ``server.db.units``), configured exactly as the async one."""
+    worker threads (see ``server.db.units``), configured as the async one, with a page cache
+    of ``cache_mib`` per connection."""
     engine = create_sync_engine(
         url.set(drivername="sqlite+pysqlite"),
         json_serializer=_json_dumps,
@@ -77,6 +78,7 @@ def create_sqlite_thread_engine(url: URL, *, pool_size: int) -> Engine:
         # A commit past 1000 WAL pages would copy them into the database before returning;
         # server.db.units checkpoints on a thread of its own instead, off the writers' path.
         dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
+        dbapi_connection.execute(f"PRAGMA cache_size={-1024 * cache_mib}")
 
     return engine
 

@@ -29,37 +29,48 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 READ_THREADS = 4
+WRITER_CACHE_MIB = 64
+CHECKPOINT_DELAY_S = 1.0
 
 
 class _SqliteThreads:
-    """A synchronous engine on the same SQLite file: one writer thread, a few reader threads,
+    """Synchronous engines on the same SQLite file: one writer thread, a few reader threads,
     and one that checkpoints the WAL after commits, so that no commit waits for a checkpoint."""
 
     def __init__(self, engine: AsyncEngine):
-        self.engine = create_sqlite_thread_engine(engine.url, pool_size=READ_THREADS + 2)
-        self.reader = self.engine.execution_options(**{READ_ONLY: True})
+        # The writer's page cache holds the indexes it inserts into at random (uuid keys); a
+        # reader's stays small, as a cold pull would otherwise fill one per reader thread.
+        self.writer = create_sqlite_thread_engine(engine.url, pool_size=1, cache_mib=WRITER_CACHE_MIB)
+        self._readers = create_sqlite_thread_engine(engine.url, pool_size=READ_THREADS + 1)
+        self.reader = self._readers.execution_options(**{READ_ONLY: True})
         self.write_thread = ThreadPoolExecutor(1, thread_name_prefix="fieldloop-write")
         self.read_threads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="fieldloop-read")
         self.checkpoint_thread = ThreadPoolExecutor(1, thread_name_prefix="fieldloop-checkpoint")
         self._checkpoint_pending = threading.Event()
+        self._closing = threading.Event()
 
     def checkpoint_soon(self) -> None:
         """Copy the WAL into the database on the checkpoint thread, unless a copy is already
-        queued (it will include this commit). PASSIVE: it never blocks readers or the writer."""
+        queued. The copy waits a moment first, so that one copy covers a burst of commits (a
+        page written by each of them is copied once). PASSIVE: it never blocks readers or the
+        writer."""
         if not self._checkpoint_pending.is_set():
             self._checkpoint_pending.set()
             self.checkpoint_thread.submit(self._checkpoint)
 
     def _checkpoint(self) -> None:
+        self._closing.wait(CHECKPOINT_DELAY_S)
         self._checkpoint_pending.clear()
         with self.reader.connect() as connection:
             connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
+        self._closing.set()
         self.write_thread.shutdown(wait=False)
         self.read_threads.shutdown(wait=False)
         self.checkpoint_thread.shutdown(wait=True)
-        self.engine.dispose()
+        self.writer.dispose()
+        self._readers.dispose()
 
 
 _sqlite: weakref.WeakKeyDictionary[AsyncEngine, _SqliteThreads] = weakref.WeakKeyDictionary()
@@ -84,7 +95,7 @@ async def write(engine: AsyncEngine, unit: Callable[Concatenate[Connection, P], 
             return await connection.run_sync(unit, *args)
 
     def in_transaction() -> T:
-        with threads.engine.begin() as connection:
+        with threads.writer.begin() as connection:
             result = unit(connection, *args)
         threads.checkpoint_soon()
         return result
