@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import functools
 import os
 import secrets
 import weakref
@@ -20,13 +21,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import msgspec
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, Select, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from server.db import units
 from server.db.models import AppliedMutation, BlobRef, ChangeLogEntry, ConflictEntry, Counter, RecordRow
 from server.db.inserts import insert_ignoring_duplicates, insert_rows
+from server.db.keys import key_list, one_of
 from server.records.state import row_values, state_from_row
 from shared_schema.entities import UNION_FIELDS
 from shared_schema.messages import MAX_CLOCK_SKEW_MS, Mutation, MutationStatus, Record, Result, ResultError
@@ -165,18 +167,16 @@ def apply_requests(connection: Connection, requests: list[tuple[list[Mutation], 
     table, whatever the number of requests; each request keeps its order and gets its results."""
     seq = connection.execute(select(Counter.value).where(Counter.name == CHANGE_SEQ).with_for_update()).scalar_one()
     first_seq = seq
+    dialect = connection.dialect.name
     mids = list({m.mid for mutations, _ in requests for m in mutations})
     stored: dict[str, Result] = {}
-    for mid, blob in connection.execute(
-        select(AppliedMutation.mid, AppliedMutation.result).where(AppliedMutation.mid.in_(mids))
-    ).all():
+    for mid, blob in connection.execute(_stored_results(dialect), {"keys": key_list(dialect, mids)}):
         stored[mid] = _result_decoder.decode(blob)
 
     ids = list({m.id for mutations, _ in requests for m in mutations if m.mid not in stored})
     states: dict[str, RecordState] = {}
     if ids:
-        records = RecordRow.__table__
-        for row in connection.execute(select(records).where(records.c.id.in_(ids))).all():
+        for row in connection.execute(_stored_records(dialect), {"keys": key_list(dialect, ids)}):
             states[row.id] = state_from_row(row)
     existing = set(states)
     clock = server_clock()
@@ -277,6 +277,17 @@ def apply_requests(connection: Connection, requests: list[tuple[list[Mutation], 
     if seq != first_seq:
         connection.execute(update(Counter).where(Counter.name == CHANGE_SEQ).values(value=seq))
     return all_results
+
+
+@functools.cache
+def _stored_results(dialect: str) -> Select:
+    return select(AppliedMutation.mid, AppliedMutation.result).where(one_of(dialect, AppliedMutation.mid, "keys"))
+
+
+@functools.cache
+def _stored_records(dialect: str) -> Select:
+    records = RecordRow.__table__
+    return select(records).where(one_of(dialect, records.c.id, "keys"))
 
 
 def _result(mutation: Mutation, outcome, state: RecordState | None) -> Result:  # noqa: ANN001
