@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import operator
 from typing import Any
 
@@ -12,6 +13,10 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.dml import Insert
 
 
+# SQLite's limit on parameters in one statement since 3.32 (Debian's build allows more).
+SQLITE_MAX_PARAMETERS = 32766
+
+
 def insert_ignoring_duplicates(dialect_name: str, model: type) -> Insert:
     """An INSERT into ``model``'s table that skips a row whose key is already there."""
     module = postgresql if dialect_name == "postgresql" else sqlite
@@ -19,8 +24,9 @@ def insert_ignoring_duplicates(dialect_name: str, model: type) -> Insert:
 
 
 def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]], **same: Any) -> None:
-    """INSERT ``rows`` (dicts with the same keys) in one executemany, each also given the
-    columns in ``same``, whose values are the same for every row.
+    """INSERT ``rows`` (dicts with the same keys), each also given the columns in ``same``,
+    whose values are the same for every row: an executemany, or on SQLite a few INSERTs of
+    many rows each.
 
     Each value is converted by its column's type exactly as SQLAlchemy would, but a value in
     ``same`` is converted once, not once a row, and the rows skip SQLAlchemy's per-row parameter
@@ -42,7 +48,22 @@ def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]
         for i, convert in conversions:
             values[i] = convert(values[i])
         parameters.append(tuple(values))
-    connection.exec_driver_sql(sql, parameters)
+    if dialect.name == "sqlite":
+        _insert_multirow(connection, sql, parameters)
+    else:
+        connection.exec_driver_sql(sql, parameters)
+
+
+def _insert_multirow(connection: Connection, sql: str, parameters: list[tuple]) -> None:
+    # SQLite's executemany releases and retakes the GIL for every row; while the event loop's
+    # thread is busy each retake waits, and a push's insert took three times as long under load.
+    # One INSERT of many rows runs whole with the GIL released.
+    head, _, one_row = sql.partition(" VALUES ")
+    per_statement = SQLITE_MAX_PARAMETERS // len(parameters[0])
+    for start in range(0, len(parameters), per_statement):
+        chunk = parameters[start : start + per_statement]
+        values = ", ".join([one_row] * len(chunk))
+        connection.exec_driver_sql(f"{head} VALUES {values}", tuple(itertools.chain.from_iterable(chunk)))
 
 
 def _scalar_default(table: Table, name: str) -> Any:
