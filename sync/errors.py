@@ -17,7 +17,7 @@ The tree::
     ├── NotEnrolled            an operation needs an enrolled device and this one is not
     └── StorageError           the local store failed (disk full, a corrupt file, a wrong key)
 
-Lower-layer errors (httpx, sqlite3, cryptography, msgspec) are translated where they happen,
+Lower-layer errors (urllib3, sqlite3, cryptography, msgspec) are translated where they happen,
 at the transport and the store, and chained as ``__cause__`` for the logs.
 """
 

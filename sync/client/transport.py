@@ -1,7 +1,7 @@
 """The device's HTTP transport: protocol v1 requests in msgpack, replies as shared_schema Structs.
 
-Every httpx error and every error status becomes a ``sync.errors`` exception here, so the
-engine and the UI never see httpx:
+Every urllib3 and socket error and every error status becomes a ``sync.errors`` exception here,
+so the engine and the UI never see urllib3:
 
 =========================================  ==================================
 network down, timeout, 5xx, 429, junk      ``TransportError`` (retryable)
@@ -11,15 +11,23 @@ network down, timeout, 5xx, 429, junk      ``TransportError`` (retryable)
 422 on a blob upload                       ``BlobRejected``
 any other 4xx                              ``ProtocolError(code, message, detail)``
 =========================================  ==================================
+
+``HttpTransport`` sends through an ``HttpSession``: ``Urllib3Session`` on the device (urllib3
+takes about half of httpx's CPU per request, see bench/transport_cpu.py, and a cheap phone pays
+that in battery); tests put an in-process server behind the same seam.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urlencode
 
-import httpx
 import msgspec
+import urllib3
 
 from shared_schema.messages import (
     PROTOCOL_VERSION,
@@ -45,7 +53,8 @@ from sync.errors import (
 )
 
 MSGPACK = "application/msgpack"
-DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+# Connect fails fast (a dead network shows at once); a pull of 1000 records over 2G may take long.
+DEFAULT_TIMEOUT = urllib3.Timeout(connect=10.0, read=30.0)
 DOWNLOAD_CHUNK = 256 * 1024
 
 T = TypeVar("T")
@@ -71,29 +80,149 @@ class Transport(Protocol):
     def blob_chunks(self, token: str, sha: str, range_start: int = 0) -> Iterator[tuple[int, bytes]]: ...
 
 
+# ---- the HTTP session seam --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HttpReply:
+    """A reply read to its end.
+
+    Attributes:
+        status: the HTTP status code.
+        headers: the reply's headers, looked up case-insensitively.
+        data: the whole body.
+    """
+
+    status: int
+    headers: Mapping[str, str]
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HttpStream:
+    """A reply whose body is still arriving.
+
+    Attributes:
+        status: the HTTP status code.
+        headers: the reply's headers, looked up case-insensitively.
+        pieces: the body in order, in pieces of at most the size asked for; raises
+            ``TransportError`` if the body is cut off.
+    """
+
+    status: int
+    headers: Mapping[str, str]
+    pieces: Iterator[bytes]
+
+
+class HttpSession(Protocol):
+    """How ``HttpTransport`` sends a request: ``Urllib3Session`` on a device, an in-process server in tests.
+
+    Every reply is returned whatever its status; a request that gets no complete reply (refused,
+    reset, timed out, cut mid-body) raises ``TransportError``. Redirects are not followed.
+    """
+
+    def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None) -> HttpReply:
+        """Send a request and read its whole reply."""
+        ...
+
+    def stream(
+        self, method: str, url: str, headers: Mapping[str, str], piece_size: int
+    ) -> AbstractContextManager[HttpStream]:
+        """Send a request and hand its reply over as the body arrives; leaving the block lets the connection go."""
+        ...
+
+
+class Urllib3Session:
+    """``HttpSession`` over a urllib3 pool: keep-alive, the system's CA certificates for HTTPS.
+
+    urllib3 neither retries (the engine retries with backoff and would multiply urllib3's
+    attempts) nor follows redirects (a redirect comes back as the reply it is).
+
+    Args:
+        timeout: seconds for connect and for each read, or a ``urllib3.Timeout``.
+    """
+
+    def __init__(self, timeout: float | urllib3.Timeout = DEFAULT_TIMEOUT):
+        self._pool = urllib3.PoolManager(timeout=timeout, retries=False)
+
+    def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None) -> HttpReply:
+        """Send a request and read its whole reply.
+
+        Raises:
+            TransportError: no complete reply (refused, reset, timed out).
+        """
+        try:
+            response = self._pool.request(method, url, body=body, headers=headers, redirect=False)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _failure(method, url, exc) from exc
+        return HttpReply(response.status, response.headers, response.data)
+
+    @contextmanager
+    def stream(self, method: str, url: str, headers: Mapping[str, str], piece_size: int) -> Iterator[HttpStream]:
+        """Send a request and hand its reply over as the body arrives.
+
+        Raises:
+            TransportError: no reply, or the body was cut off.
+        """
+        try:
+            response = self._pool.request(method, url, headers=headers, redirect=False, preload_content=False)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _failure(method, url, exc) from exc
+        try:
+            yield HttpStream(response.status, response.headers, _pieces_of(response, piece_size, method, url))
+        finally:
+            # A body left half read would be taken for the next reply on this keep-alive connection:
+            # close it (a no-op once the body was read to its end) before the pool gets it back.
+            response.close()
+            response.release_conn()
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._pool.clear()
+
+
+def _pieces_of(response: urllib3.BaseHTTPResponse, piece_size: int, method: str, url: str) -> Iterator[bytes]:
+    try:
+        yield from response.stream(piece_size)
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise TransportError(f"{method} {url} interrupted: {exc}") from exc
+
+
+def _failure(method: str, url: str, exc: Exception) -> TransportError:
+    # NewConnectionError is a ConnectTimeoutError in urllib3's tree; a refusal is not a timeout.
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):
+        return TransportError(f"{method} {url} could not connect: {exc}")
+    if isinstance(exc, (urllib3.exceptions.TimeoutError, TimeoutError)):
+        return TransportError(f"{method} {url} timed out")
+    return TransportError(f"{method} {url} failed: {exc}")
+
+
+# ---- the transport ----------------------------------------------------------------------
+
+
 class HttpTransport:
     """Protocol v1 over HTTP with msgpack bodies.
 
     Args:
         base_url: the server's root, e.g. ``https://fieldloop.example.org`` (no ``/v1``). May be
-            empty when ``client`` carries its own ``base_url``.
-        client: an httpx client to use (Litestar's ``TestClient`` is one); made and owned here
+            empty when ``session`` resolves paths itself (an in-process server in tests).
+        session: the ``HttpSession`` to send through; a ``Urllib3Session`` made and owned here
             when omitted.
-        timeout: per-request timeout for a client made here.
+        timeout: connect and read timeout of a session made here, in seconds or a ``urllib3.Timeout``.
     """
 
     def __init__(
-        self, base_url: str, *, client: httpx.Client | None = None, timeout: float | httpx.Timeout = DEFAULT_TIMEOUT
+        self, base_url: str, *, session: HttpSession | None = None, timeout: float | urllib3.Timeout = DEFAULT_TIMEOUT
     ):
         self.base_url = base_url.rstrip("/")
-        self._owns_client = client is None
-        self._client = client if client is not None else httpx.Client(timeout=timeout)
+        self._owned_session = Urllib3Session(timeout) if session is None else None
+        self._session: HttpSession = session if session is not None else self._owned_session
         self._headers = {"Sync-Protocol": str(PROTOCOL_VERSION), "Accept": MSGPACK}
 
     def close(self) -> None:
-        """Close the HTTP client if this transport made it."""
-        if self._owns_client:
-            self._client.close()
+        """Close the HTTP session if this transport made it."""
+        if self._owned_session is not None:
+            self._owned_session.close()
 
     # ---- enrollment and tokens ------------------------------------------------------
 
@@ -128,7 +257,7 @@ class HttpTransport:
         params: dict[str, Any] = {"limit": limit}
         if cursor is not None:
             params["cursor"] = cursor
-        return self._call("GET", "/v1/sync/pull", PullReply, params=params, token=token)
+        return self._call("GET", f"/v1/sync/pull?{urlencode(params)}", PullReply, token=token)
 
     # ---- blobs ----------------------------------------------------------------------
 
@@ -139,11 +268,11 @@ class HttpTransport:
             ``(200, None)`` complete; ``(200, n)`` an interrupted upload holds ``n`` bytes;
             ``(404, None)`` unknown.
         """
-        response = self._send("HEAD", f"/v1/blobs/{sha}", token=token)
-        if response.status_code == 404:
+        reply = self._send("HEAD", f"/v1/blobs/{sha}", token=token)
+        if reply.status == 404:
             return 404, None
-        self._raise_for(response, auth_call=False)
-        return response.status_code, _offset(response)
+        self._raise_for(reply, auth_call=False)
+        return reply.status, _offset(reply)
 
     def blob_patch(self, token: str, sha: str, offset: int, length: int, chunk: bytes) -> tuple[int, int | None]:
         """Append one chunk of an upload at ``offset`` of a blob ``length`` bytes long.
@@ -161,16 +290,16 @@ class HttpTransport:
             "Upload-Length": str(length),
             "Content-Type": "application/offset+octet-stream",
         }
-        response = self._send("PATCH", f"/v1/blobs/{sha}", token=token, content=chunk, headers=headers)
-        if response.status_code == 409:
-            return 409, _offset(response)
-        if response.status_code == 422:
-            error = _error_of(response)
+        reply = self._send("PATCH", f"/v1/blobs/{sha}", token=token, body=chunk, headers=headers)
+        if reply.status == 409:
+            return 409, _offset(reply)
+        if reply.status == 422:
+            error = _error_of(reply)
             raise BlobRejected(
                 error.code if error else "invalid", error.message if error else "blob hash mismatch", status=422
             )
-        self._raise_for(response, auth_call=False)
-        return response.status_code, _offset(response)
+        self._raise_for(reply, auth_call=False)
+        return reply.status, _offset(reply)
 
     def blob_chunks(self, token: str, sha: str, range_start: int = 0) -> Iterator[tuple[int, bytes]]:
         """Stream a blob from ``range_start``, yielding ``(absolute offset, bytes)`` pieces.
@@ -178,20 +307,14 @@ class HttpTransport:
         A server that ignores ``Range`` sends the whole blob: the first offset is then 0, and
         the caller must start over.
         """
-        headers = {"Range": f"bytes={range_start}-"} if range_start else {}
-        try:
-            with self._client.stream(
-                "GET", self._url(f"/v1/blobs/{sha}"), headers=self._headers_with(token, headers)
-            ) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    self._raise_for(response, auth_call=False)
-                offset = range_start if response.status_code == 206 else 0
-                for piece in response.iter_bytes(DOWNLOAD_CHUNK):
-                    yield offset, piece
-                    offset += len(piece)
-        except httpx.HTTPError as exc:
-            raise TransportError(f"blob download interrupted: {exc}") from exc
+        headers = self._headers_with(token, {"Range": f"bytes={range_start}-"} if range_start else None)
+        with self._session.stream("GET", self._url(f"/v1/blobs/{sha}"), headers, DOWNLOAD_CHUNK) as reply:
+            if reply.status >= 400:
+                self._raise_for(HttpReply(reply.status, reply.headers, b"".join(reply.pieces)), auth_call=False)
+            offset = range_start if reply.status == 206 else 0
+            for piece in reply.pieces:
+                yield offset, piece
+                offset += len(piece)
 
     def blob_get(self, token: str, sha: str, range_start: int = 0) -> bytes:
         """A blob's bytes from ``range_start`` to its end (the whole blob when Range is ignored)."""
@@ -216,20 +339,10 @@ class HttpTransport:
         path: str,
         *,
         token: str | None = None,
-        content: bytes | None = None,
-        params: dict[str, Any] | None = None,
+        body: bytes | None = None,
         headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        try:
-            return self._client.request(
-                method, self._url(path), content=content, params=params, headers=self._headers_with(token, headers)
-            )
-        except httpx.TimeoutException as exc:
-            raise TransportError(f"{method} {path} timed out") from exc
-        except httpx.HTTPError as exc:
-            raise TransportError(f"{method} {path} failed: {exc}") from exc
-        except OSError as exc:  # a socket error httpx did not wrap
-            raise TransportError(f"{method} {path} failed: {exc}") from exc
+    ) -> HttpReply:
+        return self._session.request(method, self._url(path), self._headers_with(token, headers), body)
 
     def _call(
         self,
@@ -238,30 +351,29 @@ class HttpTransport:
         reply_type: type[T],
         *,
         body: msgspec.Struct | None = None,
-        params: dict[str, Any] | None = None,
         token: str | None = None,
         auth_call: bool = False,
     ) -> T:
         content = msgspec.msgpack.encode(body) if body is not None else None
         headers = {"Content-Type": MSGPACK} if body is not None else None
-        response = self._send(method, path, token=token, content=content, params=params, headers=headers)
-        self._raise_for(response, auth_call=auth_call)
+        reply = self._send(method, path, token=token, body=content, headers=headers)
+        self._raise_for(reply, auth_call=auth_call)
         try:
-            return _decode(response, reply_type)
+            return _decode(reply, reply_type)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             # A captive portal's HTML or a half-written reply: try again later.
-            raise TransportError(f"unreadable reply to {method} {path}: {exc}", status=response.status_code) from exc
+            raise TransportError(f"unreadable reply to {method} {path}: {exc}", status=reply.status) from exc
 
     @staticmethod
-    def _raise_for(response: httpx.Response, *, auth_call: bool) -> None:
-        status = response.status_code
+    def _raise_for(reply: HttpReply, *, auth_call: bool) -> None:
+        status = reply.status
         if status < 400:
             return
-        error = _error_of(response)
+        error = _error_of(reply)
         code = error.code if error else f"http_{status}"
-        message = error.message if error else response.reason_phrase
+        message = error.message if error else _reason(status)
         if status == 429 or status >= 500:
-            raise TransportError(f"server said {status}: {message}", status=status, retry_after=_retry_after(response))
+            raise TransportError(f"server said {status}: {message}", status=status, retry_after=_retry_after(reply))
         if status == 410:
             wipe = bool(error.wipe) if error and error.wipe is not msgspec.UNSET else False
             raise DeviceRevoked(wipe=wipe, message=message)
@@ -273,32 +385,39 @@ class HttpTransport:
         raise ProtocolError(code, message, detail=error.detail if error else None, status=status)
 
 
-def _decode(response: httpx.Response, reply_type: type[T]) -> T:
-    if response.headers.get("content-type", "").startswith("application/json"):
-        return msgspec.json.decode(response.content, type=reply_type)
-    return msgspec.msgpack.decode(response.content, type=reply_type)
+def _decode(reply: HttpReply, reply_type: type[T]) -> T:
+    if reply.headers.get("content-type", "").startswith("application/json"):
+        return msgspec.json.decode(reply.data, type=reply_type)
+    return msgspec.msgpack.decode(reply.data, type=reply_type)
 
 
-def _error_of(response: httpx.Response) -> Any:
+def _error_of(reply: HttpReply) -> Any:
     """The protocol error body of a reply, or None when it has none we can read."""
-    if not response.content:
+    if not reply.data:
         return None
     try:
-        return _decode(response, ErrorBody).error
+        return _decode(reply, ErrorBody).error
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
 
 
-def _offset(response: httpx.Response) -> int | None:
-    value = response.headers.get("Upload-Offset")
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"
+
+
+def _offset(reply: HttpReply) -> int | None:
+    value = reply.headers.get("Upload-Offset")
     try:
         return int(value) if value is not None else None
     except ValueError:
         return None
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
+def _retry_after(reply: HttpReply) -> float | None:
+    value = reply.headers.get("Retry-After")
     try:
         return float(value) if value is not None else None
     except ValueError:

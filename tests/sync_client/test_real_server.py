@@ -1,4 +1,4 @@
-"""The engine against the real server in-process (Litestar's TestClient as the httpx client).
+"""The engine against the real server in-process (Litestar's TestClient behind the transport's session).
 
 Runs once per backend of ``tests/conftest.py`` (SQLite, and PostgreSQL when it is reachable).
 """
@@ -16,6 +16,7 @@ from sync.client import AesGcmCipher, DeviceIdentity, HttpTransport, LocalStore,
 from sync.client.cipher import Cipher
 from sync.errors import AuthError, DeviceRevoked, TransportError, UpgradeRequired
 from tests.conftest import FieldSetup, run
+from tests.support.httpx_session import HttpxSession
 
 VISITED = "2026-11-25T08:00:00+00:00"
 PHOTO = os.urandom(600 * 1024)
@@ -48,7 +49,7 @@ class Phone:
         self.path = path
         self.store = LocalStore(path, cipher or AesGcmCipher(AesGcmCipher.generate_key()))
         self.identity = DeviceIdentity(self.store)
-        self.transport = CountingTransport("", client=field.client)
+        self.transport = CountingTransport("", session=HttpxSession(field.client))
         self.engine = SyncEngine(self.store, self.transport, self.identity, sleep=lambda _s: None)
         self.reply = self.engine.enroll(field.code(user), label=path.parent.name, app_version="test")
 
@@ -225,7 +226,7 @@ def test_a_rejected_token_is_replaced_and_the_call_repeated(phone, grid: str):
 def test_a_spent_code_and_an_old_protocol_surface_as_sync_errors(phone, field: FieldSetup, grid: str, tmp_path: Path):
     code = field.code("li")
     store = LocalStore(tmp_path / "x" / "store.db", PlainCipher())
-    engine = SyncEngine(store, HttpTransport("", client=field.client), DeviceIdentity(store))
+    engine = SyncEngine(store, HttpTransport("", session=HttpxSession(field.client)), DeviceIdentity(store))
     engine.enroll(code)
     with pytest.raises(AuthError):
         engine.enroll(code)

@@ -1,4 +1,8 @@
-"""The HTTP transport: what goes on the wire, and how every failure becomes a sync error."""
+"""The HTTP transport: what goes on the wire, and how every failure becomes a sync error.
+
+Canned replies from ``httpx.MockTransport`` behind the session seam; the real urllib3 session
+(refusals, timeouts, streaming) is tested in test_transport_urllib3.py.
+"""
 
 from __future__ import annotations
 
@@ -13,16 +17,16 @@ from sync.errors import (
     BlobRejected,
     DeviceRevoked,
     ProtocolError,
-    SyncError,
     TransportError,
     UpgradeRequired,
 )
+from tests.support.httpx_session import HttpxSession
 
 SHA = "a" * 64
 
 
 def transport_answering(handler) -> HttpTransport:  # noqa: ANN001
-    return HttpTransport("http://server", client=httpx.Client(transport=httpx.MockTransport(handler)))
+    return HttpTransport("http://server", session=HttpxSession(httpx.Client(transport=httpx.MockTransport(handler))))
 
 
 def error(status: int, code: str, headers: dict | None = None, **extra) -> httpx.Response:
@@ -90,16 +94,6 @@ def test_a_403_on_enroll_is_an_auth_error():
     with pytest.raises(AuthError) as caught:
         transport_answering(lambda request: error(403, "forbidden")).enroll("CODE", "key", "", "")
     assert caught.value.status == 403
-
-
-@pytest.mark.parametrize("failure", [httpx.ConnectError("refused"), httpx.ReadTimeout("slow")])
-def test_network_failures_are_transport_errors_never_httpx_errors(failure):
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise failure
-
-    with pytest.raises(TransportError) as caught:
-        transport_answering(handler).challenge("d")
-    assert isinstance(caught.value, SyncError) and not isinstance(caught.value, httpx.HTTPError)
 
 
 def test_blob_calls_read_offsets_and_refusals():
