@@ -4,9 +4,11 @@ The sync API's hot paths (a push's group commit, a pull, a device's authenticati
 as plain functions of a SQLAlchemy ``Connection`` and run here. Why: through aiosqlite every
 statement costs four thread hops (cursor, execute, fetch, close), so a push of one mutation
 took some thirty hops and 6 ms of CPU, and 200 phones syncing at once spent most of their wait
-on hops. On SQLite a unit now runs in one thread call on a synchronous engine over the same file
-(writes on one thread, as SQLite allows one writer; reads on a few). On PostgreSQL it runs through
-``run_sync`` on the asyncpg connection, where a statement is a round trip and not a hop.
+on hops. On SQLite a write runs in one call on the writer thread (SQLite allows one writer, and
+the insert's C work then overlaps the event loop's); a read runs at once on the event loop's
+own connection: it is a few index lookups in memory-mapped pages, shorter than the hop to a
+thread and back (which, with the loop busy, waited for the GIL). On PostgreSQL a unit runs
+through ``run_sync`` on the asyncpg connection, where a statement is a round trip and not a hop.
 
 Everything else (console pages, accounts, enrollment) keeps the async sessions: it is not hot.
 """
@@ -28,23 +30,23 @@ from server.db.engine import READ_ONLY, create_sqlite_thread_engine
 P = ParamSpec("P")
 T = TypeVar("T")
 
-READ_THREADS = 4
 WRITER_CACHE_MIB = 64
 CHECKPOINT_DELAY_S = 1.0
 
 
 class _SqliteThreads:
-    """Synchronous engines on the same SQLite file: one writer thread, a few reader threads,
-    and one that checkpoints the WAL after commits, so that no commit waits for a checkpoint."""
+    """Synchronous engines on the same SQLite file: one writer thread, the event loop's reading
+    connection, and a thread that checkpoints the WAL after commits, so that no commit waits for
+    a checkpoint."""
 
     def __init__(self, engine: AsyncEngine):
         # The writer's page cache holds the indexes it inserts into at random (uuid keys); a
-        # reader's stays small, as a cold pull would otherwise fill one per reader thread.
+        # reader's stays small, as a cold pull would otherwise fill it with pages read once.
         self.writer = create_sqlite_thread_engine(engine.url, pool_size=1, cache_mib=WRITER_CACHE_MIB)
-        self._readers = create_sqlite_thread_engine(engine.url, pool_size=READ_THREADS + 1)
+        self._readers = create_sqlite_thread_engine(engine.url, pool_size=2)
         self.reader = self._readers.execution_options(**{READ_ONLY: True})
+        self._loop_reader: Connection | None = None
         self.write_thread = ThreadPoolExecutor(1, thread_name_prefix="fieldloop-write")
-        self.read_threads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="fieldloop-read")
         self.checkpoint_thread = ThreadPoolExecutor(1, thread_name_prefix="fieldloop-checkpoint")
         self._checkpoint_pending = threading.Event()
         self._closing = threading.Event()
@@ -64,11 +66,18 @@ class _SqliteThreads:
         with self.reader.connect() as connection:
             connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
+    def loop_reader(self) -> Connection:
+        """The event loop thread's reading connection, opened on first use and kept."""
+        if self._loop_reader is None or self._loop_reader.closed:
+            self._loop_reader = self.reader.connect()
+        return self._loop_reader
+
     def close(self) -> None:
         self._closing.set()
         self.write_thread.shutdown(wait=False)
-        self.read_threads.shutdown(wait=False)
         self.checkpoint_thread.shutdown(wait=True)
+        if self._loop_reader is not None:
+            self._loop_reader.close()
         self.writer.dispose()
         self._readers.dispose()
 
@@ -105,17 +114,17 @@ async def write(engine: AsyncEngine, unit: Callable[Concatenate[Connection, P], 
 
 async def read(engine: AsyncEngine, unit: Callable[Concatenate[Connection, P], T], *args: P.args) -> T:
     """Run ``unit(connection, *args)`` on a connection that only reads (on SQLite it never waits
-    for a writer: each statement sees the last commit)."""
+    for a writer: each statement sees the last commit). Keep such units short: on SQLite they
+    run on the event loop's thread."""
     threads = _threads(engine)
     if threads is None:
         async with engine.connect() as connection:
             return await connection.run_sync(unit, *args)
-
-    def on_reader() -> T:
-        with threads.reader.connect() as connection:
-            return unit(connection, *args)
-
-    return await _in_thread(threads.read_threads, on_reader)
+    connection = threads.loop_reader()
+    try:
+        return unit(connection, *args)
+    finally:
+        connection.rollback()  # ends SQLAlchemy's autobegun transaction; SQLite had none open
 
 
 async def _in_thread(executor: ThreadPoolExecutor, call: Callable[[], T]) -> T:

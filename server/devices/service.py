@@ -16,6 +16,7 @@ from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from server.accounts.service import FIELD_ROLES, AccountError, user_by_name, user_grid_ids
+from server.db.driver_sql import DriverQuery
 from server.db.models import AuthChallenge, Device, EnrollmentCode, Grid, User, UserGrid
 from server.devices.tokens import make_token, read_token
 from server.errors import DeviceRevoked, Forbidden, Invalid, NotFound, Unauthenticated
@@ -182,8 +183,8 @@ class DeviceContext:
     app_version: str
 
 
-# Built once: every sync request runs it, and building a statement costs more than running it.
-_DEVICE_CONTEXT = (
+# Every sync request runs it: compiled once, run on the driver (server.db.driver_sql).
+_DEVICE_CONTEXT = DriverQuery(
     select(Device.status, Device.wipe, Device.user_id, Device.app_version, User.name, User.active, UserGrid.grid_id)
     .join(User, User.id == Device.user_id)
     .outerjoin(UserGrid, UserGrid.user_id == Device.user_id)
@@ -200,17 +201,17 @@ def authenticate(connection: Connection, secret: bytes, authorization: str | Non
         raise Unauthenticated("the access token is not valid")
     device_id, expires_ms = claims
     # One round trip per request: the device, its user and the user's grids together.
-    rows = connection.execute(_DEVICE_CONTEXT, {"device_id": device_id}).all()
+    rows = _DEVICE_CONTEXT.rows(connection, device_id=device_id)
     if not rows:
         raise Unauthenticated("the access token is not valid")
-    first = rows[0]
-    _refuse_if_inactive(first.status, first.wipe)
+    status, wipe, user_id, app_version, user_name, active, _ = rows[0]
+    _refuse_if_inactive(status, bool(wipe))
     if expires_ms < wall_now_ms():
         raise Unauthenticated("the access token has expired; get a new one")
-    if not first.active:
+    if not active:
         raise Forbidden("this user is no longer active")
-    scope = frozenset(r.grid_id for r in rows if r.grid_id is not None)
-    return DeviceContext(device_id, first.user_id, first.name, scope, first.app_version)
+    scope = frozenset(grid_id for *_, grid_id in rows if grid_id is not None)
+    return DeviceContext(device_id, user_id, user_name, scope, app_version)
 
 
 async def revoke(sessionmaker: async_sessionmaker, device_id: str, *, wipe: bool) -> Device:
