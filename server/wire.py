@@ -12,6 +12,8 @@ from typing import TypeVar
 import msgspec
 from litestar import Request
 
+from shared_schema.messages import Record
+
 MSGPACK = "application/msgpack"
 JSON = "application/json"
 
@@ -74,3 +76,14 @@ def encode_reply(request: Request, value: object) -> tuple[bytes, str]:
     if reply_is_msgpack(request):
         return _msgpack_encoder.encode(value), MSGPACK
     return _json_encoder.encode(value), JSON
+
+
+_record_decoder = msgspec.msgpack.Decoder(Record)
+
+
+def stored_records(request: Request, records: list[bytes]) -> list:
+    """Records stored msgpack-encoded, ready to place in a reply: as they are for a msgpack
+    reply (no decoding and re-encoding), decoded for a JSON one."""
+    if reply_is_msgpack(request):
+        return [msgspec.Raw(record) for record in records]
+    return [_record_decoder.decode(record) for record in records]

@@ -1,4 +1,4 @@
-"""Inserts for the write path: many rows at once, and rows that may already be there."""
+"""Inserts and updates for the write path: many rows at once, and rows that may already be there."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ import itertools
 import operator
 from typing import Any
 
-from sqlalchemy import Connection, Table, insert
+import msgspec
+from sqlalchemy import Connection, Table, bindparam, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.dml import Insert
 
-
 # SQLite's limit on parameters in one statement since 3.32 (Debian's build allows more).
 SQLITE_MAX_PARAMETERS = 32766
+
+_json_encoder = msgspec.json.Encoder()
 
 
 def insert_ignoring_duplicates(dialect_name: str, model: type) -> Insert:
@@ -23,35 +25,48 @@ def insert_ignoring_duplicates(dialect_name: str, model: type) -> Insert:
     return module.insert(model).on_conflict_do_nothing()
 
 
-def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]], **same: Any) -> None:
-    """INSERT ``rows`` (dicts with the same keys), each also given the columns in ``same``,
-    whose values are the same for every row: an executemany, or on SQLite a few INSERTs of
-    many rows each.
+def json_text(value: Any) -> str:
+    """A JSON column's value as both drivers take it (what SQLAlchemy's JSON type would send,
+    ``None`` included, which it stores as JSON ``null``)."""
+    return _json_encoder.encode(value).decode()
 
-    Each value is converted by its column's type exactly as SQLAlchemy would, but a value in
-    ``same`` is converted once, not once a row, and the rows skip SQLAlchemy's per-row parameter
-    building: for a push of thousands of mutations that building cost as much as SQLite's work.
+
+def insert_rows(
+    connection: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple], **same: Any
+) -> None:
+    """INSERT ``rows`` into ``columns`` of ``table``, each row also given the columns in
+    ``same``, whose values are the same for every row.
+
+    A row is a tuple of values as the driver takes them: JSON columns already ``json_text``,
+    strings, numbers, booleans and bytes as they are. A value in ``same`` is converted by its
+    column's type, once. Why not SQLAlchemy's executemany: for a push of thousands of
+    mutations its per-row parameter building and type processing cost as much as the
+    database's own work.
     """
     if not rows:
         return
     dialect = connection.dialect
-    sql, positions = _compiled(dialect, table, tuple(rows[0]), tuple(same))
-    given = same | {name: _scalar_default(table, name) for name in positions if name not in rows[0] and name not in same}
-    fixed = {name: _converted(dialect, table, name, value) for name, value in given.items()}
-    take = operator.itemgetter(*positions)
-    conversions = [
-        (i, convert) for i, name in enumerate(positions) if name not in given and (convert := _converter(dialect, table, name))
-    ]
-    parameters = []
-    for row in rows:
-        values = list(take(row | fixed if fixed else row))
-        for i, convert in conversions:
-            values[i] = convert(values[i])
-        parameters.append(tuple(values))
+    sql, order, defaults = _compiled(dialect, table, columns, tuple(same))
+    fixed = tuple(_converted(dialect, table, name, value) for name, value in same.items()) + defaults
+    if order is None:
+        parameters = [row + fixed for row in rows] if fixed else rows
+    else:
+        parameters = [order(row + fixed) for row in rows]
     if dialect.name == "sqlite":
         _insert_multirow(connection, sql, parameters)
     else:
         connection.exec_driver_sql(sql, parameters)
+
+
+def update_rows(connection: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple], **same: Any) -> None:
+    """UPDATE rows of ``table`` by primary key: each row is a tuple of driver-ready values for
+    ``columns`` (as in ``insert_rows``) followed by the key; ``same`` as in ``insert_rows``."""
+    if not rows:
+        return
+    dialect = connection.dialect
+    sql, order = _compiled_update(dialect, table, columns, tuple(same))
+    fixed = tuple(_converted(dialect, table, name, value) for name, value in same.items())
+    connection.exec_driver_sql(sql, [order(row[:-1] + fixed + row[-1:]) for row in rows])
 
 
 def _insert_multirow(connection: Connection, sql: str, parameters: list[tuple]) -> None:
@@ -60,10 +75,45 @@ def _insert_multirow(connection: Connection, sql: str, parameters: list[tuple]) 
     # One INSERT of many rows runs whole with the GIL released.
     head, _, one_row = sql.partition(" VALUES ")
     per_statement = SQLITE_MAX_PARAMETERS // len(parameters[0])
-    for start in range(0, len(parameters), per_statement):
-        chunk = parameters[start : start + per_statement]
-        values = ", ".join([one_row] * len(chunk))
-        connection.exec_driver_sql(f"{head} VALUES {values}", tuple(itertools.chain.from_iterable(chunk)))
+    cursor = connection.connection.cursor()
+    try:
+        for start in range(0, len(parameters), per_statement):
+            chunk = parameters[start : start + per_statement]
+            cursor.execute(f"{head} VALUES {', '.join([one_row] * len(chunk))}",
+                           tuple(itertools.chain.from_iterable(chunk)))
+    finally:
+        cursor.close()
+
+
+@functools.cache
+def _compiled(
+    dialect: Dialect, table: Table, columns: tuple[str, ...], same: tuple[str, ...]
+) -> tuple[str, operator.itemgetter | None, tuple]:
+    """The INSERT's SQL; how to order a row's values (row, then ``same``, then defaults) as its
+    parameters, or None when they are in order already; and the converted values of the
+    columns left out that have a plain Python default (the same for every row)."""
+    compiled = insert(table).compile(dialect=dialect, column_keys=[*columns, *same])
+    positions = tuple(compiled.positiontup)
+    left_out = tuple(name for name in positions if name not in columns and name not in same)
+    defaults = tuple(_converted(dialect, table, name, _scalar_default(table, name)) for name in left_out)
+    given = (*columns, *same, *left_out)
+    order = None if positions == given else operator.itemgetter(*(given.index(name) for name in positions))
+    return str(compiled), order, defaults
+
+
+@functools.cache
+def _compiled_update(
+    dialect: Dialect, table: Table, columns: tuple[str, ...], same: tuple[str, ...]
+) -> tuple[str, operator.itemgetter]:
+    [key] = table.primary_key.columns
+    # A bind parameter may not share its column's name in a SET clause: each is "set_<column>".
+    given = (*(f"set_{name}" for name in (*columns, *same)), "key")
+    compiled = (
+        update(table)
+        .where(key == bindparam("key"))
+        .values({name: bindparam(f"set_{name}") for name in (*columns, *same)})
+    ).compile(dialect=dialect)
+    return str(compiled), operator.itemgetter(*(given.index(name) for name in compiled.positiontup))
 
 
 def _scalar_default(table: Table, name: str) -> Any:
@@ -75,16 +125,5 @@ def _scalar_default(table: Table, name: str) -> Any:
 
 
 def _converted(dialect: Dialect, table: Table, name: str, value: Any) -> Any:
-    convert = _converter(dialect, table, name)
+    convert = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
     return convert(value) if convert else value
-
-
-@functools.cache
-def _compiled(dialect: Dialect, table: Table, varying: tuple[str, ...], same: tuple[str, ...]) -> tuple[str, tuple]:
-    compiled = insert(table).compile(dialect=dialect, column_keys=[*varying, *same])
-    return str(compiled), tuple(compiled.positiontup)
-
-
-@functools.cache
-def _converter(dialect: Dialect, table: Table, name: str):  # noqa: ANN202
-    return table.c[name].type.dialect_impl(dialect).bind_processor(dialect)

@@ -131,6 +131,10 @@ class RecordRow(Base):
     deleted_meta: Mapped[list[Any] | None]
     seq: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+    # The record as a pull sends it (msgpack of shared_schema.messages.Record, empty fields when
+    # deleted), written with each change: a pull page is these bytes laid side by side, with no
+    # decoding and re-encoding of every record it carries.
+    wire: Mapped[bytes] = mapped_column(LargeBinary)
 
     __table_args__ = (
         Index("ix_records_seq", "seq", unique=True),

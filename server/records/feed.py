@@ -15,6 +15,8 @@ import binascii
 import msgspec
 from sqlalchemy import Connection, and_, bindparam, or_, select
 
+from server.db.driver_sql import DriverQuery
+from server.db.keys import key_list, one_of
 from server.db.models import RecordRow
 from shared_schema.messages import Record
 
@@ -55,24 +57,28 @@ def encode_cursor(cursor: Cursor) -> str:
     return base64.urlsafe_b64encode(msgspec.msgpack.encode(cursor)).rstrip(b"=").decode()
 
 
-_COLUMNS = (RecordRow.entity, RecordRow.id, RecordRow.version, RecordRow.hlc, RecordRow.deleted,
-            RecordRow.fields, RecordRow.seq, RecordRow.grid_id)
-# Built once: every pull runs it, and building a statement costs more than running a small one.
-_FEED = (
-    select(*_COLUMNS)
-    .where(RecordRow.seq > bindparam("after"), RecordRow.grid_id.in_(bindparam("grids", expanding=True)))
-    .order_by(RecordRow.seq)
-    .limit(bindparam("limit"))
-)
+# A page is a prefix of the scope's changes in seq order; the grid list is one parameter
+# (server.db.keys), so the statement is compiled once, whatever the number of grids.
+def _feed(dialect: str) -> DriverQuery:
+    return DriverQuery(
+        select(RecordRow.seq, RecordRow.wire)
+        .where(RecordRow.seq > bindparam("after"), one_of(dialect, RecordRow.grid_id, "grids"))
+        .order_by(RecordRow.seq)
+        .limit(bindparam("limit"))
+    )
+
+
+_FEEDS = {dialect: _feed(dialect) for dialect in ("sqlite", "postgresql")}
+_record_encoder = msgspec.msgpack.Encoder()
 
 
 def pull_page(
     connection: Connection, scope: frozenset[str], cursor: Cursor | None, limit: int
-) -> tuple[list[Record], Cursor, bool]:
+) -> tuple[list[bytes], Cursor, bool]:
     """One page of changes for a device whose user holds the grids in ``scope``.
 
     Returns:
-        (records, next cursor, more)
+        (records, each msgpack-encoded as a ``shared_schema.messages.Record``; next cursor; more)
     """
     grids = sorted(scope)
     if cursor is None:
@@ -87,20 +93,24 @@ def pull_page(
         return _catch_up_page(connection, grids, cursor.s, catch_up, limit)
     if not grids:
         return [], Cursor(s=cursor.s, g=grids), False
-    rows = connection.execute(_FEED, {"after": cursor.s, "grids": grids, "limit": limit + 1}).all()
+    dialect = connection.dialect.name
+    rows = _FEEDS[dialect].rows(connection, after=cursor.s, grids=key_list(dialect, grids), limit=limit + 1)
     more = len(rows) > limit
-    rows = rows[:limit]
-    last = rows[-1].seq if rows else cursor.s
-    return [_record(r, tombstone=False) for r in rows], Cursor(s=last, g=grids), more
+    if more:
+        del rows[limit:]
+    last = rows[-1][0] if rows else cursor.s
+    return [wire for _, wire in rows], Cursor(s=last, g=grids), more
 
 
 def _catch_up_page(
     connection: Connection, grids: list[str], upto: int, catch_up: CatchUp, limit: int
-) -> tuple[list[Record], Cursor, bool]:
+) -> tuple[list[bytes], Cursor, bool]:
     # New grids: what the ordinary feed will not bring (up to the cursor). Grids that left: every
-    # record, whenever it changed (the grid's own record changed when the user left it).
+    # record, whenever it changed (the grid's own record changed when the user left it), as a
+    # tombstone.
     rows = connection.execute(
-        select(*_COLUMNS)
+        select(RecordRow.seq, RecordRow.wire, RecordRow.grid_id, RecordRow.entity, RecordRow.id, RecordRow.version,
+               RecordRow.hlc)
         .where(
             RecordRow.seq > catch_up.after,
             or_(
@@ -118,20 +128,12 @@ def _catch_up_page(
     else:
         # Catch-up done: from here on the ordinary feed, in the new scope, from the same seq.
         next_cursor = Cursor(s=upto, g=grids)
-    return [_record(r, tombstone=r.grid_id in removed) for r in rows], next_cursor, True
+    return [_tombstone(r) if r.grid_id in removed else r.wire for r in rows], next_cursor, True
+
+
+def _tombstone(row) -> bytes:  # noqa: ANN001
+    return _record_encoder.encode(Record(entity=row.entity, id=row.id, version=row.version, hlc=row.hlc, deleted=True))
 
 
 def _old_scope(grids: list[str], catch_up: CatchUp) -> list[str]:
     return sorted((set(grids) - set(catch_up.added)) | set(catch_up.removed))
-
-
-def _record(row, *, tombstone: bool) -> Record:  # noqa: ANN001
-    deleted = row.deleted or tombstone
-    return Record(
-        entity=row.entity,
-        id=row.id,
-        version=row.version,
-        hlc=row.hlc,
-        deleted=deleted,
-        fields={} if deleted else row.fields,
-    )

@@ -6,9 +6,15 @@ from typing import Any
 
 import msgspec
 
+from server.db.inserts import json_text
 from sync.merge import FieldMeta, RecordState
 
 _meta_type = dict[str, FieldMeta]
+_wire_encoder = msgspec.msgpack.Encoder()
+
+# The columns ``record_row`` fills, in the table's order (updated_at is given per transaction).
+RECORD_COLUMNS = ("id", "entity", "grid_id", "version", "hlc", "deleted", "fields", "meta", "deleted_meta", "seq",
+                  "wire")
 
 
 def state_from_row(row: Any) -> RecordState:
@@ -25,17 +31,19 @@ def state_from_row(row: Any) -> RecordState:
     )
 
 
-def row_values(state: RecordState, seq: int) -> dict[str, Any]:
-    return {
-        "id": state.id,
-        "entity": state.entity,
-        "grid_id": state.grid_id,
-        "version": state.version,
-        "hlc": state.hlc,
-        "deleted": state.deleted,
-        "fields": state.fields,
-        # The JSON columns encode with msgspec, which writes FieldMeta Structs as arrays itself.
-        "meta": state.meta,
-        "deleted_meta": state.deleted_meta,
-        "seq": seq,
-    }
+def record_row(state: RecordState, seq: int) -> tuple:
+    """The values of ``RECORD_COLUMNS`` for ``state`` as of change ``seq``, as the driver takes
+    them. ``meta`` encodes its FieldMeta Structs as arrays (``[version, hlc, origin]``)."""
+    return (
+        state.id,
+        state.entity,
+        state.grid_id,
+        state.version,
+        state.hlc,
+        state.deleted,
+        json_text(state.fields),
+        json_text(state.meta),
+        json_text(state.deleted_meta),
+        seq,
+        _wire_encoder.encode(state.to_record()),
+    )

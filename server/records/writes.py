@@ -21,15 +21,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import msgspec
-from sqlalchemy import Connection, Select, bindparam, select, update
+from sqlalchemy import Connection, Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from server.db import units
 from server.db.models import AppliedMutation, BlobRef, ChangeLogEntry, ConflictEntry, Counter, RecordRow
-from server.db.inserts import insert_ignoring_duplicates, insert_rows
+from server.db.inserts import insert_ignoring_duplicates, insert_rows, json_text, update_rows
 from server.db.keys import key_list, one_of
-from server.records.state import row_values, state_from_row
+from server.records.state import RECORD_COLUMNS, record_row, state_from_row
 from shared_schema.entities import UNION_FIELDS
 from shared_schema.messages import MAX_CLOCK_SKEW_MS, Mutation, MutationStatus, Record, Result, ResultError
 from shared_schema.workflow import Actor
@@ -190,93 +190,66 @@ def apply_requests(connection: Connection, requests: list[tuple[list[Mutation], 
     for mutations, sender in requests:
         results: list[Result] = []
         all_results.append(results)
+        origin, actor, scope, device_id, user_id = sender.origin, sender.actor, sender.scope, sender.device_id, sender.user_id
         for mutation in mutations:
-            if mutation.mid in stored:
-                results.append(stored[mutation.mid])
+            mid = mutation.mid
+            if mid in stored:
+                results.append(stored[mid])
                 continue
             stamp, original = mutation.hlc, None
-            if mutation.hlc >= too_far:
+            if stamp >= too_far:
                 # A clock a year ahead must not win every later conflict: re-stamp, keep the original.
                 if latest_seen is not None:
                     clock.observe(latest_seen)
                 stamp, original = clock.now(), mutation.hlc
-            elif latest_seen is None or mutation.hlc > latest_seen:
-                latest_seen = mutation.hlc
-            before = states.get(mutation.id)
-            outcome = apply_mutation(
-                before, mutation, stamp=stamp, origin=sender.origin, actor=sender.actor, scope=sender.scope
-            )
+            elif latest_seen is None or stamp > latest_seen:
+                latest_seen = stamp
+            outcome = apply_mutation(states.get(mutation.id), mutation, stamp=stamp, origin=origin, actor=actor,
+                                     scope=scope)
             state = outcome.state
             if outcome.changed:
                 seq += 1
                 states[mutation.id] = state
                 dirty[mutation.id] = seq
-                log_rows.append(
-                    {
-                        "seq": seq,
-                        "record_id": state.id,
-                        "entity": state.entity,
-                        "grid_id": state.grid_id,
-                        "version": state.version,
-                        "op": mutation.op,
-                        "hlc": stamp,
-                        "original_hlc": original,
-                        "mid": mutation.mid,
-                        "device_id": sender.device_id,
-                        "user_id": sender.user_id,
-                        "changes": {name: [b, a] for name, (b, a) in outcome.changes.items()},
-                    }
-                )
-                for name in UNION_FIELDS.get(state.entity, ()) & outcome.changes.keys():
-                    if name == "photos":
-                        ref_rows.extend(
-                            {"sha256": sha, "record_id": state.id, "grid_id": state.grid_id}
-                            for sha in outcome.changes[name][1] or ()
-                        )
+                changes = outcome.changes
+                log_rows.append((seq, state.id, state.entity, state.grid_id, state.version, mutation.op, stamp,
+                                 original, mid, device_id, user_id, json_text(changes)))
+                if "photos" in changes and "photos" in UNION_FIELDS.get(state.entity, ()):
+                    ref_rows.extend(
+                        {"sha256": sha, "record_id": state.id, "grid_id": state.grid_id}
+                        for sha in changes["photos"][1] or ()
+                    )
             for conflict in outcome.conflicts:
-                conflict_rows.append(
-                    {
-                        "record_id": mutation.id,
-                        "entity": mutation.entity,
-                        "grid_id": state.grid_id,
-                        "field": conflict.field,
-                        "kept": conflict.kept,
-                        "lost": conflict.lost,
-                        "winner_hlc": conflict.winner_hlc,
-                        "mid": mutation.mid,
-                        "device_id": sender.device_id,
-                        "user_id": sender.user_id,
-                    }
-                )
+                conflict_rows.append((mutation.id, mutation.entity, state.grid_id, conflict.field,
+                                      json_text(conflict.kept), json_text(conflict.lost), conflict.winner_hlc, mid,
+                                      device_id, user_id))
             result = _result(mutation, outcome, state)
-            stored[mutation.mid] = result
+            stored[mid] = result
             results.append(result)
-            applied_rows.append(
-                {
-                    "mid": mutation.mid,
-                    "device_id": sender.device_id,
-                    "record_id": mutation.id,
-                    "status": result.status.value,
-                    "result": _result_encoder.encode(result),
-                }
-            )
+            applied_rows.append((mid, device_id, mutation.id, result.status.value, _result_encoder.encode(result)))
 
     if latest_seen is not None:
         clock.observe(latest_seen)
-    new_rows = [row_values(states[i], s) for i, s in dirty.items() if i not in existing]
-    changed_rows = [row_values(states[i], s) | {"updated_at": now, "key": i} for i, s in dirty.items() if i in existing]
-    if changed_rows:
-        records = RecordRow.__table__
-        connection.execute(update(records).where(records.c.id == bindparam("key")), changed_rows)
-    insert_rows(connection, RecordRow.__table__, new_rows, updated_at=now)
-    insert_rows(connection, ChangeLogEntry.__table__, log_rows, received_at=now)
-    insert_rows(connection, ConflictEntry.__table__, conflict_rows, created_at=now)
-    insert_rows(connection, AppliedMutation.__table__, applied_rows, received_at=now)
+    records = RecordRow.__table__
+    update_rows(connection, records, RECORD_COLUMNS,
+                [record_row(states[i], s) + (i,) for i, s in dirty.items() if i in existing], updated_at=now)
+    insert_rows(connection, records, RECORD_COLUMNS,
+                [record_row(states[i], s) for i, s in dirty.items() if i not in existing], updated_at=now)
+    insert_rows(connection, ChangeLogEntry.__table__, _LOG_COLUMNS, log_rows, received_at=now)
+    insert_rows(connection, ConflictEntry.__table__, _CONFLICT_COLUMNS, conflict_rows, created_at=now)
+    insert_rows(connection, AppliedMutation.__table__, _APPLIED_COLUMNS, applied_rows, received_at=now)
     if ref_rows:
         connection.execute(insert_ignoring_duplicates(connection.dialect.name, BlobRef), ref_rows)
     if seq != first_seq:
         connection.execute(update(Counter).where(Counter.name == CHANGE_SEQ).values(value=seq))
     return all_results
+
+
+_LOG_COLUMNS = ("seq", "record_id", "entity", "grid_id", "version", "op", "hlc", "original_hlc", "mid", "device_id",
+                "user_id", "changes")
+_CONFLICT_COLUMNS = ("record_id", "entity", "grid_id", "field", "kept", "lost", "winner_hlc", "mid", "device_id",
+                     "user_id")
+_APPLIED_COLUMNS = ("mid", "device_id", "record_id", "status", "result")
 
 
 @functools.cache

@@ -16,7 +16,7 @@ from server.devices.service import DeviceContext
 from server.errors import ApiError, Invalid, Malformed, NotFound, TooLarge, UpgradeRequired
 from server.records.feed import BadCursor, Cursor, decode_cursor, encode_cursor, pull_page
 from server.records.writes import Sender, commit_mutations
-from server.wire import decode_body, encode_reply
+from server.wire import decode_body, encode_reply, stored_records
 from shared_schema.messages import (
     DEFAULT_PULL_LIMIT,
     MAX_BLOB_BYTES,
@@ -30,7 +30,6 @@ from shared_schema.messages import (
     PullReply,
     PushReply,
     PushRequest,
-    Record,
     TokenRequest,
 )
 from shared_schema.workflow import Actor
@@ -138,13 +137,13 @@ async def pull(request: Request, state: State) -> Response:
     records, next_cursor, more = page
     state.sync_log.add(device_id=device.device_id, user_id=device.user_id, kind="pull", app_version=device.app_version,
                        duration_ms=int((time.perf_counter() - started) * 1000), changes=len(records))
-    return _reply(request, PullReply(changes=records, cursor=encode_cursor(next_cursor), more=more,
-                                     server_time=wall_now_ms()))
+    return _reply(request, PullReply(changes=stored_records(request, records), cursor=encode_cursor(next_cursor),
+                                     more=more, server_time=wall_now_ms()))
 
 
 def _authenticated_page(
     connection: Connection, secret: bytes, authorization: str | None, cursor_text: str | None, limit_text: str | None
-) -> tuple[DeviceContext, tuple[list[Record], Cursor, bool] | ApiError]:
+) -> tuple[DeviceContext, tuple[list[bytes], Cursor, bool] | ApiError]:
     """One unit of work for a pull: who asks, then their page; a bad cursor or limit comes back
     as the error, beside the device, so that the sync log can name it."""
     device = devices.authenticate(connection, secret, authorization)
