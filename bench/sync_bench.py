@@ -35,6 +35,7 @@ from server.db.migrate import upgrade  # noqa: E402
 from server.devices import service as devices  # noqa: E402
 from server.settings import Settings  # noqa: E402
 from shared_schema.messages import Mutation, token_message  # noqa: E402
+from sync.client.ids import new_id  # noqa: E402
 from sync.client.transport import HttpTransport  # noqa: E402
 from sync.hlc import HybridClock  # noqa: E402
 from tests.support.databases import PostgresDatabases  # noqa: E402
@@ -57,7 +58,8 @@ class BenchDevice:
         self.versions: dict[str, int] = {}
 
     def mutation(self, entity: str, fields: dict, record_id: str | None = None, base_version: int = 0) -> Mutation:
-        return Mutation(mid=str(uuid.uuid4()), entity=entity, id=record_id or str(uuid.uuid4()), op="upsert",
+        # Ids as the app makes them: time-ordered UUIDv7 (sync.client.ids), which the protocol recommends.
+        return Mutation(mid=new_id(), entity=entity, id=record_id or new_id(), op="upsert",
                         base_version=base_version, hlc=self.clock.now(), fields=fields)
 
     def push(self, mutations: list[Mutation]):  # noqa: ANN201
