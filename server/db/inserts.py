@@ -125,5 +125,10 @@ def _scalar_default(table: Table, name: str) -> Any:
 
 
 def _converted(dialect: Dialect, table: Table, name: str, value: Any) -> Any:
-    convert = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+    convert = _converter(dialect, table, name)
     return convert(value) if convert else value
+
+
+@functools.cache
+def _converter(dialect: Dialect, table: Table, name: str):  # noqa: ANN202
+    return table.c[name].type.dialect_impl(dialect).bind_processor(dialect)

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from server.accounts.service import FIELD_ROLES, AccountError, user_by_name, user_grid_ids
-from server.db.driver_sql import DriverQuery
+from server.db.driver_sql import DriverStatement
 from server.db.models import AuthChallenge, Device, EnrollmentCode, Grid, User, UserGrid
 from server.devices.tokens import make_token, read_token
 from server.errors import DeviceRevoked, Forbidden, Invalid, NotFound, Unauthenticated
@@ -184,7 +184,7 @@ class DeviceContext:
 
 
 # Every sync request runs it: compiled once, run on the driver (server.db.driver_sql).
-_DEVICE_CONTEXT = DriverQuery(
+_DEVICE_CONTEXT = DriverStatement(
     select(Device.status, Device.wipe, Device.user_id, Device.app_version, User.name, User.active, UserGrid.grid_id)
     .join(User, User.id == Device.user_id)
     .outerjoin(UserGrid, UserGrid.user_id == Device.user_id)

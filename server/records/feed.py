@@ -15,7 +15,7 @@ import binascii
 import msgspec
 from sqlalchemy import Connection, and_, bindparam, or_, select
 
-from server.db.driver_sql import DriverQuery
+from server.db.driver_sql import DriverStatement
 from server.db.keys import key_list, one_of
 from server.db.models import RecordRow
 from shared_schema.messages import Record
@@ -59,8 +59,8 @@ def encode_cursor(cursor: Cursor) -> str:
 
 # A page is a prefix of the scope's changes in seq order; the grid list is one parameter
 # (server.db.keys), so the statement is compiled once, whatever the number of grids.
-def _feed(dialect: str) -> DriverQuery:
-    return DriverQuery(
+def _feed(dialect: str) -> DriverStatement:
+    return DriverStatement(
         select(RecordRow.seq, RecordRow.wire)
         .where(RecordRow.seq > bindparam("after"), one_of(dialect, RecordRow.grid_id, "grids"))
         .order_by(RecordRow.seq)

@@ -2,32 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 from server.db.inserts import json_text
 from sync.merge import FieldMeta, RecordState
 
-_meta_type = dict[str, FieldMeta]
 _wire_encoder = msgspec.msgpack.Encoder()
+_json_decoder = msgspec.json.Decoder(dict)
+_meta_decoder = msgspec.json.Decoder(dict[str, FieldMeta])
+_deleted_meta_decoder = msgspec.json.Decoder(FieldMeta | None)
 
+# The columns ``state_from_stored`` reads, in its order.
+STORED_COLUMNS = ("entity", "id", "grid_id", "version", "hlc", "deleted", "fields", "meta", "deleted_meta")
 # The columns ``record_row`` fills, in the table's order (updated_at is given per transaction).
 RECORD_COLUMNS = ("id", "entity", "grid_id", "version", "hlc", "deleted", "fields", "meta", "deleted_meta", "seq",
                   "wire")
 
 
-def state_from_row(row: Any) -> RecordState:
+def state_from_stored(row: tuple) -> RecordState:
+    """The state of a record from its ``STORED_COLUMNS`` as the driver gives them (JSON as
+    text, SQLite's booleans as 0/1)."""
+    entity, id_, grid_id, version, hlc, deleted, fields, meta, deleted_meta = row
     return RecordState(
-        entity=row.entity,
-        id=row.id,
-        grid_id=row.grid_id,
-        version=row.version,
-        hlc=row.hlc,
-        deleted=row.deleted,
-        fields=row.fields,
-        meta=msgspec.convert(row.meta, _meta_type),
-        deleted_meta=msgspec.convert(row.deleted_meta, FieldMeta) if row.deleted_meta else None,
+        entity=entity,
+        id=id_,
+        grid_id=grid_id,
+        version=version,
+        hlc=hlc,
+        deleted=bool(deleted),
+        fields=_json_decoder.decode(fields),
+        meta=_meta_decoder.decode(meta),
+        deleted_meta=_deleted_meta_decoder.decode(deleted_meta) if deleted_meta else None,
     )
 
 

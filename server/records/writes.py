@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import functools
 import os
 import secrets
 import weakref
@@ -21,15 +20,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import msgspec
-from sqlalchemy import Connection, Select, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from server.db import units
-from server.db.models import AppliedMutation, BlobRef, ChangeLogEntry, ConflictEntry, Counter, RecordRow
+from server.db.driver_sql import DriverStatement
 from server.db.inserts import insert_ignoring_duplicates, insert_rows, json_text, update_rows
 from server.db.keys import key_list, one_of
-from server.records.state import RECORD_COLUMNS, record_row, state_from_row
+from server.db.models import AppliedMutation, BlobRef, ChangeLogEntry, ConflictEntry, Counter, RecordRow
+from server.records.state import RECORD_COLUMNS, STORED_COLUMNS, record_row, state_from_stored
 from shared_schema.entities import UNION_FIELDS
 from shared_schema.messages import MAX_CLOCK_SKEW_MS, Mutation, MutationStatus, Record, Result, ResultError
 from shared_schema.workflow import Actor
@@ -165,19 +165,19 @@ def _apply_on_session(session: Session, requests: list[tuple[list[Mutation], Sen
 def apply_requests(connection: Connection, requests: list[tuple[list[Mutation], Sender]]) -> list[list[Result]]:
     """Apply several writers' mutations in one pass: one read of what is stored, one insert per
     table, whatever the number of requests; each request keeps its order and gets its results."""
-    seq = connection.execute(select(Counter.value).where(Counter.name == CHANGE_SEQ).with_for_update()).scalar_one()
+    [(seq,)] = _LOCK_COUNTER.rows(connection)
     first_seq = seq
     dialect = connection.dialect.name
     mids = list({m.mid for mutations, _ in requests for m in mutations})
     stored: dict[str, Result] = {}
-    for mid, blob in connection.execute(_stored_results(dialect), {"keys": key_list(dialect, mids)}):
+    for mid, blob in _STORED_RESULTS[dialect].rows(connection, keys=key_list(dialect, mids)):
         stored[mid] = _result_decoder.decode(blob)
 
     ids = list({m.id for mutations, _ in requests for m in mutations if m.mid not in stored})
     states: dict[str, RecordState] = {}
     if ids:
-        for row in connection.execute(_stored_records(dialect), {"keys": key_list(dialect, ids)}):
-            states[row.id] = state_from_row(row)
+        for row in _STORED_RECORDS[dialect].rows(connection, keys=key_list(dialect, ids)):
+            states[row[1]] = state_from_stored(row)
     existing = set(states)
     clock = server_clock()
     now = datetime.datetime.now(datetime.UTC)
@@ -241,7 +241,7 @@ def apply_requests(connection: Connection, requests: list[tuple[list[Mutation], 
     if ref_rows:
         connection.execute(insert_ignoring_duplicates(connection.dialect.name, BlobRef), ref_rows)
     if seq != first_seq:
-        connection.execute(update(Counter).where(Counter.name == CHANGE_SEQ).values(value=seq))
+        _SET_COUNTER.rows(connection, new_value=seq)
     return all_results
 
 
@@ -252,15 +252,23 @@ _CONFLICT_COLUMNS = ("record_id", "entity", "grid_id", "field", "kept", "lost", 
 _APPLIED_COLUMNS = ("mid", "device_id", "record_id", "status", "result")
 
 
-@functools.cache
-def _stored_results(dialect: str) -> Select:
-    return select(AppliedMutation.mid, AppliedMutation.result).where(one_of(dialect, AppliedMutation.mid, "keys"))
-
-
-@functools.cache
-def _stored_records(dialect: str) -> Select:
-    records = RecordRow.__table__
-    return select(records).where(one_of(dialect, records.c.id, "keys"))
+# Every write transaction runs these: compiled once, run on the driver (server.db.driver_sql).
+_LOCK_COUNTER = DriverStatement(select(Counter.value).where(Counter.name == CHANGE_SEQ).with_for_update())
+_SET_COUNTER = DriverStatement(
+    update(Counter).where(Counter.name == CHANGE_SEQ).values(value=bindparam("new_value"))
+)
+_STORED_RESULTS = {
+    dialect: DriverStatement(
+        select(AppliedMutation.mid, AppliedMutation.result).where(one_of(dialect, AppliedMutation.mid, "keys"))
+    )
+    for dialect in ("sqlite", "postgresql")
+}
+_STORED_RECORDS = {
+    dialect: DriverStatement(
+        select(*(RecordRow.__table__.c[name] for name in STORED_COLUMNS)).where(one_of(dialect, RecordRow.id, "keys"))
+    )
+    for dialect in ("sqlite", "postgresql")
+}
 
 
 def _result(mutation: Mutation, outcome, state: RecordState | None) -> Result:  # noqa: ANN001

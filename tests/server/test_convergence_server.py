@@ -19,7 +19,6 @@ from sqlalchemy import select
 
 from server.db.models import ChangeLogEntry, ConflictEntry, RecordRow
 from server.records import writes
-from server.records.state import state_from_row
 from server.records.writes import Sender as WriteSender
 from server.records.writes import commit_mutations, server_clock
 from shared_schema.messages import Mutation, PullReply, PushReply, Record, Result
@@ -82,7 +81,8 @@ class RealServer:
         return run(self.client, query)
 
     def records(self) -> dict[str, Record]:
-        return {row.id: state_from_row(row).to_record() for row in self._rows(RecordRow, RecordRow.id)}
+        # What a pull sends of each record: its stored encoding.
+        return {row.id: msgspec.msgpack.decode(row.wire, type=Record) for row in self._rows(RecordRow, RecordRow.id)}
 
     def change_log(self) -> list[dict]:
         return [
