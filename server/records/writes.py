@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import gc
 import os
 import secrets
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import msgspec
@@ -165,6 +166,25 @@ def _apply_on_session(session: Session, requests: list[tuple[list[Mutation], Sen
 def apply_requests(connection: Connection, requests: list[tuple[list[Mutation], Sender]]) -> list[list[Result]]:
     """Apply several writers' mutations in one pass: one read of what is stored, one insert per
     table, whatever the number of requests; each request keeps its order and gets its results."""
+    with _collector_paused():
+        return _apply_requests(connection, requests)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    # A group of 2,000 mutations keeps some 200,000 objects alive until it commits; the cyclic
+    # collector, run by those allocations, rescanned them (pauses of some 20 ms, 3% of a
+    # group's time). They hold no cycles, refcounting frees them; collection resumes after.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _apply_requests(connection: Connection, requests: list[tuple[list[Mutation], Sender]]) -> list[list[Result]]:
     [(seq,)] = _LOCK_COUNTER.rows(connection)
     first_seq = seq
     dialect = connection.dialect.name
