@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from server.db.inserts import json_text
 from sync.merge import FieldMeta, RecordState
 
 _wire_encoder = msgspec.msgpack.Encoder()
-_json_decoder = msgspec.json.Decoder(dict)
+_fields_decoder = msgspec.json.Decoder(dict)
 _meta_decoder = msgspec.json.Decoder(dict[str, FieldMeta])
 _deleted_meta_decoder = msgspec.json.Decoder(FieldMeta | None)
 
@@ -20,8 +22,7 @@ RECORD_COLUMNS = ("id", "entity", "grid_id", "version", "hlc", "deleted", "field
 
 
 def state_from_stored(row: tuple) -> RecordState:
-    """The state of a record from its ``STORED_COLUMNS`` as the driver gives them (JSON as
-    text, SQLite's booleans as 0/1)."""
+    """The state of a record from its ``STORED_COLUMNS`` as the driver gives them."""
     entity, id_, grid_id, version, hlc, deleted, fields, meta, deleted_meta = row
     return RecordState(
         entity=entity,
@@ -29,11 +30,19 @@ def state_from_stored(row: tuple) -> RecordState:
         grid_id=grid_id,
         version=version,
         hlc=hlc,
-        deleted=bool(deleted),
-        fields=_json_decoder.decode(fields),
-        meta=_meta_decoder.decode(meta),
-        deleted_meta=_deleted_meta_decoder.decode(deleted_meta) if deleted_meta else None,
+        deleted=bool(deleted),  # SQLite's driver gives 0/1
+        fields=_from_json(fields, _fields_decoder, dict),
+        meta=_from_json(meta, _meta_decoder, dict[str, FieldMeta]),
+        deleted_meta=_from_json(deleted_meta, _deleted_meta_decoder, FieldMeta | None),
     )
+
+
+def _from_json(value: Any, decoder: msgspec.json.Decoder, type_: Any) -> Any:
+    # SQLite's driver gives a JSON column as text; asyncpg, through the codec SQLAlchemy installs
+    # on its connections, as the value already decoded.
+    if isinstance(value, str):
+        return decoder.decode(value)
+    return msgspec.convert(value, type_)
 
 
 def record_row(state: RecordState, seq: int) -> tuple:
