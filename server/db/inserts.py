@@ -46,7 +46,7 @@ def insert_rows(
     if not rows:
         return
     dialect = connection.dialect
-    sql, order, defaults = _compiled(dialect, table, columns, tuple(same))
+    sql, names, order, defaults = _compiled(dialect, table, columns, tuple(same))
     fixed = tuple(_converted(dialect, table, name, value) for name, value in same.items()) + defaults
     if order is None:
         parameters = [row + fixed for row in rows] if fixed else rows
@@ -55,7 +55,7 @@ def insert_rows(
     if dialect.name == "sqlite":
         _insert_multirow(connection, sql, parameters)
     else:
-        connection.exec_driver_sql(sql, parameters)
+        _insert_copied(connection, table, names, parameters)
 
 
 def update_rows(connection: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple], **same: Any) -> None:
@@ -85,20 +85,29 @@ def _insert_multirow(connection: Connection, sql: str, parameters: list[tuple]) 
         cursor.close()
 
 
+def _insert_copied(connection: Connection, table: Table, names: tuple[str, ...], parameters: list[tuple]) -> None:
+    # PostgreSQL: the rows go in by COPY (asyncpg's binary copy). An executemany is a round of
+    # bind and execute per row, whose server-side work cost as much as the insert itself.
+    connection.connection.dbapi_connection.run_async(
+        lambda driver: driver.copy_records_to_table(table.name, records=parameters, columns=names)
+    )
+
+
 @functools.cache
 def _compiled(
     dialect: Dialect, table: Table, columns: tuple[str, ...], same: tuple[str, ...]
-) -> tuple[str, operator.itemgetter | None, tuple]:
-    """The INSERT's SQL; how to order a row's values (row, then ``same``, then defaults) as its
-    parameters, or None when they are in order already; and the converted values of the
-    columns left out that have a plain Python default (the same for every row)."""
+) -> tuple[str, tuple[str, ...], operator.itemgetter | None, tuple]:
+    """The INSERT's SQL and its parameters' column names; how to order a row's values (row,
+    then ``same``, then defaults) as those parameters, or None when they are in order already;
+    and the converted values of the columns left out that have a plain Python default (the
+    same for every row)."""
     compiled = insert(table).compile(dialect=dialect, column_keys=[*columns, *same])
     positions = tuple(compiled.positiontup)
     left_out = tuple(name for name in positions if name not in columns and name not in same)
     defaults = tuple(_converted(dialect, table, name, _scalar_default(table, name)) for name in left_out)
     given = (*columns, *same, *left_out)
     order = None if positions == given else operator.itemgetter(*(given.index(name) for name in positions))
-    return str(compiled), order, defaults
+    return str(compiled), positions, order, defaults
 
 
 @functools.cache
@@ -130,5 +139,5 @@ def _converted(dialect: Dialect, table: Table, name: str, value: Any) -> Any:
 
 
 @functools.cache
-def _converter(dialect: Dialect, table: Table, name: str):  # noqa: ANN202
+def _converter(dialect: Dialect, table: Table, name: str):
     return table.c[name].type.dialect_impl(dialect).bind_processor(dialect)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import heapq
+import itertools
 
 import msgspec
-from sqlalchemy import Connection, and_, bindparam, or_, select
+from sqlalchemy import Connection, and_, bindparam, or_, select, text
 
 from server.db.driver_sql import DriverStatement
-from server.db.keys import key_list, one_of
 from server.db.models import RecordRow
 from shared_schema.messages import Record
 
@@ -57,19 +58,34 @@ def encode_cursor(cursor: Cursor) -> str:
     return base64.urlsafe_b64encode(msgspec.msgpack.encode(cursor)).rstrip(b"=").decode()
 
 
-# A page is a prefix of the scope's changes in seq order; the grid list is one parameter
-# (server.db.keys), so the statement is compiled once, whatever the number of grids.
-def _feed(dialect: str) -> DriverStatement:
-    return DriverStatement(
-        select(RecordRow.seq, RecordRow.wire)
-        .where(RecordRow.seq > bindparam("after"), one_of(dialect, RecordRow.grid_id, "grids"))
-        .order_by(RecordRow.seq)
-        .limit(bindparam("limit"))
-    )
-
-
-_FEEDS = {dialect: _feed(dialect) for dialect in ("sqlite", "postgresql")}
+# One grid's changes after a seq, in seq order: a range of the (grid_id, seq) index read in order,
+# which stops at the limit.
+_GRID_FEED = DriverStatement(
+    select(RecordRow.seq, RecordRow.wire)
+    .where(RecordRow.grid_id == bindparam("grid"), RecordRow.seq > bindparam("after"))
+    .order_by(RecordRow.seq)
+    .limit(bindparam("limit"))
+)
+_NO_SORT = DriverStatement(text("SET LOCAL enable_sort = off"))
 _record_encoder = msgspec.msgpack.Encoder()
+
+
+def _feed_rows(connection: Connection, grids: list[str], after: int, limit: int) -> list[tuple[int, bytes]]:
+    """The first ``limit`` (seq, wire) changes after ``after`` in any of ``grids``, in seq order.
+
+    Each grid's own ordered range, merged here: one query over all the grids (``grid_id IN``)
+    cannot read the index in seq order, so it read and sorted every later change of every grid
+    for each page, and a cold pull of 100,000 records read some five million rows.
+    """
+    if connection.dialect.name == "postgresql":
+        # The range is already in seq order. With statistics that lag a bulk load, PostgreSQL
+        # instead gathered every later change of the grid and sorted them, for each page (30 ms a
+        # page of 100,000 records instead of 1.6): this transaction never needs a sort.
+        _NO_SORT.rows(connection)
+    ranges = [_GRID_FEED.rows(connection, grid=grid, after=after, limit=limit) for grid in grids]
+    if len(ranges) == 1:
+        return ranges[0]
+    return list(itertools.islice(heapq.merge(*ranges), limit))
 
 
 def pull_page(
@@ -93,8 +109,7 @@ def pull_page(
         return _catch_up_page(connection, grids, cursor.s, catch_up, limit)
     if not grids:
         return [], Cursor(s=cursor.s, g=grids), False
-    dialect = connection.dialect.name
-    rows = _FEEDS[dialect].rows(connection, after=cursor.s, grids=key_list(dialect, grids), limit=limit + 1)
+    rows = _feed_rows(connection, grids, cursor.s, limit + 1)
     more = len(rows) > limit
     if more:
         del rows[limit:]
@@ -131,7 +146,7 @@ def _catch_up_page(
     return [_tombstone(r) if r.grid_id in removed else r.wire for r in rows], next_cursor, True
 
 
-def _tombstone(row) -> bytes:  # noqa: ANN001
+def _tombstone(row) -> bytes:
     return _record_encoder.encode(Record(entity=row.entity, id=row.id, version=row.version, hlc=row.hlc, deleted=True))
 
 
