@@ -15,11 +15,28 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("FIELDLOOP_APP_DATA", Path.home() / ".fieldloop-app"))
 
 
+def trust_bundled_certificates() -> None:
+    """On Android, have HTTPS trust certifi's certificate bundle.
+
+    python-for-android's Python does not find Android's system certificates, so without a
+    bundle every HTTPS sync would fail certificate verification (and be retried forever).
+    Elsewhere the system's certificates are used, as urllib3 does by default.
+    """
+    if "ANDROID_PRIVATE" not in os.environ or "SSL_CERT_FILE" in os.environ:
+        return
+    try:
+        import certifi
+    except ImportError:
+        return
+    os.environ["SSL_CERT_FILE"] = certifi.where()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="fieldloop-app", description="FieldLoop field app")
     parser.add_argument("--data", type=Path, default=None, help="data folder (default: ~/.fieldloop-app)")
     parser.add_argument("--size", default="480x900", help="window size on a desktop, WIDTHxHEIGHT")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    trust_bundled_certificates()
     # Kivy must not parse our arguments, and reads these before it is first imported.
     os.environ["KIVY_NO_ARGS"] = "1"
     os.environ.setdefault("KIVY_NO_FILELOG", "1")
