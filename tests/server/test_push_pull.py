@@ -208,6 +208,28 @@ def test_a_mutation_id_repeated_inside_one_push_is_applied_once(field, two_phone
     assert _count(field, ChangeLogEntry, ChangeLogEntry.record_id == m["id"]) == 1
 
 
+def test_a_long_push_that_edits_its_own_new_records_stores_each_at_its_last_version(field, two_phones):
+    # Longer than the chunks a write transaction's rows are inserted in, with records created in
+    # one chunk and edited in a later one, and a mutation id repeated across chunks.
+    grid, wang, li = two_phones
+    creates = [wang.mutation("household", fields=household(grid, notes=f"第{i}户")) for i in range(300)]
+    edits = [wang.mutation("household", c["id"], {"notes": f"复访{i}"}, base_version=0)
+             for i, c in enumerate(creates[::3])]
+    batch = creates + edits + [creates[5]]
+    results = wang.push(batch)["results"]
+    assert [r["status"] for r in results] == ["applied"] * len(batch)
+    assert results[-1] == results[5]
+    pulled = {r["id"]: r for r in li.pull_all()}
+    for i, c in enumerate(creates):
+        edited = i % 3 == 0
+        assert pulled[c["id"]]["version"] == (2 if edited else 1)
+        assert pulled[c["id"]]["fields"]["notes"] == (f"复访{i // 3}" if edited else f"第{i}户")
+    ids = [c["id"] for c in creates]
+    assert _count(field, RecordRow, RecordRow.id.in_(ids)) == 300
+    assert _count(field, ChangeLogEntry, ChangeLogEntry.record_id.in_(ids)) == 400
+    assert _count(field, AppliedMutation, AppliedMutation.record_id.in_(ids)) == 400
+
+
 def test_nothing_outside_the_scope_is_pulled(field):
     mine = field.grid("g-mine")
     other = field.grid("g-other")
