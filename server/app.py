@@ -51,7 +51,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> Litestar:
         state.read_sessionmaker = read_session_factory(engine)
         state.token_secret = await load_token_secret(sessionmaker)
         state.blob_store = FileBlobStore(settings.blob_dir)
-        state.sync_log = SyncLog(sessionmaker)
+        state.sync_log = SyncLog(engine)
         state.sync_log.start()
         overdue = asyncio.create_task(_mark_overdue_periodically(sessionmaker, settings.overdue_check_s))
         _tune_garbage_collector()

@@ -11,17 +11,18 @@ import asyncio
 import datetime
 import logging
 
-from sqlalchemy import bindparam, insert, update
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy import Connection, bindparam, insert, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.db import units
 from server.db.models import Device, SyncLogEntry
 
 log = logging.getLogger("fieldloop")
 
 
 class SyncLog:
-    def __init__(self, sessionmaker: async_sessionmaker, interval_s: float = 0.5):
-        self._sessionmaker = sessionmaker
+    def __init__(self, engine: AsyncEngine, interval_s: float = 0.5):
+        self._engine = engine
         self._interval = interval_s
         self._pending: list[dict] = []
         self._task: asyncio.Task | None = None
@@ -62,7 +63,7 @@ class SyncLog:
             await asyncio.sleep(self._interval)
             try:
                 await self.flush()
-            except Exception:  # noqa: BLE001 - the log must never take the server down
+            except Exception:
                 log.exception("sync log flush failed; will retry")
 
     async def flush(self) -> None:
@@ -74,15 +75,20 @@ class SyncLog:
             if entry["device_id"] and not entry["error"]:
                 last_seen[entry["device_id"]] = entry["at"]
         try:
-            async with self._sessionmaker() as session, session.begin():
-                await session.execute(insert(SyncLogEntry), batch)
-                if last_seen:
-                    devices = Device.__table__
-                    connection = await session.connection()
-                    await connection.execute(
-                        update(devices).where(devices.c.id == bindparam("device")).values(last_sync_at=bindparam("at")),
-                        [{"device": device_id, "at": at} for device_id, at in last_seen.items()],
-                    )
+            # Queued with the record writers (server.db.units): on SQLite a second connection
+            # taking the write lock beside them would make one of the two sleep in SQLite's busy
+            # handler.
+            await units.write(self._engine, _write_entries, batch, last_seen)
         except Exception:
             self._pending[:0] = batch
             raise
+
+
+def _write_entries(connection: Connection, batch: list[dict], last_seen: dict[str, datetime.datetime]) -> None:
+    connection.execute(insert(SyncLogEntry), batch)
+    if last_seen:
+        devices = Device.__table__
+        connection.execute(
+            update(devices).where(devices.c.id == bindparam("device")).values(last_sync_at=bindparam("at")),
+            [{"device": device_id, "at": at} for device_id, at in last_seen.items()],
+        )
