@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import json
+
+import msgspec
+from alembic import command
+from sqlalchemy import text
 
 from server.db.engine import create_engine
-from server.db.migrate import check, upgrade
+from server.db.migrate import alembic_config, check, upgrade
+from shared_schema.messages import Record
 
 
 def test_migrations_match_the_models(settings):
@@ -20,3 +27,45 @@ def test_migrations_match_the_models(settings):
             await engine.dispose()
 
     asyncio.run(migrate_and_check())
+
+
+def test_records_written_before_0003_get_the_encoding_a_pull_sends(settings):
+    # 0003 adds records.wire and fills it for the rows already there: a live record as it is, a
+    # deleted one with empty fields (a tombstone keeps its fields for the logs, not for pulls).
+    live = {"grid_id": GRID, "address": "雉城街道台苑新村3幢2单元301室", "tags": ["党员户"], "members": 3}
+
+    def to_0002_with_records(connection) -> None:  # noqa: ANN001
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0002")  # a new SQLite file
+        command.downgrade(config, "0002")  # a PostgreSQL database cloned from a migrated template
+        for record_id, deleted in ((LIVE, False), (GONE, True)):
+            connection.execute(
+                text("INSERT INTO records (id, entity, grid_id, version, hlc, deleted, fields, meta, seq, updated_at) "
+                     "VALUES (:id, 'household', :grid, 4, :hlc, :deleted, :fields, '{}', :seq, :now)"),
+                {"id": record_id, "grid": GRID, "hlc": HLC, "deleted": deleted, "fields": json.dumps(live),
+                 "seq": 1 if deleted else 2, "now": datetime.datetime.now(datetime.UTC)},
+            )
+
+    async def migrate() -> dict[str, Record]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(settings.url)
+        try:
+            async with engine.begin() as connection:
+                await connection.run_sync(to_0002_with_records)
+            await upgrade(engine)
+            async with engine.connect() as connection:
+                rows = (await connection.execute(text("SELECT id, wire FROM records"))).all()
+            return {row.id: msgspec.msgpack.decode(row.wire, type=Record) for row in rows}
+        finally:
+            await engine.dispose()
+
+    records = asyncio.run(migrate())
+    assert records[LIVE] == Record(entity="household", id=LIVE, version=4, hlc=HLC, deleted=False, fields=live)
+    assert records[GONE] == Record(entity="household", id=GONE, version=4, hlc=HLC, deleted=True, fields={})
+
+
+GRID = "0190a000-0000-7000-8000-000000000001"
+LIVE = "0190a000-0000-7000-8000-00000000000a"
+GONE = "0190a000-0000-7000-8000-00000000000b"
+HLC = "1764000000000-0000-phone"
