@@ -34,7 +34,7 @@ def test_records_written_before_0003_get_the_encoding_a_pull_sends(settings):
     # deleted one with empty fields (a tombstone keeps its fields for the logs, not for pulls).
     live = {"grid_id": GRID, "address": "雉城街道台苑新村3幢2单元301室", "tags": ["党员户"], "members": 3}
 
-    def to_0002_with_records(connection) -> None:  # noqa: ANN001
+    def to_0002_with_records(connection) -> None:
         config = alembic_config()
         config.attributes["connection"] = connection
         command.upgrade(config, "0002")  # a new SQLite file
