@@ -165,9 +165,25 @@ def _apply_on_session(session: Session, requests: list[tuple[list[Mutation], Sen
 
 def apply_requests(connection: Connection, requests: list[tuple[list[Mutation], Sender]]) -> list[list[Result]]:
     """Apply several writers' mutations in one pass: one read of what is stored, one insert per
-    table, whatever the number of requests; each request keeps its order and gets its results."""
+    table, whatever the number of requests; each request keeps its order and gets its results.
+
+    On PostgreSQL the merge runs before the change counter's lock is taken, so that another
+    server process's group can commit meanwhile; under the lock, two lookups check that nothing
+    the merge read has changed since (else it runs again, under the lock). Seqs are handed out
+    under the lock either way (G4). On SQLite the transaction holds the database's write lock
+    from its start (BEGIN IMMEDIATE), so the merge simply runs under it.
+    """
     with _collector_paused():
-        return _apply_requests(connection, requests)
+        if connection.dialect.name != "postgresql":
+            [(seq,)] = _LOCK_COUNTER.rows(connection)
+            merged = _merge(connection, requests)
+        else:
+            merged = _merge(connection, requests)
+            [(seq,)] = _LOCK_COUNTER.rows(connection)
+            if not merged.still_current(connection):
+                merged = _merge(connection, requests)
+        merged.write(connection, seq)
+        return merged.results
 
 
 @contextlib.contextmanager
@@ -184,32 +200,81 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _apply_requests(connection: Connection, requests: list[tuple[list[Mutation], Sender]]) -> list[list[Result]]:
-    [(seq,)] = _LOCK_COUNTER.rows(connection)
-    first_seq = seq
+class _Merged:
+    """What a group of mutations does, before it has seqs: its results, and its rows."""
+
+    def __init__(self, read_versions: dict[str, int], new_mids: list[str]):
+        self.read_versions = read_versions  # every record read, by id: its version then
+        self.new_mids = new_mids  # the mutation ids that were not stored yet
+        self.results: list[list[Result]] = []
+        # One per accepted change, in order: the change-log row without its seq, and the record.
+        self.changes: list[tuple[str, tuple]] = []
+        self.final: dict[str, RecordState] = {}  # the changed records, as the group leaves them
+        self.conflicts: list[tuple] = []
+        self.applied: list[tuple] = []
+        self.blob_refs: list[dict] = []
+
+    def still_current(self, connection: Connection) -> bool:
+        """Whether what the merge read is still what is stored (no other writer since)."""
+        dialect = connection.dialect.name
+        if self.new_mids and _STORED_MIDS[dialect].rows(connection, keys=key_list(dialect, self.new_mids)):
+            return False
+        if not self.read_versions:
+            return True
+        found = _VERSIONS[dialect].rows(connection, keys=key_list(dialect, list(self.read_versions)))
+        return {id_: version for id_, version in found} == {
+            id_: version for id_, version in self.read_versions.items() if version
+        }
+
+    def write(self, connection: Connection, seq: int) -> None:
+        """Give each change the next seq after ``seq`` and write every row."""
+        first_seq = seq
+        last_seq: dict[str, int] = {}
+        log_rows = []
+        for record_id, row in self.changes:
+            seq += 1
+            last_seq[record_id] = seq
+            log_rows.append((seq, *row))
+        records = RecordRow.__table__
+        now = datetime.datetime.now(datetime.UTC)
+        changed, new = [], []
+        for record_id, state in self.final.items():
+            if self.read_versions.get(record_id):
+                changed.append(record_row(state, last_seq[record_id]) + (record_id,))
+            else:
+                new.append(record_row(state, last_seq[record_id]))
+        update_rows(connection, records, RECORD_COLUMNS, changed, updated_at=now)
+        insert_rows(connection, records, RECORD_COLUMNS, new, updated_at=now)
+        insert_rows(connection, ChangeLogEntry.__table__, _LOG_COLUMNS, log_rows, received_at=now)
+        insert_rows(connection, ConflictEntry.__table__, _CONFLICT_COLUMNS, self.conflicts, created_at=now)
+        insert_rows(connection, AppliedMutation.__table__, _APPLIED_COLUMNS, self.applied, received_at=now)
+        if self.blob_refs:
+            connection.execute(insert_ignoring_duplicates(connection.dialect.name, BlobRef), self.blob_refs)
+        if seq != first_seq:
+            _SET_COUNTER.rows(connection, new_value=seq)
+
+
+def _merge(connection: Connection, requests: list[tuple[list[Mutation], Sender]]) -> _Merged:
     dialect = connection.dialect.name
     mids = list({m.mid for mutations, _ in requests for m in mutations})
     stored: dict[str, Result] = {}
     for mid, blob in _STORED_RESULTS[dialect].rows(connection, keys=key_list(dialect, mids)):
         stored[mid] = _result_decoder.decode(blob)
-
     ids = list({m.id for mutations, _ in requests for m in mutations if m.mid not in stored})
     states: dict[str, RecordState] = {}
     if ids:
         for row in _STORED_RECORDS[dialect].rows(connection, keys=key_list(dialect, ids)):
             states[row[1]] = state_from_stored(row)
-    existing = set(states)
+    # 0 stands for "not stored": the check under the lock expects it still absent.
+    merged = _Merged({id_: (states[id_].version if id_ in states else 0) for id_ in ids},
+                     [mid for mid in mids if mid not in stored])
     clock = server_clock()
-    now = datetime.datetime.now(datetime.UTC)
     # Stamps sort as strings: one comparison against the latest acceptable stamp replaces parsing each.
     too_far = format_stamp(wall_now_ms() + MAX_CLOCK_SKEW_MS + 1, 0, "")
     latest_seen = None
-    dirty: dict[str, int] = {}
-    log_rows, conflict_rows, applied_rows, ref_rows = [], [], [], []
-    all_results: list[list[Result]] = []
     for mutations, sender in requests:
         results: list[Result] = []
-        all_results.append(results)
+        merged.results.append(results)
         origin, actor, scope, device_id, user_id = sender.origin, sender.actor, sender.scope, sender.device_id, sender.user_id
         for mutation in mutations:
             mid = mutation.mid
@@ -228,41 +293,26 @@ def _apply_requests(connection: Connection, requests: list[tuple[list[Mutation],
                                      scope=scope)
             state = outcome.state
             if outcome.changed:
-                seq += 1
-                states[mutation.id] = state
-                dirty[mutation.id] = seq
+                states[mutation.id] = merged.final[mutation.id] = state
                 changes = outcome.changes
-                log_rows.append((seq, state.id, state.entity, state.grid_id, state.version, mutation.op, stamp,
-                                 original, mid, device_id, user_id, json_text(changes)))
+                merged.changes.append((state.id, (state.id, state.entity, state.grid_id, state.version, mutation.op,
+                                                  stamp, original, mid, device_id, user_id, json_text(changes))))
                 if "photos" in changes and "photos" in UNION_FIELDS.get(state.entity, ()):
-                    ref_rows.extend(
+                    merged.blob_refs.extend(
                         {"sha256": sha, "record_id": state.id, "grid_id": state.grid_id}
                         for sha in changes["photos"][1] or ()
                     )
             for conflict in outcome.conflicts:
-                conflict_rows.append((mutation.id, mutation.entity, state.grid_id, conflict.field,
-                                      json_text(conflict.kept), json_text(conflict.lost), conflict.winner_hlc, mid,
-                                      device_id, user_id))
+                merged.conflicts.append((mutation.id, mutation.entity, state.grid_id, conflict.field,
+                                         json_text(conflict.kept), json_text(conflict.lost), conflict.winner_hlc, mid,
+                                         device_id, user_id))
             result = _result(mutation, outcome, state)
             stored[mid] = result
             results.append(result)
-            applied_rows.append((mid, device_id, mutation.id, result.status.value, _result_encoder.encode(result)))
-
+            merged.applied.append((mid, device_id, mutation.id, result.status.value, _result_encoder.encode(result)))
     if latest_seen is not None:
         clock.observe(latest_seen)
-    records = RecordRow.__table__
-    update_rows(connection, records, RECORD_COLUMNS,
-                [record_row(states[i], s) + (i,) for i, s in dirty.items() if i in existing], updated_at=now)
-    insert_rows(connection, records, RECORD_COLUMNS,
-                [record_row(states[i], s) for i, s in dirty.items() if i not in existing], updated_at=now)
-    insert_rows(connection, ChangeLogEntry.__table__, _LOG_COLUMNS, log_rows, received_at=now)
-    insert_rows(connection, ConflictEntry.__table__, _CONFLICT_COLUMNS, conflict_rows, created_at=now)
-    insert_rows(connection, AppliedMutation.__table__, _APPLIED_COLUMNS, applied_rows, received_at=now)
-    if ref_rows:
-        connection.execute(insert_ignoring_duplicates(connection.dialect.name, BlobRef), ref_rows)
-    if seq != first_seq:
-        _SET_COUNTER.rows(connection, new_value=seq)
-    return all_results
+    return merged
 
 
 _LOG_COLUMNS = ("seq", "record_id", "entity", "grid_id", "version", "op", "hlc", "original_hlc", "mid", "device_id",
@@ -277,6 +327,14 @@ _LOCK_COUNTER = DriverStatement(select(Counter.value).where(Counter.name == CHAN
 _SET_COUNTER = DriverStatement(
     update(Counter).where(Counter.name == CHANGE_SEQ).values(value=bindparam("new_value"))
 )
+_STORED_MIDS = {
+    dialect: DriverStatement(select(AppliedMutation.mid).where(one_of(dialect, AppliedMutation.mid, "keys")))
+    for dialect in ("sqlite", "postgresql")
+}
+_VERSIONS = {
+    dialect: DriverStatement(select(RecordRow.id, RecordRow.version).where(one_of(dialect, RecordRow.id, "keys")))
+    for dialect in ("sqlite", "postgresql")
+}
 _STORED_RESULTS = {
     dialect: DriverStatement(
         select(AppliedMutation.mid, AppliedMutation.result).where(one_of(dialect, AppliedMutation.mid, "keys"))
