@@ -62,7 +62,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> Litestar:
             with contextlib.suppress(asyncio.CancelledError):
                 await overdue
             await state.sync_log.stop()
-            units.dispose(engine)
+            await units.dispose(engine)
             await engine.dispose()
 
     plugins = []

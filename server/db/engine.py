@@ -59,6 +59,27 @@ def create_engine(url: URL, *, pool_size: int = 10) -> AsyncEngine:
     )
 
 
+def create_postgres_read_engine(url: URL, *, pool_size: int = 5) -> AsyncEngine:
+    """An engine on the same PostgreSQL database for the sync API's reads (authentication, pull
+    pages), each one statement that needs no transaction around it.
+
+    Autocommit: a transaction would cost a BEGIN and a ROLLBACK round trip for each request.
+    ``enable_sort`` off: a pull page is a range of the ``(grid_id, seq)`` index read in order,
+    and with statistics that lag a bulk load PostgreSQL otherwise gathered every later change of
+    the grid and sorted them, for every page (30 ms a page instead of 1.6 on 100,000 records).
+    """
+    return create_async_engine(
+        url,
+        json_serializer=_json_dumps,
+        json_deserializer=msgspec.json.decode,
+        isolation_level="AUTOCOMMIT",
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"server_settings": {"enable_sort": "off"}},
+    )
+
+
 def create_sqlite_thread_engine(url: URL, *, pool_size: int, cache_mib: int = 2) -> Engine:
     """A synchronous engine on the same SQLite file as ``url``, for connections used from
     worker threads (see ``server.db.units``), configured as the async one, with a page cache

@@ -25,7 +25,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.db.engine import READ_ONLY, create_sqlite_thread_engine
+from server.db.engine import READ_ONLY, create_postgres_read_engine, create_sqlite_thread_engine
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -83,6 +83,7 @@ class _SqliteThreads:
 
 
 _sqlite: weakref.WeakKeyDictionary[AsyncEngine, _SqliteThreads] = weakref.WeakKeyDictionary()
+_postgres_readers: weakref.WeakKeyDictionary[AsyncEngine, AsyncEngine] = weakref.WeakKeyDictionary()
 
 
 def _threads(engine: AsyncEngine) -> _SqliteThreads | None:
@@ -118,7 +119,7 @@ async def read(engine: AsyncEngine, unit: Callable[Concatenate[Connection, P], T
     run on the event loop's thread."""
     threads = _threads(engine)
     if threads is None:
-        async with engine.connect() as connection:
+        async with _postgres_reader(engine).connect() as connection:
             return await connection.run_sync(unit, *args)
     connection = threads.loop_reader()
     try:
@@ -127,15 +128,25 @@ async def read(engine: AsyncEngine, unit: Callable[Concatenate[Connection, P], T
         connection.rollback()  # ends SQLAlchemy's autobegun transaction; SQLite had none open
 
 
+def _postgres_reader(engine: AsyncEngine) -> AsyncEngine:
+    reader = _postgres_readers.get(engine)
+    if reader is None:
+        reader = _postgres_readers[engine] = create_postgres_read_engine(engine.url)
+    return reader
+
+
 async def _in_thread(executor: ThreadPoolExecutor, call: Callable[[], T]) -> T:
     # Shielded: a cancelled request must not abandon a unit half-way on its thread; it finishes
     # (a write commits or rolls back whole) and only the waiting stops.
     return await asyncio.shield(asyncio.get_running_loop().run_in_executor(executor, call))
 
 
-def dispose(engine: AsyncEngine) -> None:
+async def dispose(engine: AsyncEngine) -> None:
     """Close the threads and connections made for ``engine`` (at shutdown)."""
     threads = _sqlite.pop(engine, None)
     if threads is not None:
         threads.close()
+    reader = _postgres_readers.pop(engine, None)
+    if reader is not None:
+        await reader.dispose()
 

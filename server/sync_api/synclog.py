@@ -63,7 +63,7 @@ class SyncLog:
             await asyncio.sleep(self._interval)
             try:
                 await self.flush()
-            except Exception:
+            except Exception:  # noqa: BLE001 - the log must never take the server down
                 log.exception("sync log flush failed; will retry")
 
     async def flush(self) -> None:
