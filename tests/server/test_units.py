@@ -1,0 +1,41 @@
+"""Units of work on SQLite: reads on the event loop's own connection, writes on the writer thread."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from sqlalchemy import Connection
+
+from server.db import units
+from server.db.engine import create_engine, database_url
+
+
+def _answer(connection: Connection) -> int:
+    return connection.exec_driver_sql("SELECT 42").scalar_one()
+
+
+def _make_table(connection: Connection) -> None:
+    connection.exec_driver_sql("CREATE TABLE notes (text TEXT)")
+    connection.exec_driver_sql("INSERT INTO notes VALUES ('入户走访')")
+
+
+def _notes(connection: Connection) -> list[str]:
+    return [text for (text,) in connection.exec_driver_sql("SELECT text FROM notes").all()]
+
+
+def test_a_read_sees_the_last_write_and_survives_a_lost_connection(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        engine = create_engine(database_url(None, tmp_path))
+        try:
+            assert await units.read(engine, _answer) == 42
+            await units.write(engine, _make_table)
+            assert await units.read(engine, _notes) == ["入户走访"]
+            # A connection SQLAlchemy has given up on (a disk error, say) reconnects on its next use.
+            units._threads(engine).loop_reader().invalidate()
+            assert await units.read(engine, _notes) == ["入户走访"]
+        finally:
+            await units.dispose(engine)
+            await engine.dispose()
+
+    asyncio.run(scenario())
