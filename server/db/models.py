@@ -133,8 +133,9 @@ class RecordRow(Base):
     updated_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
     # The record as a pull sends it (msgpack of shared_schema.messages.Record, empty fields when
     # deleted), written with each change: a pull page is these bytes laid side by side, with no
-    # decoding and re-encoding of every record it carries.
-    wire: Mapped[bytes] = mapped_column(LargeBinary)
+    # decoding and re-encoding of every record it carries. Deferred: the console's pages read
+    # records through the ORM and never need it.
+    wire: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
 
     __table_args__ = (
         Index("ix_records_seq", "seq", unique=True),

@@ -82,7 +82,12 @@ class RealServer:
 
     def records(self) -> dict[str, Record]:
         # What a pull sends of each record: its stored encoding.
-        return {row.id: msgspec.msgpack.decode(row.wire, type=Record) for row in self._rows(RecordRow, RecordRow.id)}
+        async def query():  # noqa: ANN202
+            async with self.sessionmaker() as session:
+                statement = select(RecordRow.id, RecordRow.wire).where(RecordRow.grid_id == self.grid)
+                return (await session.execute(statement)).all()
+
+        return {id_: msgspec.msgpack.decode(wire, type=Record) for id_, wire in run(self.client, query)}
 
     def change_log(self) -> list[dict]:
         return [
