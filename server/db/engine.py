@@ -10,6 +10,8 @@ from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from sync.sqlite_binding import bind_plain_values_directly
+
 
 class BadDatabaseUrl(ValueError):
     pass
@@ -105,6 +107,8 @@ def create_sqlite_thread_engine(url: URL, *, pool_size: int, cache_mib: int = 2)
 
 
 def configure_sqlite(engine: Engine) -> None:
+    bind_plain_values_directly()
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):  # noqa: ANN001
         # Take transaction control from the driver so that "begin" below decides the mode.

@@ -38,6 +38,7 @@ from sync.client.schema import SCHEMA
 from sync.client.sealed_files import SealedFiles
 from sync.errors import BlobRejected, InvalidEdit, StorageError
 from sync.hlc import parse_stamp
+from sync.sqlite_binding import bind_plain_values_directly
 
 # Meta keys other modules share.
 META_CURSOR = "sync.cursor"
@@ -200,6 +201,7 @@ class LocalStore:
         except OSError as exc:
             raise StorageError(f"cannot make the folder of the local store: {exc}") from exc
         self._files = SealedFiles(self.blob_dir, cipher)
+        bind_plain_values_directly()
         try:
             # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a write never has
             # to upgrade a read lock (which fails with "database is locked" under load).
