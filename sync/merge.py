@@ -23,8 +23,14 @@ import msgspec
 
 from shared_schema.entities import DEVICE_WRITABLE, ENTITIES, FieldsInvalid, validate_fields
 from shared_schema.messages import Conflict, Mutation, MutationStatus, Record, RejectCode
-from shared_schema.rules import MergeRule, field_rules
+from shared_schema.rules import SERVER, TRANSITION, UNION, field_rules
 from shared_schema.workflow import Actor, may_create_in, may_transition
+
+# The merge runs for every mutation of every push and looks at each field's rule: it names enum
+# members through module globals, since ``Enum.MEMBER`` goes through EnumType.__getattr__ (about
+# 80 ns a lookup, some 5 % of a push's merge).
+_APPLIED, _MERGED, _REJECTED = MutationStatus.APPLIED, MutationStatus.MERGED, MutationStatus.REJECTED
+_DEVICE = Actor.DEVICE
 
 DELETED_FIELD = "deleted"  # the field name a delete-against-edit conflict entry carries
 # The origin recorded for a union field whose value merges several writers' sets: it matches no
@@ -87,7 +93,7 @@ class Outcome(msgspec.Struct, kw_only=True):
 
 
 def _reject(state: RecordState | None, code: RejectCode, message: str) -> Outcome:
-    return Outcome(status=MutationStatus.REJECTED, state=state, rejection=Rejection(code, message))
+    return Outcome(status=_REJECTED, state=state, rejection=Rejection(code, message))
 
 
 def apply_mutation(
@@ -118,7 +124,7 @@ def apply_mutation(
         return _reject(state, RejectCode.UNKNOWN_ENTITY, f"unknown entity {mutation.entity!r}")
     if state is not None and state.entity != mutation.entity:
         return _reject(state, RejectCode.INVALID, f"record {mutation.id} is a {state.entity}, not a {mutation.entity}")
-    if actor is Actor.DEVICE and mutation.entity not in DEVICE_WRITABLE:
+    if actor is _DEVICE and mutation.entity not in DEVICE_WRITABLE:
         return _reject(state, RejectCode.READ_ONLY_FIELD, f"{mutation.entity} records are written by administrators only")
     if state is not None and scope is not None and state.grid_id not in scope:
         return _reject(state, RejectCode.FORBIDDEN_SCOPE, "this record belongs to a grid you are not assigned to")
@@ -131,8 +137,8 @@ def apply_mutation(
     if not fields:
         return _reject(state, RejectCode.INVALID, "an upsert must change at least one field")
     rules = field_rules(entity_type)
-    if actor is Actor.DEVICE:
-        read_only = sorted(f for f in fields if rules[f] is MergeRule.SERVER)
+    if actor is _DEVICE:
+        read_only = sorted(f for f in fields if rules[f] is SERVER)
         if read_only:
             return _reject(state, RejectCode.READ_ONLY_FIELD, f"written by the server only: {', '.join(read_only)}")
     if "grid_id" in fields:
@@ -150,7 +156,7 @@ def _create(mutation: Mutation, fields: dict, rules: dict, stamp: str, origin: s
     if missing:
         return _reject(None, RejectCode.INVALID, f"a new {mutation.entity} needs: {', '.join(missing)}")
     for name, value in fields.items():
-        if rules[name] is MergeRule.TRANSITION and not may_create_in(mutation.entity, name, value, actor):
+        if rules[name] is TRANSITION and not may_create_in(mutation.entity, name, value, actor):
             return _reject(None, RejectCode.INVALID_TRANSITION, f"a new {mutation.entity} cannot start as {name}={value!r}")
     meta = FieldMeta(1, stamp, origin)
     state = RecordState(
@@ -163,7 +169,7 @@ def _create(mutation: Mutation, fields: dict, rules: dict, stamp: str, origin: s
         meta={name: meta for name in fields},
     )
     return Outcome(
-        status=MutationStatus.APPLIED,
+        status=_APPLIED,
         state=state,
         changed=True,
         changes={name: (None, value) for name, value in fields.items()},
@@ -207,7 +213,7 @@ def _update(
         concurrent = _is_concurrent(meta, mutation.base_version, origin)
         any_concurrent = any_concurrent or concurrent
         value = incoming
-        if rule_ is MergeRule.TRANSITION:
+        if rule_ is TRANSITION:
             if current is None:
                 if not may_create_in(mutation.entity, name, incoming, actor):
                     return _reject(state, RejectCode.INVALID_TRANSITION, f"{name} cannot start as {incoming!r}")
@@ -217,7 +223,7 @@ def _update(
                     RejectCode.INVALID_TRANSITION,
                     f"{name} cannot move from {current!r} to {incoming!r}",
                 )
-        elif rule_ is MergeRule.UNION:
+        elif rule_ is UNION:
             if concurrent:
                 value = sorted(set(current or ()) | set(incoming))
                 # The merged set carries the latest stamp of the edits in it (a concurrent delete
@@ -249,7 +255,7 @@ def _update(
             new_meta[name] = FieldMeta(new_version, stamp, origin)
             changes[name] = (current, value)
 
-    status = MutationStatus.MERGED if any_concurrent else MutationStatus.APPLIED
+    status = _MERGED if any_concurrent else _APPLIED
     if not changes:
         return Outcome(status=status, state=state, conflicts=conflicts)
     new_state = RecordState(
@@ -271,11 +277,11 @@ def _apply_delete(state: RecordState | None, mutation: Mutation, stamp: str, ori
         return _reject(None, RejectCode.INVALID, f"nothing to delete: record {mutation.id} is unknown")
     if state.deleted:
         if stamp <= state.deleted_meta.hlc:
-            return Outcome(status=MutationStatus.APPLIED, state=state)
+            return Outcome(status=_APPLIED, state=state)
         # A second, later delete: the tombstone takes its stamp, since an edit concurrent with
         # both must be later than both to bring the record back, whichever delete came first.
         return Outcome(
-            status=MutationStatus.APPLIED,
+            status=_APPLIED,
             state=_tombstone(state, stamp, origin),
             changed=True,
             changes={DELETED_FIELD: (True, True)},
@@ -285,11 +291,11 @@ def _apply_delete(state: RecordState | None, mutation: Mutation, stamp: str, ori
         latest_edit = max(concurrent)
         if stamp <= latest_edit:
             conflict = Conflict(field=DELETED_FIELD, kept=False, lost=True, winner_hlc=latest_edit)
-            return Outcome(status=MutationStatus.MERGED, state=state, conflicts=[conflict])
+            return Outcome(status=_MERGED, state=state, conflicts=[conflict])
     new_state = _tombstone(state, stamp, origin)
     conflicts = [Conflict(field=DELETED_FIELD, kept=True, lost=False, winner_hlc=stamp)] if concurrent else []
     return Outcome(
-        status=MutationStatus.MERGED if concurrent else MutationStatus.APPLIED,
+        status=_MERGED if concurrent else _APPLIED,
         state=new_state,
         changed=True,
         changes={DELETED_FIELD: (False, True)},

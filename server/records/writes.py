@@ -309,11 +309,16 @@ def _merge(connection: Connection, requests: list[tuple[list[Mutation], Sender]]
             result = _result(mutation, outcome, state)
             stored[mid] = result
             results.append(result)
-            merged.applied.append((mid, device_id, mutation.id, result.status.value, _result_encoder.encode(result)))
+            merged.applied.append((mid, device_id, mutation.id, _STATUS_TEXT[result.status],
+                                   _result_encoder.encode(result)))
     if latest_seen is not None:
         clock.observe(latest_seen)
     return merged
 
+
+# A status as the driver binds it (a plain str), without MutationStatus's ``.value`` property.
+_STATUS_TEXT = {status: status.value for status in MutationStatus}
+_REJECTED = MutationStatus.REJECTED
 
 _LOG_COLUMNS = ("seq", "record_id", "entity", "grid_id", "version", "op", "hlc", "original_hlc", "mid", "device_id",
                 "user_id", "changes")
@@ -350,7 +355,7 @@ _STORED_RECORDS = {
 
 
 def _result(mutation: Mutation, outcome, state: RecordState | None) -> Result:  # noqa: ANN001
-    if outcome.status is MutationStatus.REJECTED:
+    if outcome.status is _REJECTED:
         rejection = outcome.rejection
         return Result(
             mid=mutation.mid,
