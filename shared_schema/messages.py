@@ -161,6 +161,13 @@ class MutationStatus(str, enum.Enum):
     REJECTED = "rejected"
 
 
+# For code run once per mutation (the merge, the write path): ``MutationStatus.APPLIED`` goes
+# through the enum metaclass's attribute hook (about 80 ns a lookup), a module global does not.
+APPLIED = MutationStatus.APPLIED
+MERGED = MutationStatus.MERGED
+REJECTED = MutationStatus.REJECTED
+
+
 class Result(_Out):
     mid: str
     status: MutationStatus

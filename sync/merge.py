@@ -22,14 +22,11 @@ from typing import Any
 import msgspec
 
 from shared_schema.entities import DEVICE_WRITABLE, ENTITIES, FieldsInvalid, validate_fields
-from shared_schema.messages import Conflict, Mutation, MutationStatus, Record, RejectCode
+from shared_schema.messages import APPLIED, MERGED, REJECTED, Conflict, Mutation, MutationStatus, Record, RejectCode
 from shared_schema.rules import SERVER, TRANSITION, UNION, field_rules
 from shared_schema.workflow import Actor, may_create_in, may_transition
 
-# The merge runs for every mutation of every push and looks at each field's rule: it names enum
-# members through module globals, since ``Enum.MEMBER`` goes through EnumType.__getattr__ (about
-# 80 ns a lookup, some 5 % of a push's merge).
-_APPLIED, _MERGED, _REJECTED = MutationStatus.APPLIED, MutationStatus.MERGED, MutationStatus.REJECTED
+# Looked up once here, not per mutation through the enum metaclass (see shared_schema.messages.APPLIED).
 _DEVICE = Actor.DEVICE
 
 DELETED_FIELD = "deleted"  # the field name a delete-against-edit conflict entry carries
@@ -93,7 +90,7 @@ class Outcome(msgspec.Struct, kw_only=True):
 
 
 def _reject(state: RecordState | None, code: RejectCode, message: str) -> Outcome:
-    return Outcome(status=_REJECTED, state=state, rejection=Rejection(code, message))
+    return Outcome(status=REJECTED, state=state, rejection=Rejection(code, message))
 
 
 def apply_mutation(
@@ -169,7 +166,7 @@ def _create(mutation: Mutation, fields: dict, rules: dict, stamp: str, origin: s
         meta={name: meta for name in fields},
     )
     return Outcome(
-        status=_APPLIED,
+        status=APPLIED,
         state=state,
         changed=True,
         changes={name: (None, value) for name, value in fields.items()},
@@ -255,7 +252,7 @@ def _update(
             new_meta[name] = FieldMeta(new_version, stamp, origin)
             changes[name] = (current, value)
 
-    status = _MERGED if any_concurrent else _APPLIED
+    status = MERGED if any_concurrent else APPLIED
     if not changes:
         return Outcome(status=status, state=state, conflicts=conflicts)
     new_state = RecordState(
@@ -277,11 +274,11 @@ def _apply_delete(state: RecordState | None, mutation: Mutation, stamp: str, ori
         return _reject(None, RejectCode.INVALID, f"nothing to delete: record {mutation.id} is unknown")
     if state.deleted:
         if stamp <= state.deleted_meta.hlc:
-            return Outcome(status=_APPLIED, state=state)
+            return Outcome(status=APPLIED, state=state)
         # A second, later delete: the tombstone takes its stamp, since an edit concurrent with
         # both must be later than both to bring the record back, whichever delete came first.
         return Outcome(
-            status=_APPLIED,
+            status=APPLIED,
             state=_tombstone(state, stamp, origin),
             changed=True,
             changes={DELETED_FIELD: (True, True)},
@@ -291,11 +288,11 @@ def _apply_delete(state: RecordState | None, mutation: Mutation, stamp: str, ori
         latest_edit = max(concurrent)
         if stamp <= latest_edit:
             conflict = Conflict(field=DELETED_FIELD, kept=False, lost=True, winner_hlc=latest_edit)
-            return Outcome(status=_MERGED, state=state, conflicts=[conflict])
+            return Outcome(status=MERGED, state=state, conflicts=[conflict])
     new_state = _tombstone(state, stamp, origin)
     conflicts = [Conflict(field=DELETED_FIELD, kept=True, lost=False, winner_hlc=stamp)] if concurrent else []
     return Outcome(
-        status=_MERGED if concurrent else _APPLIED,
+        status=MERGED if concurrent else APPLIED,
         state=new_state,
         changed=True,
         changes={DELETED_FIELD: (False, True)},

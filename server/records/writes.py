@@ -32,7 +32,15 @@ from server.db.keys import key_list, one_of
 from server.db.models import AppliedMutation, BlobRef, ChangeLogEntry, ConflictEntry, Counter, RecordRow
 from server.records.state import RECORD_COLUMNS, STORED_COLUMNS, record_row, state_from_stored
 from shared_schema.entities import UNION_FIELDS
-from shared_schema.messages import MAX_CLOCK_SKEW_MS, Mutation, MutationStatus, Record, Result, ResultError
+from shared_schema.messages import (
+    MAX_CLOCK_SKEW_MS,
+    REJECTED,
+    Mutation,
+    MutationStatus,
+    Record,
+    Result,
+    ResultError,
+)
 from shared_schema.workflow import Actor
 from sync.hlc import HybridClock, format_stamp, wall_now_ms
 from sync.merge import RecordState, apply_mutation
@@ -318,7 +326,6 @@ def _merge(connection: Connection, requests: list[tuple[list[Mutation], Sender]]
 
 # A status as the driver binds it (a plain str), without MutationStatus's ``.value`` property.
 _STATUS_TEXT = {status: status.value for status in MutationStatus}
-_REJECTED = MutationStatus.REJECTED
 
 _LOG_COLUMNS = ("seq", "record_id", "entity", "grid_id", "version", "op", "hlc", "original_hlc", "mid", "device_id",
                 "user_id", "changes")
@@ -355,7 +362,7 @@ _STORED_RECORDS = {
 
 
 def _result(mutation: Mutation, outcome, state: RecordState | None) -> Result:  # noqa: ANN001
-    if outcome.status is _REJECTED:
+    if outcome.status is REJECTED:
         rejection = outcome.rejection
         return Result(
             mid=mutation.mid,
