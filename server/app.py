@@ -50,6 +50,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> Litestar:
         state.sessionmaker = sessionmaker
         state.read_sessionmaker = read_session_factory(engine)
         state.token_secret = await load_token_secret(sessionmaker)
+        await units.open_readers(engine)
         state.blob_store = FileBlobStore(settings.blob_dir)
         state.sync_log = SyncLog(engine)
         state.sync_log.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Connection
 
 from server.db import units
@@ -34,6 +35,28 @@ def test_a_read_sees_the_last_write_and_survives_a_lost_connection(tmp_path: Pat
             # A connection SQLAlchemy has given up on (a disk error, say) reconnects on its next use.
             units._threads(engine).loop_reader().invalidate()
             assert await units.read(engine, _notes) == ["入户走访"]
+        finally:
+            await units.dispose(engine)
+            await engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def _backend_pid(connection: Connection) -> int:
+    return connection.exec_driver_sql("SELECT pg_backend_pid() FROM pg_sleep(0.02)").scalar_one()
+
+
+@pytest.mark.postgres
+def test_a_burst_of_reads_on_postgresql_uses_the_connections_opened_at_start(postgres_url: str) -> None:
+    # A new backend costs PostgreSQL and the server 10-15 ms of CPU: a burst must not open any.
+    async def scenario() -> None:
+        engine = create_engine(database_url(postgres_url, None))
+        try:
+            await units.open_readers(engine)
+            opened_at_start = set(await asyncio.gather(*(units.read(engine, _backend_pid) for _ in range(5))))
+            assert len(opened_at_start) == 5
+            during_burst = await asyncio.gather(*(units.read(engine, _backend_pid) for _ in range(60)))
+            assert set(during_burst) <= opened_at_start
         finally:
             await units.dispose(engine)
             await engine.dispose()
