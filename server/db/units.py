@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.db.engine import READ_ONLY, create_postgres_read_engine, create_sqlite_thread_engine
@@ -120,6 +121,14 @@ async def read(engine: AsyncEngine, unit: Callable[Concatenate[Connection, P], T
     run on the event loop's thread."""
     threads = _threads(engine)
     if threads is None:
+        try:
+            async with _postgres_reader(engine).connect() as connection:
+                return await connection.run_sync(unit, *args)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        # The pooled connection had died (PostgreSQL restarted): SQLAlchemy has dropped every
+        # connection of that age, and a read only reads, so it runs again on a new one.
         async with _postgres_reader(engine).connect() as connection:
             return await connection.run_sync(unit, *args)
     connection = threads.loop_reader()

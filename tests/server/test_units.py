@@ -62,3 +62,24 @@ def test_a_burst_of_reads_on_postgresql_uses_the_connections_opened_at_start(pos
             await engine.dispose()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.postgres
+def test_a_read_on_postgresql_survives_the_database_dropping_every_connection(postgres_url: str) -> None:
+    # What a PostgreSQL restart does to the pooled connections: each dies while idle.
+    async def scenario() -> None:
+        engine = create_engine(database_url(postgres_url, None))
+        try:
+            await units.open_readers(engine)
+            before = set(await asyncio.gather(*(units.read(engine, _backend_pid) for _ in range(5))))
+            async with engine.connect() as admin:
+                await admin.exec_driver_sql(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            after = await asyncio.gather(*(units.read(engine, _backend_pid) for _ in range(5)))
+            assert not set(after) & before
+        finally:
+            await units.dispose(engine)
+            await engine.dispose()
+
+    asyncio.run(scenario())
