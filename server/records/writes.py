@@ -182,16 +182,22 @@ def apply_requests(connection: Connection, requests: list[tuple[list[Mutation], 
     from its start (BEGIN IMMEDIATE), so the merge simply runs under it.
     """
     with _collector_paused():
-        if connection.dialect.name != "postgresql":
-            [(seq,)] = _LOCK_COUNTER.rows(connection)
+        # The group's rows and states are freed when _apply_group returns, before the collector
+        # resumes: its first pass then scans the results alone, not everything the group made.
+        return _apply_group(connection, requests)
+
+
+def _apply_group(connection: Connection, requests: list[tuple[list[Mutation], Sender]]) -> list[list[Result]]:
+    if connection.dialect.name != "postgresql":
+        [(seq,)] = _LOCK_COUNTER.rows(connection)
+        merged = _merge(connection, requests)
+    else:
+        merged = _merge(connection, requests)
+        [(seq,)] = _LOCK_COUNTER.rows(connection)
+        if not merged.still_current(connection):
             merged = _merge(connection, requests)
-        else:
-            merged = _merge(connection, requests)
-            [(seq,)] = _LOCK_COUNTER.rows(connection)
-            if not merged.still_current(connection):
-                merged = _merge(connection, requests)
-        merged.write(connection, seq)
-        return merged.results
+    merged.write(connection, seq)
+    return merged.results
 
 
 @contextlib.contextmanager
