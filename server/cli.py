@@ -109,8 +109,11 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
         os.environ["FIELDLOOP_DB"] = settings.db
     os.environ["FIELDLOOP_MIGRATED"] = "1"
     click.echo(f"FieldLoop on http://{host}:{port}/  (console: http://{host}:{port}/console/)", err=True)
+    # Keep-alive of 75 s (uvicorn's default is 5): a phone's sync is several requests some seconds
+    # apart (push, pull pages, photos), and a request sent on a connection just as the server
+    # closes it fails with a reset (the engine retries it, but it costs a round of backoff).
     uvicorn.run("server.asgi:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", timeout_graceful_shutdown=5)
+                log_level="warning", timeout_graceful_shutdown=5, timeout_keep_alive=75)
 
 
 @cli.group()

@@ -81,3 +81,25 @@ def test_demo_loads_a_sub_district_and_prints_a_login_and_a_code(tmp_path):
     assert {"reported", "accepted", "dispatched", "resolved", "closed"} <= statuses
     again = fieldloop(tmp_path, "demo", "--households", "300")
     assert again.returncode == 0 and "already" in again.stdout
+
+
+def test_serve_keeps_an_idle_connection_open_between_a_phones_requests(tmp_path):
+    # A phone's sync is several requests seconds apart; uvicorn's own default closed the
+    # connection after 5 s, and a request sent just as it closed failed with a reset.
+    import http.client
+    import time
+
+    from tests.support.servers import LiveServer
+
+    server = LiveServer(tmp_path / "data").start()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        connection.request("GET", "/healthz")
+        assert connection.getresponse().read()
+        local_port = connection.sock.getsockname()[1]
+        time.sleep(6)
+        connection.request("GET", "/healthz")
+        assert connection.getresponse().status == 200
+        assert connection.sock.getsockname()[1] == local_port  # the same connection, not a new one
+    finally:
+        server.kill()
