@@ -176,6 +176,18 @@ def database_cpu_since(before: dict[int, float]) -> float:
     return sum(cpu - before.get(pid, 0.0) for pid, cpu in database_cpu().items())
 
 
+def reference_loop_s() -> float:
+    """Seconds a fixed pure-Python loop takes right now. This machine's speed drifts by a factor
+    of two or more over a day (blob upload alone: 33 to 114 MB/s on 2026-12-02, the code unchanged),
+    which moves every figure here with it; printed beside them, it tells a slow run from a slow
+    server."""
+    started = time.perf_counter()
+    total = 0
+    for i in range(10_000_000):
+        total += i
+    return time.perf_counter() - started
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -183,6 +195,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def run_backend(name: str, db: str | None, processes: int, records: int) -> dict[str, str]:
     figures: dict[str, str] = {}
+    loop_before = reference_loop_s()
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp) / "data", db=db)
         settings.data_dir.mkdir(parents=True)
@@ -309,6 +322,8 @@ def run_backend(name: str, db: str | None, processes: int, records: int) -> dict
         finally:
             for s in servers:
                 s.kill()
+    figures["machine speed: a fixed 10M-step Python loop"] = (
+        f"{loop_before:.2f} s before the run, {reference_loop_s():.2f} s after")
     return figures
 
 
