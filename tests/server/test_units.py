@@ -1,12 +1,16 @@
-"""Units of work on SQLite: reads on the event loop's own connection, writes on the writer thread."""
+"""Units of work: on SQLite, reads on the event loop's own connection and writes on the writer thread;
+on PostgreSQL, reads on a fixed pool opened at start."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.db import units
 from server.db.engine import create_engine, database_url
@@ -46,20 +50,31 @@ def _backend_pid(connection: Connection) -> int:
     return connection.exec_driver_sql("SELECT pg_backend_pid() FROM pg_sleep(0.02)").scalar_one()
 
 
+async def _backend_pids(engine: AsyncEngine, reads: int) -> list[int]:
+    """The PostgreSQL backend each of ``reads`` concurrent reads ran on."""
+    return await asyncio.gather(*(units.read(engine, _backend_pid) for _ in range(reads)))
+
+
+@contextlib.asynccontextmanager
+async def _started(postgres_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine as the app starts it: the read pool opened."""
+    engine = create_engine(database_url(postgres_url, None))
+    try:
+        await units.open_readers(engine)
+        yield engine
+    finally:
+        await units.dispose(engine)
+        await engine.dispose()
+
+
 @pytest.mark.postgres
 def test_a_burst_of_reads_on_postgresql_uses_the_connections_opened_at_start(postgres_url: str) -> None:
     # A new backend costs PostgreSQL and the server 10-15 ms of CPU: a burst must not open any.
     async def scenario() -> None:
-        engine = create_engine(database_url(postgres_url, None))
-        try:
-            await units.open_readers(engine)
-            opened_at_start = set(await asyncio.gather(*(units.read(engine, _backend_pid) for _ in range(5))))
+        async with _started(postgres_url) as engine:
+            opened_at_start = set(await _backend_pids(engine, 5))
             assert len(opened_at_start) == 5
-            during_burst = await asyncio.gather(*(units.read(engine, _backend_pid) for _ in range(60)))
-            assert set(during_burst) <= opened_at_start
-        finally:
-            await units.dispose(engine)
-            await engine.dispose()
+            assert set(await _backend_pids(engine, 60)) <= opened_at_start
 
     asyncio.run(scenario())
 
@@ -68,18 +83,12 @@ def test_a_burst_of_reads_on_postgresql_uses_the_connections_opened_at_start(pos
 def test_a_read_on_postgresql_survives_the_database_dropping_every_connection(postgres_url: str) -> None:
     # What a PostgreSQL restart does to the pooled connections: each dies while idle.
     async def scenario() -> None:
-        engine = create_engine(database_url(postgres_url, None))
-        try:
-            await units.open_readers(engine)
-            before = set(await asyncio.gather(*(units.read(engine, _backend_pid) for _ in range(5))))
+        async with _started(postgres_url) as engine:
+            before = set(await _backend_pids(engine, 5))
             async with engine.connect() as admin:
                 await admin.exec_driver_sql(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                     " WHERE datname = current_database() AND pid <> pg_backend_pid()")
-            after = await asyncio.gather(*(units.read(engine, _backend_pid) for _ in range(5)))
-            assert not set(after) & before
-        finally:
-            await units.dispose(engine)
-            await engine.dispose()
+            assert not set(await _backend_pids(engine, 5)) & before
 
     asyncio.run(scenario())
