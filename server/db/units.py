@@ -122,20 +122,23 @@ async def read(engine: AsyncEngine, unit: Callable[Concatenate[Connection, P], T
     threads = _threads(engine)
     if threads is None:
         try:
-            async with _postgres_reader(engine).connect() as connection:
-                return await connection.run_sync(unit, *args)
+            return await _read_on_pool(engine, unit, *args)
         except DBAPIError as exc:
             if not exc.connection_invalidated:
                 raise
         # The pooled connection had died (PostgreSQL restarted): SQLAlchemy has dropped every
         # connection of that age, and a read only reads, so it runs again on a new one.
-        async with _postgres_reader(engine).connect() as connection:
-            return await connection.run_sync(unit, *args)
+        return await _read_on_pool(engine, unit, *args)
     connection = threads.loop_reader()
     try:
         return unit(connection, *args)
     finally:
         connection.rollback()  # ends SQLAlchemy's autobegun transaction; SQLite had none open
+
+
+async def _read_on_pool(engine: AsyncEngine, unit: Callable[Concatenate[Connection, P], T], *args: P.args) -> T:
+    async with _postgres_reader(engine).connect() as connection:
+        return await connection.run_sync(unit, *args)
 
 
 async def open_readers(engine: AsyncEngine) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import http.client
 import subprocess
 import sys
+import time
 
 import pytest
+
+from tests.support.servers import LiveServer
 
 
 def fieldloop(tmp_path, *args: str, stdin: str | None = None, db: str | None = None) -> subprocess.CompletedProcess:
@@ -86,11 +90,6 @@ def test_demo_loads_a_sub_district_and_prints_a_login_and_a_code(tmp_path):
 def test_serve_keeps_an_idle_connection_open_between_a_phones_requests(tmp_path):
     # A phone's sync is several requests seconds apart; uvicorn's own default closed the
     # connection after 5 s, and a request sent just as it closed failed with a reset.
-    import http.client
-    import time
-
-    from tests.support.servers import LiveServer
-
     server = LiveServer(tmp_path / "data").start()
     try:
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
