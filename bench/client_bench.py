@@ -25,7 +25,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 PIN = "135790"
-SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
+SURNAMES = (
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
+    "姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
+)
 GIVEN = "建国秀英桂兰志强海燕玉梅春华国庆凤英德明丽娟永红淑珍文华金凤家乐"
 STREETS = ["长兴路", "雉城大道", "画溪街", "金陵路", "龙山路", "明珠路", "水木花都", "所前街"]
 TAGS = ["独居老人", "低保", "残疾", "空巢", "党员", "退役军人", "困难家庭", "出租户"]
@@ -63,7 +66,8 @@ def make_records(grid_id: str, households: int, visits: int, seed: int = 2018):
             "tags": sorted(set(rng.sample(TAGS, rng.randint(0, 2)))),
             "notes": "",
         }
-        records.append(Record(entity="household", id=hid, version=1, hlc=f"{base_ms + n:013d}-0000-server", fields=fields))
+        records.append(Record(entity="household", id=hid, version=1, hlc=f"{base_ms + n:013d}-0000-server",
+                              fields=fields))
     for n in range(visits):
         day = today - datetime.timedelta(days=rng.randint(0, 365))
         follow = (day + datetime.timedelta(days=rng.choice([7, 14, 30]))).isoformat() if rng.random() < 0.3 else None
@@ -77,7 +81,8 @@ def make_records(grid_id: str, households: int, visits: int, seed: int = 2018):
             "follow_up_on": follow,
             "visited_at": datetime.datetime.combine(day, datetime.time(9, 30), datetime.timezone.utc).isoformat(),
         }
-        records.append(Record(entity="visit", id=_uuid(rng), version=1, hlc=f"{base_ms + households + n:013d}-0000-server",
+        records.append(Record(entity="visit", id=_uuid(rng), version=1,
+                              hlc=f"{base_ms + households + n:013d}-0000-server",
                               fields=fields))
     return household_ids, records
 
@@ -167,13 +172,16 @@ def main() -> None:
     data_dir = work / "phone"
     t0 = time.perf_counter()
     grid_id, household_ids = build_device(data_dir, args.households, args.visits)
-    print(f"device: {args.households} households, {args.visits} visits, encrypted (built in {time.perf_counter() - t0:.1f} s)")
+    print(f"device: {args.households} households, {args.visits} visits, "
+          f"encrypted (built in {time.perf_counter() - t0:.1f} s)")
 
     starts = measure_start(data_dir, runs=4)
-    print(f"start to home screen (fresh process: Kivy, window, PIN unlock, index, home, first frame)   [floor <= 3 s]:\n"
-          f"  first start after a sync (follow-ups read from all 20,000 visits): {starts[0]:.2f} s\n"
-          f"  later starts (follow-ups kept until the records change): median {statistics.median(starts[1:]):.2f} s, "
-          f"max {max(starts[1:]):.2f} s")
+    print(
+        f"start to home screen (fresh process: Kivy, window, PIN unlock, index, home, first frame)   [floor <= 3 s]:\n"
+        f"  first start after a sync (follow-ups read from all 20,000 visits): {starts[0]:.2f} s\n"
+        f"  later starts (follow-ups kept until the records change): median {statistics.median(starts[1:]):.2f} s, "
+        f"max {max(starts[1:]):.2f} s"
+    )
 
     setup = DeviceSetup(DataDir(data_dir))
     t = time.perf_counter()
@@ -188,9 +196,11 @@ def main() -> None:
     t = time.perf_counter()
     summary = home_summary(session)
     home_s = time.perf_counter() - t
-    print(f"  parts: unlock (scrypt, open store) {unlock_s * 1000:.0f} ms, household index {index_s * 1000:.0f} ms, "
-          f"follow-ups from all visits {follow_s * 1000:.0f} ms, home summary from the kept copy {home_s * 1000:.0f} ms "
-          f"({len(summary.due_today)} due today, {len(summary.overdue)} overdue)")
+    print(
+        f"  parts: unlock (scrypt, open store) {unlock_s * 1000:.0f} ms, household index {index_s * 1000:.0f} ms, "
+        f"follow-ups from all visits {follow_s * 1000:.0f} ms, home summary from the kept copy {home_s * 1000:.0f} ms "
+        f"({len(summary.due_today)} due today, {len(summary.overdue)} overdue)"
+    )
 
     queries = ["王", "长兴路", "3-2", "独居", "张建国", "12 号 301", "雉城大道 7", "低保 1", "zzz", "顾"]
     search_ms = []
@@ -198,7 +208,8 @@ def main() -> None:
         t = time.perf_counter()
         index.search(query)
         search_ms.append((time.perf_counter() - t) * 1000)
-    print(f"household search ({len(queries)} queries x5 over {len(index)}): median {statistics.median(search_ms):.1f} ms, "
+    print(f"household search ({len(queries)} queries x5 over {len(index)}): "
+          f"median {statistics.median(search_ms):.1f} ms, "
           f"max {max(search_ms):.1f} ms   [floor <= 100 ms]")
 
     rng = random.Random(7)
@@ -212,7 +223,8 @@ def main() -> None:
           f"median {statistics.median(history_ms):.1f} ms, max {max(history_ms):.1f} ms   [floor <= 100 ms]")
 
     _, pulled = make_records(grid_id, args.pull // 2, args.pull - args.pull // 2, seed=99)
-    pulled = [Record(entity=r.entity, id=r.id, version=2, hlc=r.hlc.replace("-0000-", "-0001-"), fields=r.fields) for r in pulled]
+    pulled = [Record(entity=r.entity, id=r.id, version=2, hlc=r.hlc.replace("-0000-", "-0001-"), fields=r.fields)
+              for r in pulled]
     t = time.perf_counter()
     for start in range(0, len(pulled), 500):  # the engine applies one pulled page per transaction
         session.store.apply_pulled(pulled[start : start + 500], cursor=str(start))

@@ -85,7 +85,8 @@ def visit(grid: str, n: int) -> dict:
 
 
 def household(grid: str, n: int) -> dict:
-    return {"grid_id": grid, "address": f"雉城街道台苑新村{n % 30}幢{n % 4 + 1}单元{n % 600}室", "building": f"{n % 30}幢",
+    return {"grid_id": grid, "address": f"雉城街道台苑新村{n % 30}幢{n % 4 + 1}单元{n % 600}室",
+            "building": f"{n % 30}幢",
             "head_name": "顾建国", "phone": "13800000000", "members": n % 6 + 1, "tags": ["党员户"]}
 
 
@@ -259,7 +260,8 @@ def run_backend(name: str, db: str | None, processes: int, records: int) -> dict
             for i in range(0, 1000, 500):
                 merged += sum(r.status.value == "merged" for r in rival.push(conflicting[i:i + 500]).results)
             elapsed = time.perf_counter() - started
-            figures["1,000 conflicting mutations"] = f"{1000 / elapsed:,.0f} mutations/s ({elapsed * 1000:.0f} ms), {merged} merged"
+            figures["1,000 conflicting mutations"] = (
+                f"{1000 / elapsed:,.0f} mutations/s ({elapsed * 1000:.0f} ms), {merged} merged")
 
             # 5. 200 devices, each syncing 50 edits at once
             field = [BenchDevice(urls[i % len(urls)], code) for i, code in enumerate(codes["field"])]
@@ -305,7 +307,8 @@ def run_backend(name: str, db: str | None, processes: int, records: int) -> dict
                 f"p50 {percentile(latencies, .5) * 1000:.0f} ms, p95 {percentile(latencies, .95) * 1000:.0f} ms, "
                 f"p99 {percentile(latencies, .99) * 1000:.0f} ms, errors {len(errors)}, wall {wall:.2f} s")
             figures["  where the time went (CPU seconds)"] = (
-                f"server {server_cpu_used:.2f} s{database}, the 200 simulated phones {client_cpu_used:.2f} s, on 2 cores")
+                f"server {server_cpu_used:.2f} s{database}, the 200 simulated phones {client_cpu_used:.2f} s, "
+                f"on 2 cores")
             if errors:
                 figures["first error"] = errors[0]
 

@@ -25,7 +25,8 @@ COMPOUNDS = ["台苑新村", "水木花都", "皇家湾花园", "大西门小区
 GRIDS_PER_COMMUNITY = 2
 DEMO_PASSWORD = "fieldloop-demo"
 
-TOPICS = ["落水管", "下水道", "化粪池", "停车", "养狗", "噪音", "物业", "垃圾分类", "邻里纠纷", "微心愿", "困难帮扶", "消防通道"]
+TOPICS = ["落水管", "下水道", "化粪池", "停车", "养狗", "噪音", "物业", "垃圾分类", "邻里纠纷", "微心愿",
+          "困难帮扶", "消防通道"]
 HAZARDS = ["楼道堆物", "电动车充电", "井盖破损", "路灯不亮", "消防通道堵塞", "外墙脱落"]
 TAGS = ["独居老人", "低保户", "党员户", "出租户", "残疾人", "空巢"]
 CASES = [
@@ -96,7 +97,8 @@ async def load_demo(sessionmaker: async_sessionmaker, *, households: int = 3000,
             "building": f"{building}幢", "unit": f"{unit}单元", "room": room,
             "head_name": fake.name(), "phone": fake.phone_number(), "members": rng.randint(1, 6),
             "tags": rng.sample(TAGS, rng.randint(0, 2)),
-            "notes": rng.choice(["", "老人独居, 子女在外地", "家中有残疾人, 需重点关注", "新搬入住户", "租户, 房东在外地"]),
+            "notes": rng.choice(["", "老人独居, 子女在外地", "家中有残疾人, 需重点关注", "新搬入住户",
+                                 "租户, 房东在外地"]),
         })
         household_rows.append((hid, g.id))
 
@@ -110,7 +112,8 @@ async def load_demo(sessionmaker: async_sessionmaker, *, households: int = 3000,
         add(as_user(rng.choice(workers[gid])), "visit", vid, {
             "grid_id": gid, "household_id": hid, "method": rng.choice(methods),
             "topics": rng.sample(TOPICS, rng.randint(1, 3)),
-            "notes": rng.choice(["了解家庭近况, 无特殊诉求", "反映楼道灯不亮", "提出停车难问题", "身体状况良好", "需协调物业处理"]),
+            "notes": rng.choice(["了解家庭近况, 无特殊诉求", "反映楼道灯不亮", "提出停车难问题", "身体状况良好",
+                                 "需协调物业处理"]),
             "follow_up_on": follow.isoformat() if follow else None,
             "visited_at": when.isoformat(),
         }, at=when)

@@ -122,7 +122,11 @@ def apply_mutation(
     if state is not None and state.entity != mutation.entity:
         return _reject(state, RejectCode.INVALID, f"record {mutation.id} is a {state.entity}, not a {mutation.entity}")
     if actor is _DEVICE and mutation.entity not in DEVICE_WRITABLE:
-        return _reject(state, RejectCode.READ_ONLY_FIELD, f"{mutation.entity} records are written by administrators only")
+        return _reject(
+            state,
+            RejectCode.READ_ONLY_FIELD,
+            f"{mutation.entity} records are written by administrators only",
+        )
     if state is not None and scope is not None and state.grid_id not in scope:
         return _reject(state, RejectCode.FORBIDDEN_SCOPE, "this record belongs to a grid you are not assigned to")
     if mutation.op == "delete":
@@ -154,7 +158,11 @@ def _create(mutation: Mutation, fields: dict, rules: dict, stamp: str, origin: s
         return _reject(None, RejectCode.INVALID, f"a new {mutation.entity} needs: {', '.join(missing)}")
     for name, value in fields.items():
         if rules[name] is TRANSITION and not may_create_in(mutation.entity, name, value, actor):
-            return _reject(None, RejectCode.INVALID_TRANSITION, f"a new {mutation.entity} cannot start as {name}={value!r}")
+            return _reject(
+                None,
+                RejectCode.INVALID_TRANSITION,
+                f"a new {mutation.entity} cannot start as {name}={value!r}",
+            )
     meta = FieldMeta(1, stamp, origin)
     state = RecordState(
         entity=mutation.entity,

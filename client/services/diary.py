@@ -15,7 +15,9 @@ def write_diary(session: Session, text: str, topics: list[str] | None = None) ->
     text = text.strip()
     if not text:
         raise DiaryInvalid("diary.error.empty")
-    return session.create("diary", {"text": text, "topics": sorted(set(topics or [])), "written_at": session.now().isoformat()})
+    return session.create(
+        "diary", {"text": text, "topics": sorted(set(topics or [])), "written_at": session.now().isoformat()}
+    )
 
 
 def diary_entries(session: Session, limit: int = 100) -> list:

@@ -12,7 +12,16 @@ from dataclasses import dataclass, field
 from client.phone.location import Fix, LocationProvider, NoLocation
 from client.services.session import Session
 
-COMMON_HAZARDS = ["blocked_exit", "wires", "gas", "fire_equipment", "drain", "falling_objects", "ebike_charging", "rubbish"]
+COMMON_HAZARDS = [
+    "blocked_exit",
+    "wires",
+    "gas",
+    "fire_equipment",
+    "drain",
+    "falling_objects",
+    "ebike_charging",
+    "rubbish",
+]
 # Track points are written in batches: each point on its own would flood the outbox.
 TRACK_FLUSH_POINTS = 20
 

@@ -9,9 +9,23 @@ from client.services.session import Session
 from shared_schema.entities import VisitMethod
 
 # In the order a steward meets them: at the office, at the door, on site, with departments, again.
-VISIT_METHODS = [m.value for m in (VisitMethod.INQUIRY, VisitMethod.SIT, VisitMethod.EMERGENCY, VisitMethod.CONSULT, VisitMethod.FOLLOWUP)]
+VISIT_METHODS = [
+    m.value
+    for m in (VisitMethod.INQUIRY, VisitMethod.SIT, VisitMethod.EMERGENCY, VisitMethod.CONSULT, VisitMethod.FOLLOWUP)
+]
 # Topics offered as buttons (their words are in the catalog under "topic.<key>"); free topics are allowed too.
-COMMON_TOPICS = ["elderly_care", "health", "housing", "drainage", "parking", "noise", "dispute", "pets", "safety", "policy"]
+COMMON_TOPICS = [
+    "elderly_care",
+    "health",
+    "housing",
+    "drainage",
+    "parking",
+    "noise",
+    "dispute",
+    "pets",
+    "safety",
+    "policy",
+]
 
 
 @dataclass

@@ -77,7 +77,9 @@ def _record_label(session: Session, entity: str, record_id: str) -> str:
     if entity == "household":
         return fields.get("address", "") or tr("entity.household")
     if entity == "visit":
-        household = session.store.get("household", fields.get("household_id", "")) if fields.get("household_id") else None
+        household = (
+            session.store.get("household", fields.get("household_id", "")) if fields.get("household_id") else None
+        )
         where = household.fields.get("address", "") if household is not None else ""
         return tr("entity.visit_at", where=where) if where else tr("entity.visit")
     if entity == "case":
@@ -110,12 +112,16 @@ def rejection_notices(session: Session) -> list[Notice]:
         reason = tr(reason_key)
         if reason == reason_key:
             reason = tr("reject.other", message=r.message)
-        wrote = "; ".join(f"{field_name(r.entity, k)}: {show_value(v)}" for k, v in r.fields.items()) or tr("reject.delete")
+        wrote = (
+            "; ".join(f"{field_name(r.entity, k)}: {show_value(v)}" for k, v in r.fields.items()) or tr("reject.delete")
+        )
         current = session.store.get(r.entity, r.id)
         kept = ""
         if current is not None:
             kept = "; ".join(
-                f"{field_name(r.entity, k)}: {show_value(current.fields.get(k))}" for k in r.fields if k in current.fields
+                f"{field_name(r.entity, k)}: {show_value(current.fields.get(k))}"
+                for k in r.fields
+                if k in current.fields
             )
         body = tr("reject.body", wrote=wrote, kept=kept or tr("value.empty"), reason=reason)
         notices.append(Notice(f"rejection:{r.mid}", tr("reject.title", what=what), body))

@@ -79,7 +79,8 @@ class FieldLoopApp(App):
 
     title = "FieldLoop"
 
-    def __init__(self, data_dir: Path, *, transport_factory: Callable | None = None, vault_factory: Callable | None = None,
+    def __init__(self, data_dir: Path, *, transport_factory: Callable | None = None,
+                 vault_factory: Callable | None = None,
                  camera: Camera | None = None, location: LocationProvider | None = None, auto_sync: bool = True,
                  **kwargs):
         super().__init__(**kwargs)

@@ -140,7 +140,8 @@ class CasesScreen(Page):
                 text += " · " + tr("case.due", due=str(case.due_at)[:10])
             if case.feedback:
                 text += "\n" + tr("case.feedback_shown", feedback=case.feedback)
-            self.body.add_widget(BigLabel(text, markup=True, color=WARNING if case.status == "overdue" else (0.1, 0.1, 0.1, 1)))
+            self.body.add_widget(BigLabel(text, markup=True,
+                                          color=WARNING if case.status == "overdue" else (0.1, 0.1, 0.1, 1)))
             if case.can_resolve:
                 feedback = BigInput(multiline=True, lines=2, hint_text=tr("case.feedback_hint"))
                 self.feedback_inputs[case.id] = feedback

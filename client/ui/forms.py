@@ -12,7 +12,18 @@ from client.i18n import tr
 from client.services import cases as case_service
 from client.services import visits as visit_service
 from client.services.words import conflict_notices
-from client.ui.widgets import MUTED, PRIMARY, TEXT_SP, WARNING, BigButton, BigInput, BigLabel, BigToggle, Page, PhotoStrip
+from client.ui.widgets import (
+    MUTED,
+    PRIMARY,
+    TEXT_SP,
+    WARNING,
+    BigButton,
+    BigInput,
+    BigLabel,
+    BigToggle,
+    Page,
+    PhotoStrip,
+)
 
 FOLLOW_UP_CHOICES = (0, 3, 7, 30)  # days from today; 0 means none
 

@@ -62,7 +62,8 @@ class HomeScreen(Page):
         self._list_follow_ups(summary.due_today)
         self.due_box.add_widget(BigLabel(tr("home.overdue", count=len(summary.overdue)), bold=True, color=WARNING))
         self._list_follow_ups(summary.overdue)
-        self.due_box.add_widget(BigLabel(tr("home.open_cases", count=len(summary.open_cases)), bold=True, color=PRIMARY))
+        self.due_box.add_widget(BigLabel(tr("home.open_cases", count=len(summary.open_cases)), bold=True,
+                                         color=PRIMARY))
         for case in summary.open_cases[:MAX_LISTED]:
             button = BigButton(f"{case.title} · {tr('case.status.' + case.status)}")
             button.bind(on_release=lambda _b, cid=case.id: self.app.go("cases", focus=cid))

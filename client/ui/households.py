@@ -81,7 +81,8 @@ class HouseholdsScreen(Page):
         self.count_label.text = tr("households.count", count=len(rows), total=len(session.households))
         self.list_view.data = [
             {
-                "text": f"[b]{row.place or '-'}[/b]  {row.head_name}\n{row.address}" + (f"  ({', '.join(row.tags)})" if row.tags else ""),
+                "text": (f"[b]{row.place or '-'}[/b]  {row.head_name}\n{row.address}"
+                         + (f"  ({', '.join(row.tags)})" if row.tags else "")),
                 "markup": True,
                 "household_id": row.id,
             }
@@ -115,7 +116,8 @@ class HouseholdScreen(Page):
         if f.get("notes"):
             self.body.add_widget(BigLabel(f["notes"], color=MUTED))
         self.new_visit_button = BigButton(tr("household.new_visit"), primary=True)
-        self.new_visit_button.bind(on_release=lambda *_: self.app.go("visit", household_id=self.household_id, visit_id=""))
+        self.new_visit_button.bind(
+            on_release=lambda *_: self.app.go("visit", household_id=self.household_id, visit_id=""))
         self.body.add_widget(self.new_visit_button)
         new_case = BigButton(tr("household.new_case"))
         new_case.bind(on_release=lambda *_: self.app.go("case_form", household_id=self.household_id))

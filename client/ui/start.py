@@ -123,7 +123,9 @@ class PinScreen(Page):
         elif isinstance(exc, WrongPin):
             self.pin_input.text = ""
             self.error_label.text = (
-                tr("pin.locked", seconds=int(exc.locked_for)) if exc.locked_for else tr("pin.wrong", left=exc.attempts_left)
+                tr("pin.locked", seconds=int(exc.locked_for))
+                if exc.locked_for
+                else tr("pin.wrong", left=exc.attempts_left)
             )
         elif isinstance(exc, VaultLocked):
             self.error_label.text = tr("pin.locked", seconds=int(exc.seconds) + 1)

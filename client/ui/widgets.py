@@ -104,7 +104,8 @@ class Page(Screen):
         with self.canvas.before:
             Color(*BACKGROUND)
             self._bg = Rectangle(pos=self.pos, size=self.size)
-        self.bind(pos=lambda *_: setattr(self._bg, "pos", self.pos), size=lambda *_: setattr(self._bg, "size", self.size))
+        self.bind(pos=lambda *_: setattr(self._bg, "pos", self.pos),
+                  size=lambda *_: setattr(self._bg, "size", self.size))
         outer = BoxLayout(orientation="vertical", padding=dp(12), spacing=dp(8))
         bar = BoxLayout(size_hint_y=None, height=dp(ROW_DP), spacing=dp(8))
         if self.back_to:

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from server.blobs.store import BlobStore, OffsetMismatch
 from server.db.models import BlobRef
-from server.errors import Conflict, Invalid, Malformed, NotFound, TooLarge
+from server.errors import Conflict, Invalid, Malformed, TooLarge
 from shared_schema.messages import MAX_BLOB_BYTES
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")

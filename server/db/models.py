@@ -20,7 +20,6 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
-    Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 

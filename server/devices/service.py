@@ -110,7 +110,9 @@ async def enroll(sessionmaker: async_sessionmaker, request: EnrollRequest) -> En
         )
         session.add(device)
         await session.execute(
-            update(EnrollmentCode).where(EnrollmentCode.code_hash == _code_hash(request.code)).values(device_id=device.id)
+            update(EnrollmentCode)
+            .where(EnrollmentCode.code_hash == _code_hash(request.code))
+            .values(device_id=device.id)
         )
         grid_ids = await user_grid_ids(session, user.id)
         grids = (await session.execute(select(Grid).where(Grid.id.in_(grid_ids)).order_by(Grid.name))).scalars()

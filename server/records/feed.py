@@ -135,7 +135,9 @@ def _catch_up_page(
     removed = set(catch_up.removed)
     if len(rows) > limit:
         rows = rows[:limit]
-        next_cursor = Cursor(s=upto, g=_old_scope(grids, catch_up), c=CatchUp(catch_up.added, catch_up.removed, rows[-1].seq))
+        next_cursor = Cursor(
+            s=upto, g=_old_scope(grids, catch_up), c=CatchUp(catch_up.added, catch_up.removed, rows[-1].seq)
+        )
     else:
         # Catch-up done: from here on the ordinary feed, in the new scope, from the same seq.
         next_cursor = Cursor(s=upto, g=grids)

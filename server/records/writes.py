@@ -289,7 +289,13 @@ def _merge(connection: Connection, requests: list[tuple[list[Mutation], Sender]]
     for mutations, sender in requests:
         results: list[Result] = []
         merged.results.append(results)
-        origin, actor, scope, device_id, user_id = sender.origin, sender.actor, sender.scope, sender.device_id, sender.user_id
+        origin, actor, scope, device_id, user_id = (
+            sender.origin,
+            sender.actor,
+            sender.scope,
+            sender.device_id,
+            sender.user_id,
+        )
         for mutation in mutations:
             mid = mutation.mid
             if mid in stored:

@@ -71,7 +71,9 @@ async def check_protocol(request: Request) -> None:
 
 
 async def _device(request: Request, state: State) -> DeviceContext:
-    return await units.read(state.engine, devices.authenticate, state.token_secret, request.headers.get("authorization"))
+    return await units.read(
+        state.engine, devices.authenticate, state.token_secret, request.headers.get("authorization")
+    )
 
 
 @post("/devices/enroll", status_code=201)

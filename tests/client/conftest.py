@@ -260,7 +260,8 @@ def app_driver(kivy_window, tmp_path, artifacts_dir):
     drivers: list[AppDriver] = []
 
     def make(data_dir: Path | None = None, camera=None, **kwargs) -> AppDriver:
-        app = FieldLoopApp(data_dir or tmp_path / "app-data", vault_factory=fast_vault, camera=camera or PhotoCamera([]),
+        app = FieldLoopApp(data_dir or tmp_path / "app-data", vault_factory=fast_vault,
+                           camera=camera or PhotoCamera([]),
                            location=NoLocation(), auto_sync=False, **kwargs)
         driver = AppDriver(app, artifacts_dir).start()
         drivers.append(driver)

@@ -91,7 +91,8 @@ def test_door_to_door_visit_with_two_photos_offline_then_synced(app_driver, own_
     search = driver.screen
     driver.type_into(search.search_input, "3-2-401")
     driver.until(lambda: [d["household_id"] for d in search.list_view.data] == [HOUSEHOLD], 5, "the search")
-    driver.until(lambda: any(w.household_id == HOUSEHOLD for w in search.list_view.layout_manager.children), 5, "the row")
+    driver.until(lambda: any(w.household_id == HOUSEHOLD for w in search.list_view.layout_manager.children),
+                 5, "the row")
     driver.screenshot("households_search")
     row = next(w for w in search.list_view.layout_manager.children if w.household_id == HOUSEHOLD)
     driver.tap(row)
@@ -153,7 +154,8 @@ def test_door_to_door_visit_with_two_photos_offline_then_synced(app_driver, own_
     sync_in_window(driver)
     driver.app.go("visit", visit_id=visit.id)
     form = driver.screen
-    assert any("审核：通过" in t and "按时复诊" in t for t in (w.text for w in form.body.children if hasattr(w, "text")))
+    assert any("审核：通过" in t and "按时复诊" in t
+               for t in (w.text for w in form.body.children if hasattr(w, "text")))
     assert len(form.photo_strip.children) == 2  # both photos previewed, from the phone's own cache
     driver.screenshot("visit_reviewed_top")
     driver.scroll_to(form.photo_strip)

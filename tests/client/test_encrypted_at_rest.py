@@ -19,7 +19,8 @@ def test_copied_data_folder_reveals_no_household_visit_or_photo(tmp_path, office
     office.add_user("加密检查")
     setup = make_setup(tmp_path / "phone")
     session = setup.set_pin(setup.enroll(office.server.url, office.code("加密检查")), PIN, PIN)
-    household = session.create("household", {"grid_id": office.grid_id, "address": "长兴路 88 号", "head_name": "顾建国",
+    household = session.create("household", {"grid_id": office.grid_id, "address": "长兴路 88 号",
+                                              "head_name": "顾建国",
                                               "phone": "13912345678", "notes": "独居，儿子在杭州"})
     draft = visits.new_visit(household)
     draft.notes = "老人说夜里睡不着"

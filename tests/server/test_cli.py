@@ -23,7 +23,8 @@ def test_the_administration_commands_work_as_documented(tmp_path, backend):
     grid = fieldloop(tmp_path, "grid", "add", "所前社区第1网格", "--community", "所前社区", db=backend)
     assert grid.returncode == 0, grid.stderr
     assert len(grid.stdout.strip()) == 36  # the grid's id
-    added = fieldloop(tmp_path, "user", "add", "张大爷", "--role", "red_steward", "--grid", "所前社区第1网格", db=backend)
+    added = fieldloop(tmp_path, "user", "add", "张大爷", "--role", "red_steward", "--grid", "所前社区第1网格",
+                      db=backend)
     assert added.returncode == 0, added.stderr
     boss = fieldloop(tmp_path, "user", "add", "李主任", "--role", "supervisor", "--grid", "所前社区第1网格",
                      "--password-stdin", stdin="a-long-password\n", db=backend)

@@ -76,7 +76,9 @@ class RealServer:
     def _rows(self, model, order):  # noqa: ANN001, ANN202
         async def query():  # noqa: ANN202
             async with self.sessionmaker() as session:
-                return (await session.execute(select(model).where(model.grid_id == self.grid).order_by(order))).scalars().all()
+                return (
+                    await session.execute(select(model).where(model.grid_id == self.grid).order_by(order))
+                ).scalars().all()
 
         return run(self.client, query)
 
@@ -91,14 +93,28 @@ class RealServer:
 
     def change_log(self) -> list[dict]:
         return [
-            {"seq": e.seq, "mid": e.mid, "record_id": e.record_id, "version": e.version, "op": e.op, "changes": e.changes}
+            {
+                "seq": e.seq,
+                "mid": e.mid,
+                "record_id": e.record_id,
+                "version": e.version,
+                "op": e.op,
+                "changes": e.changes,
+            }
             for e in self._rows(ChangeLogEntry, ChangeLogEntry.seq)
             if e.mid is not None  # the grid's own record, written by the accounts service
         ]
 
     def conflicts(self) -> list[dict]:
         return [
-            {"mid": c.mid, "record_id": c.record_id, "field": c.field, "kept": c.kept, "lost": c.lost, "winner_hlc": c.winner_hlc}
+            {
+                "mid": c.mid,
+                "record_id": c.record_id,
+                "field": c.field,
+                "kept": c.kept,
+                "lost": c.lost,
+                "winner_hlc": c.winner_hlc,
+            }
             for c in self._rows(ConflictEntry, ConflictEntry.id)
         ]
 

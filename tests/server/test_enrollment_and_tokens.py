@@ -60,7 +60,8 @@ def test_a_replayed_challenge_is_refused(field):
     field.user("wang", ["g1"])
     device = WireDevice(field.client)
     device.enroll(field.code("wang"))
-    nonce = device.decode(device.call("POST", "/v1/auth/challenge", {"device_id": device.device_id}, auth=False))["nonce"]
+    nonce = device.decode(device.call("POST", "/v1/auth/challenge", {"device_id": device.device_id},
+                                      auth=False))["nonce"]
     from shared_schema.messages import token_message
 
     signature = base64.b64encode(device.key.sign(token_message(device.device_id, nonce))).decode()

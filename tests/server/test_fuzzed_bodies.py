@@ -3,8 +3,6 @@ and a push that fails as a whole writes nothing."""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -53,7 +53,9 @@ def test_a_record_another_process_changed_during_the_merge_is_merged_again(field
 
         await_only(commit())
 
-    monkeypatch.setattr(writes, "_LOCK_COUNTER", _CommitsFirst(writes._LOCK_COUNTER, li_commits_through_another_connection))
+    monkeypatch.setattr(
+        writes, "_LOCK_COUNTER", _CommitsFirst(writes._LOCK_COUNTER, li_commits_through_another_connection)
+    )
 
     async def wang_commits() -> list:
         async with engine.begin() as connection:

@@ -92,7 +92,9 @@ class ModelServer:
     def pull(self, sender: Sender, cursor: str | None, limit: int) -> PullReply:
         after = int(cursor or 0)
         ready = sorted(
-            (s, i) for i, s in self.seqs.items() if s > after and self.states[i].grid_id in (sender.scope or {self.states[i].grid_id})
+            (s, i)
+            for i, s in self.seqs.items()
+            if s > after and self.states[i].grid_id in (sender.scope or {self.states[i].grid_id})
         )
         page = ready[:limit]
         last = page[-1][0] if page else after
@@ -156,7 +158,14 @@ class ModelServer:
                 )
             for c in out.conflicts:
                 self.conflict_log.append(
-                    {"mid": m.mid, "record_id": m.id, "field": c.field, "kept": c.kept, "lost": c.lost, "winner_hlc": c.winner_hlc}
+                    {
+                        "mid": m.mid,
+                        "record_id": m.id,
+                        "field": c.field,
+                        "kept": c.kept,
+                        "lost": c.lost,
+                        "winner_hlc": c.winner_hlc,
+                    }
                 )
             if out.status is MutationStatus.REJECTED:
                 result = Result(
@@ -166,7 +175,13 @@ class ModelServer:
                     error=ResultError(code=out.rejection.code.value, message=out.rejection.message),
                 )
             elif out.conflicts:
-                result = Result(mid=m.mid, status=out.status, version=state.version, record=state.to_record(), conflicts=out.conflicts)
+                result = Result(
+                    mid=m.mid,
+                    status=out.status,
+                    version=state.version,
+                    record=state.to_record(),
+                    conflicts=out.conflicts,
+                )
             else:
                 result = Result(mid=m.mid, status=out.status, version=state.version, record=state.to_record())
             result = msgspec.json.decode(msgspec.json.encode(result), type=Result)  # as stored, a copy
@@ -192,7 +207,9 @@ class Device:
 
     def view(self) -> dict[str, dict]:
         """What the user sees: the server's copy with the pending edits on top."""
-        shown = {i: {"entity": r.entity, "fields": copy.deepcopy(r.fields)} for i, r in self.known.items() if not r.deleted}
+        shown = {
+            i: {"entity": r.entity, "fields": copy.deepcopy(r.fields)} for i, r in self.known.items() if not r.deleted
+        }
         for m in self.outbox:
             if m.op == "delete":
                 shown.pop(m.id, None)
@@ -246,7 +263,9 @@ class TagHistory:
     senders: set[str]  # origins that sent a set holding it since
 
 
-def check_no_lost_edits(applied: list[tuple[Mutation, str, Result]], change_log: list[dict], conflicts: list[dict]) -> None:
+def check_no_lost_edits(
+    applied: list[tuple[Mutation, str, Result]], change_log: list[dict], conflicts: list[dict]
+) -> None:
     """G1 for lww fields, union fields and deletes, from the logs alone.
 
     ``applied`` is every mutation in the order the server first applied it, with its origin
@@ -274,7 +293,12 @@ def check_no_lost_edits(applied: list[tuple[Mutation, str, Result]], change_log:
         for c in conflicts_of.get(mid, []):
             if c["field"] == name and c["lost"] == value:
                 return True
-            if c["field"] == DELETED_FIELD and isinstance(c["lost"], dict) and name in c["lost"] and c["lost"][name] == value:
+            if (
+                c["field"] == DELETED_FIELD
+                and isinstance(c["lost"], dict)
+                and name in c["lost"]
+                and c["lost"][name] == value
+            ):
                 return True
         return False
 
@@ -345,7 +369,9 @@ def check_no_lost_edits(applied: list[tuple[Mutation, str, Result]], change_log:
             if h is not None and h.value == value:
                 h.writers.add(origin)
                 continue
-            assert lost_in(m.mid, name, value), f"{m.mid} sent {name}={value!r}; it is not kept and not in the conflict log"
+            assert lost_in(m.mid, name, value), (
+                f"{m.mid} sent {name}={value!r}; it is not kept and not in the conflict log"
+            )
 
 
 # ---- the state machine --------------------------------------------------------------------------
@@ -387,7 +413,9 @@ class ConvergenceMachine(RuleBasedStateMachine):
     def add_device(self, n: int, skew: int) -> Device:
         device_id = uuid_for(0xD, n)
         clock = HybridClock(device_id, wall=lambda: self.server_wall() + skew)
-        return Device(id=device_id, clock=clock, sender=Sender(origin=device_id, actor=Actor.DEVICE, scope=frozenset({self.grid})))
+        return Device(
+            id=device_id, clock=clock, sender=Sender(origin=device_id, actor=Actor.DEVICE, scope=frozenset({self.grid}))
+        )
 
     # helpers ---------------------------------------------------------------------------------------
 
@@ -412,9 +440,12 @@ class ConvergenceMachine(RuleBasedStateMachine):
         self.made.setdefault(d.id, []).append(m.mid)
         return m
 
-    def pick(self, d: Device, n: int, entity: str | None = None, status: set[str] | None = None) -> tuple[str, dict] | None:
+    def pick(
+        self, d: Device, n: int, entity: str | None = None, status: set[str] | None = None
+    ) -> tuple[str, dict] | None:
         shown = d.view()
-        ids = sorted(i for i, r in shown.items() if r["fields"].get("grid_id") == self.grid and (entity is None or r["entity"] == entity)
+        ids = sorted(i for i, r in shown.items() if r["fields"].get("grid_id") == self.grid
+                     and (entity is None or r["entity"] == entity)
                      and (status is None or r["fields"].get("status") in status))
         if not ids:
             return None
@@ -469,7 +500,12 @@ class ConvergenceMachine(RuleBasedStateMachine):
     def report_case(self, d):
         self.edit_case(self.device(d))
 
-    @rule(d=st.integers(0, 5), n=st.integers(0, 50), which=st.integers(0, 3), shared=st.sampled_from([None, None, "same-1", "same-2"]))
+    @rule(
+        d=st.integers(0, 5),
+        n=st.integers(0, 50),
+        which=st.integers(0, 3),
+        shared=st.sampled_from([None, None, "same-1", "same-2"]),
+    )
     def edit_a_field(self, d, n, which, shared):
         self.edit_lww(self.device(d), n, which, shared)
 
@@ -500,11 +536,21 @@ class ConvergenceMachine(RuleBasedStateMachine):
 
     def edit_household(self, dev, n=0, which=0, shared=None, tag=TAGS[0], add=False):
         tags = sorted({tag, TAGS[which]}) if add else []
-        self.enqueue(dev, self.next_id(0xB), "household", {"grid_id": self.grid, "address": f"{self.counter} Elm Lane", "tags": tags})
+        self.enqueue(
+            dev,
+            self.next_id(0xB),
+            "household",
+            {"grid_id": self.grid, "address": f"{self.counter} Elm Lane", "tags": tags},
+        )
 
     def edit_case(self, dev, *_):
         rid = self.next_id(0xE)
-        fields = {"grid_id": self.grid, "category": "drainage", "title": f"Blocked drain {self.counter}", "status": "reported"}
+        fields = {
+            "grid_id": self.grid,
+            "category": "drainage",
+            "title": f"Blocked drain {self.counter}",
+            "status": "reported",
+        }
         self.enqueue(dev, rid, "case", fields)
 
     def edit_lww(self, dev, n, which, shared, *_):
@@ -605,12 +651,19 @@ class ConvergenceMachine(RuleBasedStateMachine):
 
     # rules: the console and the server -------------------------------------------------------
 
-    @rule(n=st.integers(0, 50), step=st.sampled_from(["accept", "dispatch", "resolve", "close", "send_back", "overdue", "notes", "department"]))
+    @rule(
+        n=st.integers(0, 50),
+        step=st.sampled_from(["accept", "dispatch", "resolve", "close", "send_back", "overdue", "notes", "department"]),
+    )
     def console_acts(self, n, step):
         records = {i: r for i, r in self.backend.records().items() if not r.deleted}
         want = {
             "accept": ("case", "reported", {"status": "accepted"}),
-            "dispatch": ("case", "accepted", {"status": "dispatched", "department": "Water", "due_at": "2030-01-01T00:00:00Z"}),
+            "dispatch": (
+                "case",
+                "accepted",
+                {"status": "dispatched", "department": "Water", "due_at": "2030-01-01T00:00:00Z"},
+            ),
             "resolve": ("case", "dispatched", {"status": "resolved", "feedback": "done by the console"}),
             "close": ("case", "resolved", {"status": "closed"}),
             "send_back": ("case", "resolved", {"status": "dispatched"}),
@@ -619,7 +672,9 @@ class ConvergenceMachine(RuleBasedStateMachine):
             "department": ("case", None, {"department": f"Dept {n}"}),
         }[step]
         entity, status, fields = want
-        ids = sorted(i for i, r in records.items() if r.entity == entity and (status is None or r.fields.get("status") == status))
+        ids = sorted(
+            i for i, r in records.items() if r.entity == entity and (status is None or r.fields.get("status") == status)
+        )
         if not ids:
             return
         rid = ids[n % len(ids)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import assume, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from shared_schema.messages import MAX_CLOCK_SKEW_MS
@@ -70,7 +70,9 @@ def test_a_string_that_parses_is_a_well_formed_stamp(text):
     assert format_stamp(*parts) == text
 
 
-@pytest.mark.parametrize("text", ["", "0000000000001", "0000000000001-0000", "0000000000001-0000-", "1-0000-n", "0000000000001-00000-n"])
+@pytest.mark.parametrize(
+    "text", ["", "0000000000001", "0000000000001-0000", "0000000000001-0000-", "1-0000-n", "0000000000001-00000-n"]
+)
 def test_malformed_stamps_raise_value_error(text):
     with pytest.raises(ValueError):
         parse_stamp(text)
@@ -244,7 +246,10 @@ def test_a_wall_clock_off_by_more_than_five_minutes_stamps_from_server_time(skew
         assert stamp_wall == max(wall.ms, server_ms)
 
 
-@given(st.integers(min_value=MAX_CLOCK_SKEW_MS + 1, max_value=2 * YEAR_MS), st.integers(min_value=0, max_value=MAX_CLOCK_SKEW_MS))
+@given(
+    st.integers(min_value=MAX_CLOCK_SKEW_MS + 1, max_value=2 * YEAR_MS),
+    st.integers(min_value=0, max_value=MAX_CLOCK_SKEW_MS),
+)
 def test_a_correction_is_dropped_once_the_wall_clock_is_fixed(skew, residual):
     wall = FakeWall(NOW_MS - skew)
     clock = HybridClock("device", wall=wall)

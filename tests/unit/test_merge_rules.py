@@ -37,11 +37,21 @@ def hlc(ms: int, node: str = "dev-a", counter: int = 0) -> str:
     return format_stamp(T0 + ms, counter, node)
 
 
-def mutation(entity: str, record_id: str, fields: dict | None = None, *, base: int, stamp: str, op: str = "upsert") -> Mutation:
+def mutation(
+    entity: str, record_id: str, fields: dict | None = None, *, base: int, stamp: str, op: str = "upsert"
+) -> Mutation:
     return Mutation(mid=uid(), entity=entity, id=record_id, op=op, base_version=base, hlc=stamp, fields=fields or {})
 
 
-def apply(state: RecordState | None, m: Mutation, origin: str, *, actor: Actor = Actor.DEVICE, scope=SCOPE, stamp: str | None = None) -> Outcome:
+def apply(
+    state: RecordState | None,
+    m: Mutation,
+    origin: str,
+    *,
+    actor: Actor = Actor.DEVICE,
+    scope=SCOPE,
+    stamp: str | None = None,
+) -> Outcome:
     return apply_mutation(state, m, stamp=stamp or m.hlc, origin=origin, actor=actor, scope=scope)
 
 
@@ -66,7 +76,12 @@ def new_case(status: str = "reported", origin: str = "dev-a") -> RecordState:
         "dispatched": [("accepted", Actor.CONSOLE), ("dispatched", Actor.CONSOLE)],
         "overdue": [("accepted", Actor.CONSOLE), ("dispatched", Actor.CONSOLE), ("overdue", Actor.SERVER)],
         "resolved": [("accepted", Actor.CONSOLE), ("dispatched", Actor.CONSOLE), ("resolved", Actor.CONSOLE)],
-        "closed": [("accepted", Actor.CONSOLE), ("dispatched", Actor.CONSOLE), ("resolved", Actor.CONSOLE), ("closed", Actor.CONSOLE)],
+        "closed": [
+            ("accepted", Actor.CONSOLE),
+            ("dispatched", Actor.CONSOLE),
+            ("resolved", Actor.CONSOLE),
+            ("closed", Actor.CONSOLE),
+        ],
     }[status]
     for step, (to, actor) in enumerate(path, start=1):
         m = mutation("case", state.id, {"status": to}, base=state.version, stamp=hlc(step, "server"))
@@ -90,10 +105,17 @@ def run_in_order(state: RecordState, edits: list[tuple[str, Mutation]]) -> tuple
 
 
 def test_a_new_record_is_applied_at_version_one_with_every_field_in_the_change_log():
-    out = apply(None, mutation("household", uid(), {"grid_id": GRID, "address": "3 Mill Rd", "tags": ["b", "a", "b"]}, base=0, stamp=hlc(0)), "dev-a")
+    out = apply(
+        None,
+        mutation(
+            "household", uid(), {"grid_id": GRID, "address": "3 Mill Rd", "tags": ["b", "a", "b"]}, base=0, stamp=hlc(0)
+        ),
+        "dev-a",
+    )
     assert out.status is MutationStatus.APPLIED
     assert out.state.version == 1 and out.state.grid_id == GRID and not out.state.deleted
-    assert out.state.fields == {"grid_id": GRID, "address": "3 Mill Rd", "tags": ["a", "b"]}  # union stored sorted, once
+    # union stored sorted, once
+    assert out.state.fields == {"grid_id": GRID, "address": "3 Mill Rd", "tags": ["a", "b"]}
     assert out.changes == {"grid_id": (None, GRID), "address": (None, "3 Mill Rd"), "tags": (None, ["a", "b"])}
 
 
@@ -101,7 +123,11 @@ def test_a_new_record_missing_required_fields_is_rejected_and_names_them():
     out = apply(None, mutation("visit", uid(), {"grid_id": GRID, "notes": "x"}, base=0, stamp=hlc(0)), "dev-a")
     assert out.status is MutationStatus.REJECTED and out.state is None
     assert out.rejection.code is RejectCode.INVALID
-    assert "household_id" in out.rejection.message and "method" in out.rejection.message and "visited_at" in out.rejection.message
+    assert (
+        "household_id" in out.rejection.message
+        and "method" in out.rejection.message
+        and "visited_at" in out.rejection.message
+    )
 
 
 # ---- lww -----------------------------------------------------------------------------------
@@ -118,7 +144,9 @@ def test_lww_the_later_stamp_wins_and_the_other_value_goes_to_the_conflict_log()
         assert outcomes[0].status is MutationStatus.APPLIED and not outcomes[0].conflicts
         second = outcomes[1]
         assert second.status is MutationStatus.MERGED
-        assert [(c.field, c.kept, c.lost, c.winner_hlc) for c in second.conflicts] == [("phone", "222", "111", hlc(20, "dev-b"))]
+        assert [(c.field, c.kept, c.lost, c.winner_hlc) for c in second.conflicts] == [
+            ("phone", "222", "111", hlc(20, "dev-b"))
+        ]
 
 
 def test_lww_a_tie_on_time_and_counter_goes_to_the_larger_node_id():
@@ -141,7 +169,11 @@ def test_lww_an_edit_made_after_seeing_the_latest_version_is_not_a_conflict():
 
 
 concurrent_lww_edits = st.lists(
-    st.tuples(st.integers(min_value=0, max_value=30), st.integers(min_value=0, max_value=2), st.sampled_from(["x", "y", "z", "w"])),
+    st.tuples(
+        st.integers(min_value=0, max_value=30),
+        st.integers(min_value=0, max_value=2),
+        st.sampled_from(["x", "y", "z", "w"]),
+    ),
     min_size=2,
     max_size=4,
 )
@@ -174,7 +206,13 @@ def test_lww_the_latest_stamp_wins_whatever_the_arrival_order(edits, rnd):
 # ---- a device's own successive edits ------------------------------------------------------
 
 
-@given(st.lists(st.tuples(st.sampled_from(["notes", "members", "tags", "phone"]), st.integers(0, 9)), min_size=1, max_size=8))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["notes", "members", "tags", "phone"]), st.integers(0, 9)),
+        min_size=1,
+        max_size=8,
+    )
+)
 def test_a_devices_own_successive_edits_never_conflict(edits):
     """dev-a edits offline several times, all from version 1 (it has not pulled in between):
     each edit applies over its own previous one, with no conflict and nothing merged."""
@@ -251,11 +289,17 @@ def test_union_a_merged_set_is_not_overwritten_by_the_merging_devices_next_edit(
     tags kept) and then drops "a" again, still from version 1. dev-a never saw "b": its second
     edit must not remove it (union writes no conflict entry, so "b" would vanish silently)."""
     base = new_household()  # tags ["elderly"]
-    state = apply(base, mutation("household", base.id, {"tags": ["b", "elderly"]}, base=1, stamp=hlc(10, "dev-b")), "dev-b").state
-    merged = apply(state, mutation("household", base.id, {"tags": ["a", "elderly"]}, base=1, stamp=hlc(20, "dev-a")), "dev-a")
+    state = apply(
+        base, mutation("household", base.id, {"tags": ["b", "elderly"]}, base=1, stamp=hlc(10, "dev-b")), "dev-b"
+    ).state
+    merged = apply(
+        state, mutation("household", base.id, {"tags": ["a", "elderly"]}, base=1, stamp=hlc(20, "dev-a")), "dev-a"
+    )
     assert merged.status is MutationStatus.MERGED
     assert merged.state.fields["tags"] == ["a", "b", "elderly"]
-    again = apply(merged.state, mutation("household", base.id, {"tags": ["elderly"]}, base=1, stamp=hlc(30, "dev-a")), "dev-a")
+    again = apply(
+        merged.state, mutation("household", base.id, {"tags": ["elderly"]}, base=1, stamp=hlc(30, "dev-a")), "dev-a"
+    )
     assert "b" in again.state.fields["tags"]
     # dev-b, which never saw "a", must not drop it either.
     later = apply(again.state, mutation("household", base.id, {"tags": ["b"]}, base=2, stamp=hlc(40, "dev-b")), "dev-b")
@@ -294,7 +338,13 @@ def test_transition_applies_only_along_the_workflow_and_a_rejection_changes_noth
 @pytest.mark.parametrize("start", ["dispatched", "overdue"])
 def test_a_device_resolves_a_dispatched_or_overdue_case_with_feedback(start):
     state = new_case(start)
-    m = mutation("case", state.id, {"status": "resolved", "feedback": "Drain cleared"}, base=state.version, stamp=hlc(100, "dev-b"))
+    m = mutation(
+        "case",
+        state.id,
+        {"status": "resolved", "feedback": "Drain cleared"},
+        base=state.version,
+        stamp=hlc(100, "dev-b"),
+    )
     out = apply(state, m, "dev-b")
     assert out.status is MutationStatus.APPLIED
     assert out.state.fields["status"] == "resolved" and out.state.fields["feedback"] == "Drain cleared"
@@ -335,7 +385,13 @@ def test_transition_is_checked_from_the_servers_current_state_not_the_devices_ba
 def test_a_device_sending_a_server_field_is_rejected_read_only_field(entity, fields):
     state = new_case("dispatched") if entity == "case" else apply(
         None,
-        mutation("visit", uid(), {"grid_id": GRID, "household_id": uid(), "method": "inquiry", "visited_at": "2026-01-01T09:00:00Z"}, base=0, stamp=hlc(0)),
+        mutation(
+            "visit",
+            uid(),
+            {"grid_id": GRID, "household_id": uid(), "method": "inquiry", "visited_at": "2026-01-01T09:00:00Z"},
+            base=0,
+            stamp=hlc(0),
+        ),
         "dev-a",
     ).state
     before = snapshot(state)
@@ -348,7 +404,13 @@ def test_a_device_sending_a_server_field_is_rejected_read_only_field(entity, fie
 
 def test_the_console_may_write_server_fields():
     state = new_case("accepted")
-    m = mutation("case", state.id, {"department": "Water", "due_at": "2026-01-01T00:00:00Z", "status": "dispatched"}, base=state.version, stamp=hlc(100, "server"))
+    m = mutation(
+        "case",
+        state.id,
+        {"department": "Water", "due_at": "2026-01-01T00:00:00Z", "status": "dispatched"},
+        base=state.version,
+        stamp=hlc(100, "server"),
+    )
     out = apply(state, m, CONSOLE, actor=Actor.CONSOLE, scope=None)
     assert out.status is MutationStatus.APPLIED
     assert out.state.fields["department"] == "Water" and out.state.fields["status"] == "dispatched"
@@ -374,7 +436,11 @@ def test_a_device_writing_a_grid_is_rejected_read_only_field():
 )
 def test_a_validation_error_is_rejected_invalid_and_names_the_path(fields, path):
     entity = "household" if "members" in fields else "visit"
-    base = {"grid_id": GRID, "address": "x"} if entity == "household" else {"grid_id": GRID, "household_id": uid(), "method": "sit", "visited_at": "2026-01-01T09:00:00Z"}
+    base = (
+        {"grid_id": GRID, "address": "x"}
+        if entity == "household"
+        else {"grid_id": GRID, "household_id": uid(), "method": "sit", "visited_at": "2026-01-01T09:00:00Z"}
+    )
     m = mutation(entity, uid(), {**base, **fields}, base=0, stamp=hlc(0))
     out = apply(None, m, "dev-a")
     assert out.status is MutationStatus.REJECTED
@@ -419,7 +485,9 @@ def test_an_unknown_entity_is_rejected_unknown_entity(op):
 
 
 def test_creating_in_a_grid_outside_scope_is_rejected_forbidden_scope():
-    out = apply(None, mutation("household", uid(), {"grid_id": OTHER_GRID, "address": "x"}, base=0, stamp=hlc(0)), "dev-a")
+    out = apply(
+        None, mutation("household", uid(), {"grid_id": OTHER_GRID, "address": "x"}, base=0, stamp=hlc(0)), "dev-a"
+    )
     assert out.status is MutationStatus.REJECTED and out.rejection.code is RejectCode.FORBIDDEN_SCOPE
     assert out.state is None
 
@@ -436,7 +504,9 @@ def test_writing_a_record_of_a_grid_outside_scope_is_rejected_forbidden_scope(op
 
 def test_a_record_cannot_move_to_another_grid():
     state = new_household()
-    out = apply(state, mutation("household", state.id, {"grid_id": OTHER_GRID}, base=1, stamp=hlc(5)), "dev-a", scope=None)
+    out = apply(
+        state, mutation("household", state.id, {"grid_id": OTHER_GRID}, base=1, stamp=hlc(5)), "dev-a", scope=None
+    )
     assert out.status is MutationStatus.REJECTED and out.rejection.code is RejectCode.INVALID
 
 
@@ -448,7 +518,14 @@ def test_a_mutation_naming_the_wrong_entity_for_a_record_is_rejected():
 
 any_fields = st.dictionaries(
     st.sampled_from(["grid_id", "address", "members", "tags", "notes", "phone", "colour", "status", "rating"]),
-    st.one_of(st.just(GRID), st.just(OTHER_GRID), st.text(max_size=5), st.integers(-5, 200), st.lists(st.sampled_from(["a", "b", ""]), max_size=3), st.none()),
+    st.one_of(
+        st.just(GRID),
+        st.just(OTHER_GRID),
+        st.text(max_size=5),
+        st.integers(-5, 200),
+        st.lists(st.sampled_from(["a", "b", ""]), max_size=3),
+        st.none(),
+    ),
     max_size=4,
 )
 
@@ -467,7 +544,13 @@ def test_a_rejected_mutation_leaves_the_record_exactly_as_it_was(fields, entity,
     if deleted:
         state = apply(state, mutation("household", state.id, base=1, stamp=hlc(3, "dev-c"), op="delete"), "dev-c").state
     before = snapshot(state)
-    out = apply(state, mutation(entity, state.id, fields, base=1, stamp=hlc(5, "dev-b"), op=op), "dev-b", actor=actor, scope=scope)
+    out = apply(
+        state,
+        mutation(entity, state.id, fields, base=1, stamp=hlc(5, "dev-b"), op=op),
+        "dev-b",
+        actor=actor,
+        scope=scope,
+    )
     assert snapshot(state) == before  # never modified in place
     if out.status is MutationStatus.REJECTED:
         assert out.rejection is not None and out.rejection.message
@@ -482,7 +565,9 @@ def test_a_rejected_mutation_leaves_the_record_exactly_as_it_was(fields, entity,
 
 @settings(max_examples=150)
 @given(st.integers(0, 20), st.integers(0, 20), st.booleans(), st.sampled_from(["notes", "tags", "members"]))
-def test_delete_against_a_concurrent_edit_keeps_the_later_one_and_logs_a_conflict_either_way(edit_ms, delete_ms, edit_first, field):
+def test_delete_against_a_concurrent_edit_keeps_the_later_one_and_logs_a_conflict_either_way(
+    edit_ms, delete_ms, edit_first, field
+):
     """dev-a edits a household offline while dev-b deletes it, both from version 1."""
     base = new_household(origin="dev-c")
     value = {"notes": "moved to 4B", "tags": ["moved"], "members": 5}[field]
@@ -522,7 +607,10 @@ def test_a_delete_with_no_concurrent_edit_applies_and_sends_empty_fields():
 
 
 def test_deleting_an_unknown_record_is_rejected_and_deleting_twice_changes_nothing_visible():
-    assert apply(None, mutation("household", uid(), base=0, stamp=hlc(0), op="delete"), "dev-a").rejection.code is RejectCode.INVALID
+    assert (
+        apply(None, mutation("household", uid(), base=0, stamp=hlc(0), op="delete"), "dev-a").rejection.code
+        is RejectCode.INVALID
+    )
     state = new_household()
     gone = apply(state, mutation("household", state.id, base=1, stamp=hlc(5, "dev-b"), op="delete"), "dev-b").state
     earlier = apply(gone, mutation("household", state.id, base=1, stamp=hlc(4, "dev-c"), op="delete"), "dev-c")
@@ -572,7 +660,8 @@ one_edit_each = st.lists(
 
 @settings(max_examples=200)
 @given(one_edit_each)
-@example([("notes", 10), ("delete", 20), ("address", 30)])  # an edit that lost to the delete comes back with the later one
+# an edit that lost to the delete comes back with the later one
+@example([("notes", 10), ("delete", 20), ("address", 30)])
 def test_concurrent_edits_from_one_version_end_in_the_same_record_whatever_the_arrival_order(edits):
     """Up to four devices each send one edit (or a delete) made offline from version 1. The
     server may see them in any order; what every device finally pulls must not depend on it."""
@@ -590,12 +679,19 @@ def test_concurrent_edits_from_one_version_end_in_the_same_record_whatever_the_a
         state, outcomes = run_in_order(base, list(order))
         assert all(o.status is not MutationStatus.REJECTED for o in outcomes)
         record = state.to_record()
-        finals.setdefault((record.deleted, msgspec.json.encode(record.fields, order="sorted")), [m.fields or "delete" for _, m in order])
+        finals.setdefault(
+            (record.deleted, msgspec.json.encode(record.fields, order="sorted")),
+            [m.fields or "delete" for _, m in order],
+        )
     assert len(finals) == 1, finals
 
 
 device_scripts = st.lists(
-    st.lists(st.tuples(st.sampled_from(["notes", "address", "add_tag", "delete"]), st.integers(1, 15)), min_size=1, max_size=3),
+    st.lists(
+        st.tuples(st.sampled_from(["notes", "address", "add_tag", "delete"]), st.integers(1, 15)),
+        min_size=1,
+        max_size=3,
+    ),
     min_size=2,
     max_size=3,
 )
@@ -642,5 +738,8 @@ def test_several_offline_edits_per_device_end_in_the_same_record_whatever_the_in
         state, outcomes = run_in_order(base, order)
         assert all(o.status is not MutationStatus.REJECTED for o in outcomes)
         record = state.to_record()
-        finals.setdefault((record.deleted, msgspec.json.encode(record.fields, order="sorted")), [m.fields or "delete" for _, m in order])
+        finals.setdefault(
+            (record.deleted, msgspec.json.encode(record.fields, order="sorted")),
+            [m.fields or "delete" for _, m in order],
+        )
     assert len(finals) == 1, finals
