@@ -65,6 +65,10 @@ def decode_body(request: Request, data: bytes, struct_type: type[T]) -> T:
         raise Invalid(str(exc), {"path": _path_of(str(exc))}) from None
     except msgspec.DecodeError as exc:
         raise Malformed(f"body is not valid {'msgpack' if body_is_msgpack(request) else 'JSON'}: {exc}") from None
+    except RecursionError:
+        # msgspec decodes nested values recursively: a thousand levels of {"a": {"a": ...}} run
+        # out of stack. No message of the protocol nests deeper than a few levels.
+        raise Malformed("the body is nested too deeply") from None
 
 
 def _path_of(message: str) -> str:

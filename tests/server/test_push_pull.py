@@ -331,6 +331,10 @@ def test_a_stamp_far_in_the_future_is_restamped_and_the_original_kept(field, two
         (b'{"mutations": [{"mid": 7}]}', "application/json", 422, "invalid"),
         (b'{"mutations": [], "extra": 1}', "application/json", 422, "invalid"),
         (b"<xml/>", "text/xml", 400, "malformed"),
+        (b'{"mutations": [{"fields": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"}]}", "application/json", 400,
+         "malformed"),
+        (b"\x81\xa9mutations\x91\x81\xa6fields" + b"\x81\xa1a" * 5000 + b"\x01", "application/msgpack", 400,
+         "malformed"),
     ],
 )
 def test_malformed_and_wrongly_typed_bodies_get_4xx_and_change_nothing(field, two_phones, content, content_type,
