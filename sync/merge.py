@@ -116,6 +116,10 @@ def apply_mutation(
     Returns:
         The outcome; a rejected outcome leaves ``state`` as it was.
     """
+    if state is not None and scope is not None and state.grid_id not in scope:
+        # Checked before anything that reads the record, and rejected without its state: the
+        # result tells the sender nothing of a record outside its scope (no version, no entity).
+        return _reject(None, RejectCode.FORBIDDEN_SCOPE, "this record is outside the grids you are assigned to")
     entity_type = ENTITIES.get(mutation.entity)
     if entity_type is None:
         return _reject(state, RejectCode.UNKNOWN_ENTITY, f"unknown entity {mutation.entity!r}")
@@ -127,8 +131,14 @@ def apply_mutation(
             RejectCode.READ_ONLY_FIELD,
             f"{mutation.entity} records are written by administrators only",
         )
-    if state is not None and scope is not None and state.grid_id not in scope:
-        return _reject(state, RejectCode.FORBIDDEN_SCOPE, "this record belongs to a grid you are not assigned to")
+    if state is not None and mutation.base_version > state.version:
+        # No writer can have seen a version that was never written; taken at its word, it would
+        # make every later change look seen, and overwrite it without a conflict entry (G1).
+        return _reject(
+            state,
+            RejectCode.INVALID,
+            f"base_version {mutation.base_version} is ahead of the record's version {state.version}",
+        )
     if mutation.op == "delete":
         return _apply_delete(state, mutation, stamp, origin)
     try:

@@ -242,8 +242,29 @@ def test_nothing_outside_the_scope_is_pulled(field):
     assert {r["fields"].get("grid_id", r["id"]) for r in pulled} == {mine}
     # and a write to the other grid's record is refused
     foreign = next(iter(zhao.records))
-    [result] = wang.push([wang.mutation("household", foreign, {"notes": "x"}, base_version=1)])["results"]
+    zhao.push([zhao.mutation("household", foreign, {"notes": "v2"}, base_version=1)])
+    [result, as_visit, unknown] = wang.push([
+        wang.mutation("household", foreign, {"notes": "x"}, base_version=1),
+        wang.mutation("visit", foreign, {"notes": "x"}, base_version=1),
+        wang.mutation("household", str(uuid.uuid4()), {"notes": "x"}, base_version=1),
+    ])["results"]
     assert result["error"]["code"] == "forbidden_scope" and "record" not in result
+    # nothing of the foreign record comes back: not its version (2), not its entity
+    assert result["version"] == 0 == unknown["version"]
+    assert as_visit["error"]["code"] == "forbidden_scope" and as_visit["version"] == 0
+    assert "household" not in as_visit["error"]["message"]
+
+
+def test_a_base_version_ahead_of_the_record_is_rejected_and_overwrites_nothing(field, two_phones):
+    grid, wang, li = two_phones
+    create = wang.mutation("household", fields=household(grid))
+    wang.push([create])
+    wang.push([later(wang.mutation("household", create["id"], {"notes": "王的"}, base_version=1), wang)])
+    [result] = li.push([li.mutation("household", create["id"], {"notes": "李的"}, base_version=999)])["results"]
+    assert result["status"] == "rejected" and result["error"]["code"] == "invalid"
+    assert "ahead" in result["error"]["message"]
+    pulled = {r["id"]: r for r in li.pull_all()}
+    assert pulled[create["id"]]["fields"]["notes"] == "王的" and pulled[create["id"]]["version"] == 2
 
 
 def test_pull_pages_deliver_every_change_once_in_commit_order(two_phones):

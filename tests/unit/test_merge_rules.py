@@ -499,7 +499,27 @@ def test_writing_a_record_of_a_grid_outside_scope_is_rejected_forbidden_scope(op
     m = mutation("household", state.id, fields, base=1, stamp=hlc(5, "dev-z"), op=op)
     out = apply(state, m, "dev-z", scope=frozenset({OTHER_GRID}))
     assert out.status is MutationStatus.REJECTED and out.rejection.code is RejectCode.FORBIDDEN_SCOPE
-    assert snapshot(out.state) == before
+    assert out.state is None  # the result carries nothing of a record outside the scope
+    assert snapshot(state) == before
+
+
+def test_a_record_outside_scope_is_not_told_apart_by_its_entity():
+    state = new_household()
+    m = mutation("visit", state.id, {"notes": "hi"}, base=1, stamp=hlc(5, "dev-z"))
+    out = apply(state, m, "dev-z", scope=frozenset({OTHER_GRID}))
+    assert out.rejection.code is RejectCode.FORBIDDEN_SCOPE and out.state is None
+    assert "household" not in out.rejection.message
+
+
+@pytest.mark.parametrize("op,fields", [("upsert", {"notes": "hi"}), ("delete", {})])
+def test_a_base_version_ahead_of_the_record_is_rejected_invalid(op, fields):
+    state = new_household()
+    before = snapshot(state)
+    m = mutation("household", state.id, fields, base=state.version + 1, stamp=hlc(5, "dev-z"), op=op)
+    out = apply(state, m, "dev-z")
+    assert out.status is MutationStatus.REJECTED and out.rejection.code is RejectCode.INVALID
+    assert "ahead" in out.rejection.message
+    assert snapshot(state) == before and not out.changed
 
 
 def test_a_record_cannot_move_to_another_grid():
@@ -555,7 +575,10 @@ def test_a_rejected_mutation_leaves_the_record_exactly_as_it_was(fields, entity,
     if out.status is MutationStatus.REJECTED:
         assert out.rejection is not None and out.rejection.message
         assert not out.changed and out.changes == {} and out.conflicts == []
-        assert snapshot(out.state) == before
+        if scope is not None and state.grid_id not in scope:
+            assert out.state is None  # nothing of a record outside the scope goes back
+        else:
+            assert snapshot(out.state) == before
     else:
         assert out.rejection is None
 
