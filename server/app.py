@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
+from litestar.types import Message, Scope
 
 from server.blobs.store import FileBlobStore
 from server.db import units
@@ -26,6 +27,14 @@ from shared_schema.messages import MAX_BLOB_BYTES
 from sync.hlc import wall_now_ms
 
 log = logging.getLogger("fieldloop")
+
+
+async def _stamp_server_time(message: Message, scope: Scope) -> None:
+    """Every /v1 reply carries the server's time as a ``Server-Time`` header (milliseconds since
+    the epoch), errors and blob replies included: those have no ``server_time`` in a body, or
+    no body at all, and a device corrects its clock from whatever reply it gets (section 2)."""
+    if message["type"] == "http.response.start" and scope["path"].startswith("/v1/"):
+        message["headers"] = [*message.get("headers", ()), (b"server-time", str(wall_now_ms()).encode())]
 
 
 @get("/healthz", include_in_schema=False)
@@ -79,6 +88,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> Litestar:
         lifespan=[lifespan],
         state=State({"settings": settings}),
         exception_handlers=exception_handlers,
+        before_send=[_stamp_server_time],
         plugins=plugins,
         request_max_body_size=MAX_BLOB_BYTES + 1024 * 1024,
         openapi_config=OpenAPIConfig(title="FieldLoop", version="1", path="/schema"),

@@ -2,7 +2,7 @@
 
 Domain code raises ``ApiError`` subclasses; ``exception_handlers`` maps them, Litestar's own
 HTTP exceptions and anything unexpected to the protocol's body
-``{"error": {"code", "message", "detail"}}``. Nothing a client sends may produce a 500: an
+``{"error": {"code", "message", "detail"}, "server_time"}``. Nothing a client sends may produce a 500: an
 unexpected exception is logged and answered 500 only for the server's own faults.
 """
 
@@ -16,6 +16,7 @@ from litestar.exceptions import HTTPException
 
 from server.wire import encode_reply
 from shared_schema.messages import ErrorBody, ErrorDetail
+from sync.hlc import wall_now_ms
 
 log = logging.getLogger("fieldloop")
 
@@ -85,7 +86,8 @@ _STATUS_CODES = {400: "malformed", 401: "unauthenticated", 403: "forbidden", 404
 
 def error_response(request: Request, status: int, code: str, message: str, detail: dict | None = None,
                    headers: dict[str, str] | None = None, **extra: Any) -> Response:
-    body = ErrorBody(error=ErrorDetail(code=code, message=message, detail=detail or {}, **extra))
+    body = ErrorBody(error=ErrorDetail(code=code, message=message, detail=detail or {}, **extra),
+                     server_time=wall_now_ms())
     content, media_type = encode_reply(request, body)
     return Response(content=content, status_code=status, media_type=media_type, headers=headers)
 

@@ -58,6 +58,7 @@ class ErrorDetail(msgspec.Struct, kw_only=True):
 
 class ErrorBody(msgspec.Struct, kw_only=True):
     error: ErrorDetail
+    server_time: int | UnsetType = UNSET  # every reply carries it (section 2); absent from older servers
 
 
 # ---- enrollment and tokens (section 3) ----------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 import pytest
 
@@ -100,3 +101,21 @@ def test_bad_blob_requests_get_clear_errors(phone):
     assert too_big.status_code == 413
     past_end = patch(phone, digest, 0, 1, b"xx")
     assert past_end.status_code == 400
+
+
+def test_every_blob_reply_carries_the_server_time(phone):
+    photo = os.urandom(5_000)
+    digest = sha(photo)
+    replies = [
+        phone.call("HEAD", f"/v1/blobs/{digest}"),  # 404
+        patch(phone, digest, 0, len(photo), photo[:1000]),  # 204
+        patch(phone, digest, 0, len(photo), photo[:1000]),  # 409
+        patch(phone, digest, 1000, len(photo), photo[1000:]),  # 201
+        phone.call("HEAD", f"/v1/blobs/{digest}"),  # 200
+    ]
+    attach(phone, digest)
+    replies.append(phone.call("GET", f"/v1/blobs/{digest}"))
+    assert [r.status_code for r in replies] == [404, 204, 409, 201, 200, 200]
+    now = time.time() * 1000
+    for reply in replies:
+        assert abs(int(reply.headers["Server-Time"]) - now) < 60_000, reply.headers

@@ -369,6 +369,19 @@ def test_malformed_and_wrongly_typed_bodies_get_4xx_and_change_nothing(field, tw
     assert _count(field, RecordRow) == before
 
 
+def test_error_replies_carry_the_server_time(two_phones):
+    _, wang, li = two_phones
+    for device, response in [
+        (wang, wang.call("POST", "/v1/sync/push", headers={"Content-Type": "application/json"}, content=b"{nope")),
+        (li, li.call("GET", "/v1/sync/pull?limit=0")),
+        (wang, wang.call("GET", "/v1/sync/pull", headers={"Authorization": "Bearer forged"})),
+    ]:
+        assert response.status_code in (400, 401, 422)
+        body = device.decode(response)
+        assert body["error"]["code"] and abs(body["server_time"] - wall_now_ms()) < 60_000
+        assert int(response.headers["Server-Time"]) == pytest.approx(body["server_time"], abs=1_000)
+
+
 def test_oversize_pushes_are_refused_whole(field, two_phones):
     grid, wang, _ = two_phones
     before = _count(field, RecordRow)
