@@ -301,14 +301,17 @@ def _apply_delete(state: RecordState | None, mutation: Mutation, stamp: str, ori
             changed=True,
             changes={DELETED_FIELD: (True, True)},
         )
-    concurrent = [m.hlc for m in state.meta.values() if _is_concurrent(m, mutation.base_version, origin)]
+    concurrent = [name for name, m in state.meta.items() if _is_concurrent(m, mutation.base_version, origin)]
     if concurrent:
-        latest_edit = max(concurrent)
+        latest_edit = max(state.meta[name].hlc for name in concurrent)
         if stamp <= latest_edit:
             conflict = Conflict(field=DELETED_FIELD, kept=False, lost=True, winner_hlc=latest_edit)
             return Outcome(status=MERGED, state=state, conflicts=[conflict])
     new_state = _tombstone(state, stamp, origin)
-    conflicts = [Conflict(field=DELETED_FIELD, kept=True, lost=False, winner_hlc=stamp)] if concurrent else []
+    # The edits the delete beats are what lost: their fields go in the entry, as when an edit
+    # arrives after the delete and loses (G1), so a supervisor can bring them back.
+    lost = {name: state.fields.get(name) for name in concurrent}
+    conflicts = [Conflict(field=DELETED_FIELD, kept=True, lost=lost, winner_hlc=stamp)] if concurrent else []
     return Outcome(
         status=MERGED if concurrent else APPLIED,
         state=new_state,

@@ -141,6 +141,9 @@ def test_a_later_delete_wins_and_is_pulled_as_a_tombstone(two_phones):
     wang.push([edit])
     [result] = li.push([delete])["results"]
     assert result["status"] == "merged" and result["record"]["deleted"] is True
+    # the edit the delete beat is what lost: its fields are in the conflict entry (G1)
+    assert result["conflicts"] == [{"field": "deleted", "kept": True, "lost": {"notes": "x"},
+                                    "winner_hlc": delete["hlc"]}]
     pulled = {r["id"]: r for r in wang.pull_all()}
     assert pulled[create["id"]]["deleted"] is True and pulled[create["id"]]["fields"] == {}
 

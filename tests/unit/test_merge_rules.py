@@ -610,8 +610,10 @@ def test_delete_against_a_concurrent_edit_keeps_the_later_one_and_logs_a_conflic
     assert len(deleted_conflicts) == 1
     conflict = deleted_conflicts[0]
     assert conflict.winner_hlc == max(edit[1].hlc, delete[1].hlc)
-    if edit_first:  # the delete arrives second: kept/lost speak of "deleted"
-        assert (conflict.kept, conflict.lost) == (delete_wins, not delete_wins)
+    if edit_first and delete_wins:  # the delete arrives second and wins: the edit's fields are what lost
+        assert conflict.kept is True and conflict.lost == {field: outcomes[0].state.fields[field]}
+    elif edit_first:  # the delete arrives second and loses
+        assert (conflict.kept, conflict.lost) == (False, True)
     elif delete_wins:  # the edit arrives second and loses: its fields are kept in the log
         assert conflict.kept is True and conflict.lost == {field: value}
     else:
