@@ -1,17 +1,26 @@
 """The pull feed (protocol section 6): every record in scope changed after a cursor.
 
-The cursor is opaque to devices: base64url of msgpack ``{s, g, c}``, where ``s`` is the last
-seq delivered, ``g`` the grids the device's scope held when it was made and ``c`` the state of a
-catch-up. When the user's grids change, the next pulls first deliver a catch-up: every record
-of the new grids, and a tombstone for every record of the grids that left, up to ``s``; then
-the ordinary feed goes on from ``s`` with the new scope.
+The cursor is opaque to devices: base64url of msgpack ``{s, g, c}`` followed by a MAC, where
+``s`` is the last seq delivered, ``g`` the grids the device's scope held when it was made and
+``c`` the state of a catch-up. When the user's grids change, the next pulls first deliver a
+catch-up: every record of the new grids, and a tombstone for every record of the grids that
+left, up to ``s``; then the ordinary feed goes on from ``s`` with the new scope.
+
+The server believes what a cursor says (``g`` decides which grids' records come back as
+tombstones, ``s`` where the feed goes on), so a cursor must be one the server made: the MAC is
+HMAC-SHA256, truncated to 16 bytes, over the user id and the msgpack, under a key derived from
+the secret every server process reads from the database (``cursor_key``). A cursor that was
+forged, altered, or issued to another user is a ``BadCursor`` (``400 malformed``). It is bound
+to the user and not the device: a user's re-enrolled phone may carry its cursor over.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import heapq
+import hmac
 import itertools
 
 import msgspec
@@ -39,23 +48,59 @@ class Cursor(msgspec.Struct, omit_defaults=True):
 
 
 _cursor_decoder = msgspec.msgpack.Decoder(Cursor)
+_CURSOR_MAC_BYTES = 16
+# What the server's secret is keyed with to give the cursor key: a key of its own, so that a
+# cursor's MAC can never be taken for a token's, nor the other way round.
+_CURSOR_KEY_LABEL = b"fieldloop pull cursor v1"
 
 
-def decode_cursor(text: str | None) -> Cursor | None:
+def cursor_key(secret: bytes) -> bytes:
+    """The key that signs pull cursors, from the server's shared secret (``load_token_secret``):
+    every process on one database gets the same key, so a cursor from one is good at another
+    and after a restart."""
+    return hmac.new(secret, _CURSOR_KEY_LABEL, hashlib.sha256).digest()
+
+
+def _cursor_mac(key: bytes, user_id: str, body: bytes) -> bytes:
+    # The user id goes first as a msgpack string: its length prefix keeps it apart from the body.
+    message = msgspec.msgpack.encode(user_id) + body
+    return hmac.new(key, message, hashlib.sha256).digest()[:_CURSOR_MAC_BYTES]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def decode_cursor(text: str | None, key: bytes, user_id: str) -> Cursor | None:
+    """The cursor ``text`` names, when this server issued it to ``user_id``; None for no cursor.
+
+    Raises:
+        BadCursor: the text does not decode, or its MAC is not ours for this user.
+    """
     if not text:
         return None
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        cursor = _cursor_decoder.decode(raw)
-    except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
+    except (binascii.Error, ValueError) as exc:
+        raise BadCursor("the cursor is not one this server issued") from exc
+    body, mac = raw[:-_CURSOR_MAC_BYTES], raw[-_CURSOR_MAC_BYTES:]
+    # The decoder skips characters outside the alphabet, so only the text encode_cursor made is
+    # taken: one cursor, one spelling.
+    if not body or _b64(raw) != text or not hmac.compare_digest(mac, _cursor_mac(key, user_id, body)):
+        raise BadCursor("the cursor is not one this server issued")
+    try:
+        cursor = _cursor_decoder.decode(body)
+    except (ValueError, msgspec.DecodeError) as exc:
         raise BadCursor("the cursor is not one this server issued") from exc
     if cursor.s < 0:
         raise BadCursor("the cursor is not one this server issued")
     return cursor
 
 
-def encode_cursor(cursor: Cursor) -> str:
-    return base64.urlsafe_b64encode(msgspec.msgpack.encode(cursor)).rstrip(b"=").decode()
+def encode_cursor(cursor: Cursor, key: bytes, user_id: str) -> str:
+    """The text of ``cursor`` for a device of ``user_id``, signed with ``key`` (``cursor_key``)."""
+    body = msgspec.msgpack.encode(cursor)
+    return _b64(body + _cursor_mac(key, user_id, body))
 
 
 # One grid's changes after a seq, in seq order: a range of the (grid_id, seq) index read in order,

@@ -14,7 +14,7 @@ from server.db import units
 from server.devices import service as devices
 from server.devices.service import DeviceContext
 from server.errors import ApiError, Invalid, Malformed, NotFound, TooLarge, UpgradeRequired
-from server.records.feed import BadCursor, Cursor, decode_cursor, encode_cursor, pull_page
+from server.records.feed import BadCursor, Cursor, cursor_key, decode_cursor, encode_cursor, pull_page
 from server.records.writes import Sender, commit_mutations
 from server.wire import decode_body, encode_reply, stored_records
 from shared_schema.messages import (
@@ -128,8 +128,9 @@ async def push(request: Request, state: State) -> Response:
 async def pull(request: Request, state: State) -> Response:
     """The changes in the device's scope after its cursor, one page at a time."""
     started = time.perf_counter()
+    key = cursor_key(state.token_secret)
     device, page = await units.read(
-        state.engine, _authenticated_page, state.token_secret, request.headers.get("authorization"),
+        state.engine, _authenticated_page, state.token_secret, key, request.headers.get("authorization"),
         request.query_params.get("cursor"), request.query_params.get("limit"),
     )
     if isinstance(page, ApiError):
@@ -139,20 +140,23 @@ async def pull(request: Request, state: State) -> Response:
     records, next_cursor, more = page
     state.sync_log.add(device_id=device.device_id, user_id=device.user_id, kind="pull", app_version=device.app_version,
                        duration_ms=int((time.perf_counter() - started) * 1000), changes=len(records))
-    return _reply(request, PullReply(changes=stored_records(request, records), cursor=encode_cursor(next_cursor),
+    return _reply(request, PullReply(changes=stored_records(request, records),
+                                     cursor=encode_cursor(next_cursor, key, device.user_id),
                                      more=more, server_time=wall_now_ms()))
 
 
 def _authenticated_page(
-    connection: Connection, secret: bytes, authorization: str | None, cursor_text: str | None, limit_text: str | None
+    connection: Connection, secret: bytes, key: bytes, authorization: str | None, cursor_text: str | None,
+    limit_text: str | None,
 ) -> tuple[DeviceContext, tuple[list[bytes], Cursor, bool] | ApiError]:
     """One unit of work for a pull: who asks, then their page; a bad cursor or limit comes back
-    as the error, beside the device, so that the sync log can name it."""
+    as the error, beside the device, so that the sync log can name it. ``key`` checks the cursor
+    (``cursor_key``): it must be one this server issued to the device's user."""
     device = devices.authenticate(connection, secret, authorization)
     try:
         limit = _pull_limit(limit_text)
         try:
-            cursor = decode_cursor(cursor_text)
+            cursor = decode_cursor(cursor_text, key, device.user_id)
         except BadCursor as exc:
             raise Malformed(str(exc), {"path": "cursor"}) from None
         return device, pull_page(connection, device.scope, cursor, limit)
