@@ -10,7 +10,10 @@ One round, in order:
 
 A crash or a cut connection anywhere repeats work on the next round and loses none: the same
 outbox entries go again with the same ``mid`` (the server answers with its first result), and
-a pull restarts from the last cursor stored with its page.
+a pull restarts from the last cursor stored with its page. A cursor the server refuses as
+``400 malformed`` (it no longer takes it for its own: it was issued before the server signed
+its cursors, or before its database was replaced) is dropped, and the pull starts again from
+the beginning, once a round.
 
 The engine keeps the device's hybrid logical clock (node = device id), persisted in the
 store's meta; it observes every ``server_time`` and every pulled ``hlc``; ``stamp()`` is the
@@ -508,8 +511,20 @@ class SyncEngine:
 
     def _pull_changes(self, report: SyncReport, notify: ProgressCallback) -> None:
         cursor = self.store.get_meta(META_CURSOR)
+        started_over = False
         while True:
-            reply = self._authed(lambda token, cursor=cursor: self.transport.pull(token, cursor, self.pull_limit))
+            try:
+                reply = self._authed(lambda token, cursor=cursor: self.transport.pull(token, cursor, self.pull_limit))
+            except ProtocolError as exc:
+                if cursor is None or started_over or not _cursor_refused(exc):
+                    raise
+                # Kept, the cursor would be refused at every round and the device would never
+                # pull again. A pull from the start is safe: it brings every record in scope,
+                # deleted ones as tombstones. The stored cursor is replaced with the first page
+                # (until then a crash leaves the old one, refused again next round). Once a
+                # round: a server that refuses the cursors it just issued is not looped on.
+                cursor, started_over = None, True
+                continue
             self._observe_server_time(reply.server_time)
             if reply.changes:
                 self._observe_stamp(max(r.hlc for r in reply.changes), reply.server_time)
@@ -554,6 +569,13 @@ class SyncEngine:
         except DeviceRevoked as exc:
             self._on_revoked(exc)
             raise
+
+
+def _cursor_refused(exc: ProtocolError) -> bool:
+    """Whether a pull may have been refused for its cursor: ``400 malformed`` is what the server
+    answers to a cursor it did not issue (protocol, Changes 6). A 400 for anything else (a
+    header) comes back on the pull without a cursor, and is raised then."""
+    return exc.status == 400 and exc.code == "malformed"
 
 
 def _within_budget(entries: list[OutboxEntry]) -> list[OutboxEntry]:

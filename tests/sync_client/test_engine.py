@@ -339,6 +339,65 @@ def test_a_protocol_error_on_pull_is_raised_not_retried(make_device, server: Fak
     assert waits == []
 
 
+def _refusing_cursors(transport, refuse):  # noqa: ANN001
+    """The transport's pull, answering ``400 malformed`` (as the server does for a cursor it did
+    not issue) when ``refuse(cursor)``; records every cursor asked with."""
+    original = transport.pull
+    asked: list[str | None] = []
+
+    def pull(token, cursor, limit):  # noqa: ANN001
+        asked.append(cursor)
+        if refuse(cursor):
+            raise ProtocolError("malformed", "the cursor is not one this server issued", detail={"path": "cursor"},
+                                status=400)
+        return original(token, cursor, limit)
+
+    transport.pull = pull
+    return asked
+
+
+def test_a_cursor_the_server_refuses_is_dropped_and_everything_pulled_again(make_device, server: FakeServer):
+    a, b = make_device("a"), make_device("b", pull_limit=2)
+    kept = a.engine.create("household", household(members=1))
+    gone = a.engine.create("household", household(members=2))
+    a.engine.sync()
+    b.engine.sync()
+    old = b.store.get_meta(META_CURSOR)
+    a.engine.delete("household", gone)
+    added = a.engine.create("household", household(members=3))
+    a.engine.sync()
+    # The server no longer takes b's cursor (its database was replaced, or it began signing
+    # cursors): kept, it would fail every round and b would never see another change.
+    asked = _refusing_cursors(b.engine.transport, lambda cursor: cursor == old)
+    waits: list[float] = []
+    b.engine._sleep = waits.append
+    report = b.engine.sync_with_retry()
+    assert asked[:2] == [old, None] and old not in asked[1:]
+    assert report.pulled == 3 and waits == []
+    assert b.store.get_meta(META_CURSOR) == str(server.seq)
+    assert {r.id for r in b.store.records("household")} == {kept, added}
+    assert b.store.get("household", gone).deleted  # the tombstone came with the full pull
+    assert b.engine.sync().pulled == 0
+
+
+def test_a_server_that_refuses_every_cursor_is_not_looped_on(make_device, server: FakeServer):
+    a, b = make_device("a"), make_device("b", pull_limit=2)
+    a.engine.create("household", household())
+    a.engine.sync()
+    b.engine.sync()
+    old = b.store.get_meta(META_CURSOR)
+    for n in range(4):
+        a.engine.create("household", household(members=n))
+    a.engine.sync()
+    asked = _refusing_cursors(b.engine.transport, lambda cursor: cursor is not None)
+    with pytest.raises(ProtocolError, match="not one this server issued"):
+        b.engine.sync()
+    # Once from the start, and then the error; the first page of it is kept, with its cursor.
+    assert len(asked) == 3 and asked[:2] == [old, None]
+    assert b.store.get_meta(META_CURSOR) == asked[2] != old
+    assert b.store.record_count("household") == 2
+
+
 def test_a_new_transport_is_used_with_a_fresh_token(make_device, server: FakeServer):
     a = make_device("a")
     a.engine.sync()

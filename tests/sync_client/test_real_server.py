@@ -5,15 +5,18 @@ Runs once per backend of ``tests/conftest.py`` (SQLite, and PostgreSQL when it i
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from server.devices import service as devices
 from sync.client import AesGcmCipher, DeviceIdentity, HttpTransport, LocalStore, PlainCipher, SyncEngine
 from sync.client.cipher import Cipher
+from sync.client.store import META_CURSOR
 from sync.errors import AuthError, DeviceRevoked, TransportError, UpgradeRequired
 from tests.conftest import FieldSetup, run
 from tests.support.httpx_session import HttpxSession
@@ -250,3 +253,25 @@ def test_records_of_a_grid_taken_from_the_user_are_erased_on_the_phone(phone, fi
     assert [r.id for r in a.store.records("household")] == [kept]
     tombstone = a.store.get("household", gone)
     assert tombstone.deleted and tombstone.fields == {}
+
+
+def test_a_phone_whose_cursor_the_server_refuses_pulls_everything_again(phone, grid: str):
+    a, b = phone("a"), phone("b", "wang")
+    kept = a.engine.create("household", household(grid, head_name="留下"))
+    gone = a.engine.create("household", household(grid, head_name="删除"))
+    a.engine.sync()
+    b.engine.sync()
+    a.engine.delete("household", gone)
+    added = a.engine.create("household", household(grid, head_name="新来"))
+    a.engine.sync()
+    # A cursor of the shape the server issued before it signed them, pointing past everything:
+    # what an app updated after its server holds. The server refuses it (400 malformed); the
+    # phone drops it and pulls from the start instead of failing every round.
+    unsigned = base64.urlsafe_b64encode(msgspec.msgpack.encode({"s": 10**12, "g": [grid]})).rstrip(b"=").decode()
+    b.store.set_meta(META_CURSOR, unsigned)
+    report = b.engine.sync()
+    assert report.pulled >= 4  # the grid record, three households (one a tombstone)
+    assert b.store.get_meta(META_CURSOR) != unsigned
+    assert {r.id for r in b.store.records("household")} == {kept, added}
+    assert b.store.get("household", gone).deleted
+    assert b.engine.sync().pulled == 0
