@@ -12,7 +12,8 @@ edit brought no new value (a new version with the same value), an edit that lose
 delete still merges into what the tombstone keeps, and a second, later delete moves the
 tombstone's stamp. One exception is by design: ``union`` is add-wins, so an item one device
 removes while another concurrently keeps or adds it stays, and whether a removal sticks can
-depend on order; an item leaves a set only by a writer that had seen it.
+depend on order; an item leaves a set only through an edit that nobody else's change of the set
+is concurrent with (the server keeps no per-item history).
 """
 
 from __future__ import annotations
