@@ -38,6 +38,7 @@ from shared_schema.messages import (
     Mutation,
     MutationStatus,
     Record,
+    RejectCode,
     Result,
     ResultError,
 )
@@ -271,9 +272,9 @@ class _Merged:
 def _merge(connection: Connection, requests: list[tuple[list[Mutation], Sender]]) -> _Merged:
     dialect = connection.dialect.name
     mids = list({m.mid for mutations, _ in requests for m in mutations})
-    stored: dict[str, Result] = {}
-    for mid, blob in _STORED_RESULTS[dialect].rows(connection, keys=key_list(dialect, mids)):
-        stored[mid] = _result_decoder.decode(blob)
+    stored: dict[str, tuple[str | None, Result]] = {}  # mid: the device that sent it, its first result
+    for mid, device, blob in _STORED_RESULTS[dialect].rows(connection, keys=key_list(dialect, mids)):
+        stored[mid] = (device, _result_decoder.decode(blob))
     ids = list({m.id for mutations, _ in requests for m in mutations if m.mid not in stored})
     states: dict[str, RecordState] = {}
     if ids:
@@ -299,7 +300,9 @@ def _merge(connection: Connection, requests: list[tuple[list[Mutation], Sender]]
         for mutation in mutations:
             mid = mutation.mid
             if mid in stored:
-                results.append(stored[mid])
+                sent_by, first = stored[mid]
+                # A mutation id is one device's: another's result, with its record, is not for this sender.
+                results.append(first if sent_by == device_id else _foreign_mid(mutation))
                 continue
             stamp, original = mutation.hlc, None
             if stamp >= too_far:
@@ -327,7 +330,7 @@ def _merge(connection: Connection, requests: list[tuple[list[Mutation], Sender]]
                                          json_text(conflict.kept), json_text(conflict.lost), conflict.winner_hlc, mid,
                                          device_id, user_id))
             result = _result(mutation, outcome, state)
-            stored[mid] = result
+            stored[mid] = (device_id, result)
             results.append(result)
             merged.applied.append((mid, device_id, mutation.id, _STATUS_TEXT[result.status],
                                    _result_encoder.encode(result)))
@@ -361,7 +364,8 @@ _VERSIONS = {
 }
 _STORED_RESULTS = {
     dialect: DriverStatement(
-        select(AppliedMutation.mid, AppliedMutation.result).where(one_of(dialect, AppliedMutation.mid, "keys"))
+        select(AppliedMutation.mid, AppliedMutation.device_id, AppliedMutation.result)
+        .where(one_of(dialect, AppliedMutation.mid, "keys"))
     )
     for dialect in ("sqlite", "postgresql")
 }
@@ -371,6 +375,12 @@ _STORED_RECORDS = {
     )
     for dialect in ("sqlite", "postgresql")
 }
+
+
+def _foreign_mid(mutation: Mutation) -> Result:
+    # Not stored: the id stays the first sender's, and this answer is the same however often it comes.
+    error = ResultError(code=RejectCode.INVALID.value, message="this mutation id was used by another device")
+    return Result(mid=mutation.mid, status=REJECTED, version=0, error=error)
 
 
 def _result(mutation: Mutation, outcome, state: RecordState | None) -> Result:  # noqa: ANN001

@@ -203,6 +203,24 @@ def test_a_repeated_push_returns_the_first_results_and_applies_nothing_again(fie
     assert _count(field, AppliedMutation, AppliedMutation.mid.in_([m["mid"] for m in batch])) == 4
 
 
+def test_a_mutation_id_is_its_devices_own(field):
+    mine, other = field.grid("g-mine"), field.grid("g-other")
+    field.user("wang", ["g-mine"])
+    field.user("zhao", ["g-other"])
+    wang, zhao = field.device("wang"), field.device("zhao")
+    first = zhao.mutation("household", fields=household(other, notes="赵的"))
+    zhao.push([first])
+    # another device that learns the id gets neither the first result nor the record in it
+    reused = dict(wang.mutation("household", fields=household(mine)), mid=first["mid"])
+    for _ in range(2):
+        [result] = wang.push([reused])["results"]
+        assert result["status"] == "rejected" and result["error"]["code"] == "invalid"
+        assert result["version"] == 0 and "record" not in result
+    assert _count(field, RecordRow, RecordRow.id == reused["id"]) == 0
+    [again] = zhao.push([first])["results"]  # still the first sender's, exactly once (G2)
+    assert again["status"] == "applied" and again["record"]["fields"]["notes"] == "赵的"
+
+
 def test_a_mutation_id_repeated_inside_one_push_is_applied_once(field, two_phones):
     grid, wang, _ = two_phones
     m = wang.mutation("household", fields=household(grid))
