@@ -241,6 +241,8 @@ async def conflicts(
 
 
 async def conflict(sm: async_sessionmaker, me: ConsoleUser, conflict_id: int) -> ConflictEntry | None:
+    if not 0 < conflict_id < 2**63:  # the path takes any integer; the databases' keys are 64-bit
+        return None
     async with sm() as db:
         row = await db.get(ConflictEntry, conflict_id)
     if row is None or not me.may_see_grid(row.grid_id):

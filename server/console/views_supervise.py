@@ -29,7 +29,7 @@ from server.console.web import (
     sessionmaker_of,
     writer_of,
 )
-from server.db.models import Device, User
+from server.db.models import Device, RecordRow, User
 from shared_schema.entities import CaseCategory, VisitMethod
 
 Query = FromQuery[str | None]
@@ -51,6 +51,13 @@ def _int(raw: Any, default: int = -1) -> int:
         return int(str(raw))
     except (TypeError, ValueError):
         return default
+
+
+def _seen_version(form: Any, row: RecordRow) -> int:
+    """The record version the page showed (the form sends it back): the console's edit is
+    concurrent with what changed since. A value no page could have shown counts as none sent."""
+    version = _int(form.get("version"), row.version)
+    return version if 1 <= version <= row.version else row.version
 
 
 async def _grid_names(request: Request, me: NamedDependency[ConsoleUser]) -> dict[str, str]:
@@ -411,7 +418,7 @@ async def review_visit(request: Request, me: NamedDependency[ConsoleUser], recor
             row,
             verdict=str(form.get("verdict", "")),
             comment=str(form.get("comment", "")),
-            base_version=_int(form.get("version"), row.version),
+            base_version=_seen_version(form, row),
         )
     except actions.ActionRefused as exc:
         if inline:
@@ -552,7 +559,7 @@ async def resolve_conflict(request: Request, me: NamedDependency[ConsoleUser], c
             if row is None:
                 raise NotFoundException()
             await actions.take_lost(
-                writer_of(request), me, entry, row, base_version=_int(form.get("version"), row.version)
+                writer_of(request), me, entry, row, base_version=_seen_version(form, row)
             )
         else:
             raise actions.ActionRefused("bad_choice")
@@ -682,7 +689,7 @@ async def case_step(
     if row is None or row.deleted:
         raise NotFoundException()
     form = await request.form()
-    base = _int(form.get("version"), row.version)
+    base = _seen_version(form, row)
     try:
         if step == "accept":
             await actions.accept_case(writer_of(request), me, row, base_version=base)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 from openpyxl import load_workbook
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from server.db.models import ChangeLogEntry, ConflictEntry, RecordRow
 from server.records.overdue import mark_overdue_cases
@@ -200,6 +200,22 @@ def test_a_conflict_shows_both_values_and_taking_the_lost_one_syncs_out(site):
     # resolving again is refused, and changes nothing more
     again = site.browser.post(f"/console/conflicts/{cid}/resolve", {"choice": "keep", "version": str(version + 1)})
     assert again.status_code == 303 and "already_resolved" in again.headers["location"]
+
+
+@pytest.mark.parametrize("version", ["-1", "0", "99999"])
+def test_a_version_no_page_could_show_counts_as_the_current_one(site, version):
+    home, cid = _make_conflict(site)
+    site.browser.login("sup_a")
+    reply = site.browser.post(f"/console/conflicts/{cid}/resolve", {"choice": "take", "version": version})
+    assert reply.status_code == 303 and "error" not in reply.headers["location"]
+    assert _record(site, home["id"]).fields["phone"] == "13800000001"
+
+    async def open_conflicts() -> int:
+        async with site.sessionmaker() as db:
+            return await db.scalar(select(func.count()).select_from(ConflictEntry)
+                                   .where(ConflictEntry.record_id == home["id"], ConflictEntry.status == "open"))
+
+    assert site.call(open_conflicts) == 0  # the supervisor's choice is not logged as a new conflict
 
 
 def test_keeping_the_current_value_only_closes_the_conflict(site):
@@ -540,3 +556,11 @@ def test_a_household_page_shows_its_visits_and_cases_and_only_in_scope(site):
     site.browser.login("sup_b")
     assert site.browser.get(f"/console/households/{home['id']}").status_code == 404
     assert site.browser.get(f"/console/households/{visit['id']}").status_code == 404  # not a household
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_conflict_id_past_any_key_is_not_found(site, method):
+    site.browser.login("sup_a")
+    path = "/console/conflicts/99999999999999999999999"
+    reply = site.browser.get(path) if method == "GET" else site.browser.post(f"{path}/resolve", {"choice": "keep"})
+    assert reply.status_code == 404
