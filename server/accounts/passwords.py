@@ -7,6 +7,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 _hasher = PasswordHasher()
 MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1000  # the login form reads no more
 
 
 def hash_password(password: str) -> str:

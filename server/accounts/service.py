@@ -7,12 +7,13 @@ Every grid is also a synced record (entity ``grid``, its fields ``name``, ``comm
 from __future__ import annotations
 
 import enum
+import unicodedata
 import uuid
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server.accounts.passwords import MIN_PASSWORD_LENGTH, hash_password
+from server.accounts.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, hash_password
 from server.db.models import Grid, RecordRow, User, UserGrid
 from server.records.writes import SERVER, apply_in_transaction, server_clock
 from shared_schema.messages import Mutation
@@ -36,14 +37,23 @@ def _check_name(name: str, what: str) -> str:
     name = (name or "").strip()
     if not name or len(name) > 100:
         raise AccountError(f"a {what} name must have 1 to 100 characters")
+    # Control and format characters (NUL, a right-to-left override) make a name that reads as
+    # another one, or that a terminal or a spreadsheet shows wrongly.
+    if any(unicodedata.category(c).startswith("C") for c in name):
+        raise AccountError(f"a {what} name may not hold control or formatting characters")
     return name
+
+
+def _check_password(password: str) -> None:
+    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        raise AccountError(f"a password needs {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters")
 
 
 async def add_grid(sessionmaker: async_sessionmaker, name: str, community: str) -> Grid:
     """Create a grid and its synced record."""
     name, community = _check_name(name, "grid"), _check_name(community, "community")
     async with sessionmaker() as session, session.begin():
-        if await session.scalar(select(Grid.id).where(Grid.name == name)):
+        if await session.scalar(select(Grid.id).where(func.lower(Grid.name) == name.lower())):
             raise AccountError(f"a grid named {name!r} exists already")
         grid = Grid(id=str(uuid.uuid4()), name=name, community=community)
         await _write_grid_record(session, grid.id, {"name": name, "community": community, "workers": []})
@@ -70,10 +80,11 @@ async def create_user(
     name = _check_name(name, "user")
     if role not in {r.value for r in Role}:
         raise AccountError(f"unknown role {role!r}: one of {', '.join(r.value for r in Role)}")
-    if password is not None and len(password) < MIN_PASSWORD_LENGTH:
-        raise AccountError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+    if password is not None:
+        _check_password(password)
     async with sessionmaker() as session, session.begin():
-        if await session.scalar(select(User.id).where(User.name == name)):
+        # Names that differ only in case would be two logins a person cannot tell apart.
+        if await session.scalar(select(User.id).where(func.lower(User.name) == name.lower())):
             raise AccountError(f"a user named {name!r} exists already")
         grids = await grids_by_name(session, list(dict.fromkeys(grid_names)))
         user = User(id=str(uuid.uuid4()), name=name, role=role,
@@ -93,8 +104,7 @@ async def set_grids(sessionmaker: async_sessionmaker, user_name: str, grid_names
 
 
 async def set_password(sessionmaker: async_sessionmaker, user_name: str, password: str) -> None:
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise AccountError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+    _check_password(password)
     async with sessionmaker() as session, session.begin():
         user = await user_by_name(session, user_name)
         user.password_hash = hash_password(password)

@@ -40,6 +40,8 @@ Query = FromQuery[str | None]
 
 
 def _form_text(form, name: str, limit: int = 200) -> str:
+    # Cut at ``limit``. Names are read past the service's own limit, so that it refuses an over-long
+    # name instead of storing a cut one.
     value = form.get(name, "")
     return value.strip()[:limit] if isinstance(value, str) else ""
 
@@ -88,7 +90,7 @@ async def users(
 async def create_user(request: Request, admin: NamedDependency[ConsoleUser]) -> Response:
     sm = sessionmaker_of(request)
     form = await request.form()
-    name, role = _form_text(form, "name", 100), _form_text(form, "role", 20)
+    name, role = _form_text(form, "name", 1000), _form_text(form, "role", 20)
     password = form.get("password", "") if isinstance(form.get("password", ""), str) else ""
     async with sm() as db:
         grid_names = await _grid_names_from_ids(db, form.getall("grids", []))
@@ -204,7 +206,7 @@ async def _grids_page(
 @post("/admin/grids", name="console:grids-create")
 async def create_grid(request: Request, admin: NamedDependency[ConsoleUser]) -> Response:
     form = await request.form()
-    name, community = _form_text(form, "name", 100), _form_text(form, "community", 100)
+    name, community = _form_text(form, "name", 1000), _form_text(form, "community", 1000)
     try:
         await accounts.add_grid(writer_of(request), name, community)
     except accounts.AccountError as exc:
@@ -344,6 +346,7 @@ async def device_list(
     status: Query = None,
     page: Query = None,
     format: Query = None,
+    error: Query = None,
 ) -> Response:
     """Devices with last sync, app version and open conflicts; retire or revoke from here."""
     sm = sessionmaker_of(request)
@@ -378,7 +381,8 @@ async def device_list(
         ]
         return export_response(format, "devices", headers, rows)
     stale = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=3)
-    return render(request, "admin_devices.html", page=result, f={"status": status}, stale=stale)
+    error = error if error in ("bad_action", "device_shut_out") else None
+    return render(request, "admin_devices.html", page=result, f={"status": status}, stale=stale, error=error)
 
 
 @post("/admin/devices/{device_id:str}", name="console:device-action")
@@ -389,12 +393,15 @@ async def device_action(request: Request, admin: NamedDependency[ConsoleUser], d
         raise NotFoundException()
     form = await request.form()
     action = _form_text(form, "action", 20)
-    if action == "retire":
-        await devices_service.retire(writer_of(request), device_id)
-    elif action == "revoke":
-        await devices_service.revoke(writer_of(request), device_id, wipe=form.get("wipe") == "1")
-    else:
-        return redirect("/admin/devices", error="bad_action")
+    try:
+        if action == "retire":
+            await devices_service.retire(writer_of(request), device_id)
+        elif action == "revoke":
+            await devices_service.revoke(writer_of(request), device_id, wipe=form.get("wipe") == "1")
+        else:
+            return redirect("/admin/devices", error="bad_action")
+    except devices_service.DeviceStateRefused:
+        return redirect("/admin/devices", error="device_shut_out")
     return redirect("/admin/devices", done=action)
 
 

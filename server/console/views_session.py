@@ -8,6 +8,7 @@ from litestar import Request, Response, get, post
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect
 
+from server.accounts.passwords import MAX_PASSWORD_LENGTH
 from server.console import auth
 from server.console.i18n import LANG_COOKIE, LANGUAGES
 from server.console.web import PREFIX, render, session_key, sessionmaker_of, url
@@ -39,7 +40,7 @@ async def login(request: Request) -> Response:
     """Check the name and password; on success set the session cookie and go where the user was."""
     form = await request.form()
     name = str(form.get("name", "")).strip()[:100]
-    password = str(form.get("password", ""))[:1000]
+    password = str(form.get("password", ""))[:MAX_PASSWORD_LENGTH]
     target = _safe_next(str(form.get("next", "")))
     if not name or not password:
         return render(request, "login.html", status_code=400, next=target, error="login.missing", name=name, minutes=0)

@@ -225,14 +225,28 @@ async def retire(sessionmaker: async_sessionmaker, device_id: str) -> Device:
     return await _set_status(sessionmaker, device_id, "retired", False)
 
 
+# How far a device is shut out. It only ever moves further: an order to wipe a lost phone must
+# not be undone by a later retire or revoke without wipe (the phone would keep the data).
+_SHUT_OUT = {("active", False): 0, ("retired", False): 1, ("revoked", False): 2, ("revoked", True): 3}
+
+
+class DeviceStateRefused(AccountError):
+    """The device is already shut out further than asked."""
+
+
 async def _set_status(sessionmaker: async_sessionmaker, device_id: str, status: str, wipe: bool) -> Device:
     async with sessionmaker() as session, session.begin():
         device = await session.get(Device, device_id)
         if device is None:
             raise AccountError(f"no device {device_id!r}")
-        device.status = status
-        device.wipe = wipe
-        device.revoked_at = utcnow()
+        now, asked = _SHUT_OUT[(device.status, bool(device.wipe))], _SHUT_OUT[(status, wipe)]
+        if asked < now:
+            shown = "revoked with wipe" if device.wipe else device.status
+            raise DeviceStateRefused(f"device {device_id} is already {shown}; that cannot be undone")
+        if asked > now:  # asking again for the same state changes nothing, not even its time
+            device.status = status
+            device.wipe = wipe
+            device.revoked_at = utcnow()
     return device
 
 

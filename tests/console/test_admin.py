@@ -54,12 +54,31 @@ def test_an_admin_creates_a_supervisor_who_then_signs_in_to_their_grid(site):
         {"name": "zhao", "role": "emperor", "password": "a-long-password"},
         {"name": "zhao", "role": "supervisor", "password": "short"},
         {"name": "sup_a", "role": "supervisor", "password": "a-long-password"},  # exists already
+        {"name": "SUP_A", "role": "supervisor", "password": "a-long-password"},  # the same login to a person
+        {"name": "zhao\x00", "role": "supervisor", "password": "a-long-password"},
+        {"name": "\u202ezhao", "role": "supervisor", "password": "a-long-password"},  # right-to-left override
+        {"name": "z" * 101, "role": "supervisor", "password": "a-long-password"},  # refused, not cut to 100
+        {"name": "zhao", "role": "supervisor", "password": "p" * 1001},  # longer than the login form reads
     ],
 )
 def test_a_bad_new_user_is_refused_with_the_reason(site, form):
     site.browser.login("admin")
     reply = site.browser.post("/console/admin/users", form)
     assert reply.status_code == 400 and 'class="error"' in reply.text
+    assert "zzzzzzzzzz" not in site.browser.get("/console/admin/users").text
+
+
+def test_a_wipe_order_is_never_taken_back(site):
+    site.browser.login("admin")
+    device = f"/console/admin/devices/{site.phone_a.device_id}"
+    assert site.browser.post(device, {"action": "retire"}).status_code == 303
+    assert site.browser.post(device, {"action": "revoke", "wipe": "1"}).status_code == 303  # further: allowed
+    for weaker in ({"action": "revoke", "wipe": "0"}, {"action": "retire"}):
+        reply = site.browser.post(device, weaker)
+        assert reply.status_code == 303 and "error=device_shut_out" in reply.headers["location"]
+    assert "不能撤回" in site.browser.get(reply.headers["location"]).text
+    refused = site.phone_a.call("GET", "/v1/sync/pull")
+    assert refused.status_code == 410 and refused.json()["error"]["wipe"] is True
 
 
 def test_an_admin_changes_role_grids_and_resets_a_password(site):
