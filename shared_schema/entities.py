@@ -15,7 +15,9 @@ from msgspec import UNSET, Meta, UnsetType
 
 from shared_schema.rules import SERVER, TRANSITION, UNION, MergeRule, field_rules, rule
 from shared_schema.types import (
+    NO_NUL_PATTERN,
     Day,
+    FilledText,
     Line,
     Name,
     Phone,
@@ -23,6 +25,7 @@ from shared_schema.types import (
     Tags,
     Text,
     Timestamp,
+    Title,
     Track,
     UUIDStr,
 )
@@ -62,8 +65,8 @@ class Review(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A supervisor's verdict on a visit."""
 
     verdict: ReviewVerdict
-    comment: Annotated[str, Meta(max_length=2000)] = ""
-    reviewer: Annotated[str, Meta(max_length=100)] = ""
+    comment: Annotated[str, Meta(max_length=2000, pattern=NO_NUL_PATTERN)] = ""
+    reviewer: Annotated[str, Meta(max_length=100, pattern=NO_NUL_PATTERN)] = ""
     reviewed_at: Timestamp | None = None
 
 
@@ -126,7 +129,7 @@ class Case(Entity):
     grid_id: Annotated[UUIDStr | UnsetType, _lww] = UNSET
     household_id: Annotated[UUIDStr | None | UnsetType, _lww] = UNSET
     category: Annotated[CaseCategory | UnsetType, _lww] = UNSET
-    title: Annotated[Annotated[str, Meta(min_length=1, max_length=200)] | UnsetType, _lww] = UNSET
+    title: Annotated[Title | UnsetType, _lww] = UNSET
     description: Annotated[Text | UnsetType, _lww] = UNSET
     photos: Annotated[Photos | UnsetType, rule(UNION)] = UNSET
     status: Annotated[CaseStatus | UnsetType, rule(TRANSITION)] = UNSET
@@ -140,7 +143,7 @@ class Case(Entity):
 
 class Diary(Entity):
     grid_id: Annotated[UUIDStr | UnsetType, _lww] = UNSET
-    text: Annotated[Annotated[str, Meta(min_length=1, max_length=8000)] | UnsetType, _lww] = UNSET
+    text: Annotated[FilledText | UnsetType, _lww] = UNSET
     topics: Annotated[Tags | UnsetType, rule(UNION)] = UNSET
     written_at: Annotated[Timestamp | UnsetType, _lww] = UNSET
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from shared_schema.types import HlcStamp, UUIDStr
+from shared_schema.types import NO_NUL_PATTERN, HlcStamp, UUIDStr
 
 PROTOCOL_VERSION = 1
 MAX_PUSH_MUTATIONS = 500
@@ -21,7 +21,7 @@ DEFAULT_PULL_LIMIT = 500
 MAX_BLOB_BYTES = 25 * 1024 * 1024
 MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
 
-EntityName = Annotated[str, Meta(min_length=1, max_length=40)]
+EntityName = Annotated[str, Meta(min_length=1, max_length=40, pattern=NO_NUL_PATTERN)]
 
 
 class _In(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -65,10 +65,10 @@ class ErrorBody(msgspec.Struct, kw_only=True):
 
 
 class EnrollRequest(_In):
-    code: Annotated[str, Meta(min_length=1, max_length=64)]
-    public_key: Annotated[str, Meta(min_length=1, max_length=100)]
-    label: Annotated[str, Meta(max_length=100)] = ""
-    app_version: Annotated[str, Meta(max_length=40)] = ""
+    code: Annotated[str, Meta(min_length=1, max_length=64, pattern=NO_NUL_PATTERN)]
+    public_key: Annotated[str, Meta(min_length=1, max_length=100, pattern=NO_NUL_PATTERN)]
+    label: Annotated[str, Meta(max_length=100, pattern=NO_NUL_PATTERN)] = ""
+    app_version: Annotated[str, Meta(max_length=40, pattern=NO_NUL_PATTERN)] = ""
 
 
 class UserInfo(_Out):
@@ -102,8 +102,8 @@ class ChallengeReply(_Out):
 
 class TokenRequest(_In):
     device_id: UUIDStr
-    nonce: Annotated[str, Meta(min_length=1, max_length=200)]
-    signature: Annotated[str, Meta(min_length=1, max_length=200)]
+    nonce: Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL_PATTERN)]
+    signature: Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL_PATTERN)]
 
 
 class TokenReply(_Out):

@@ -11,15 +11,20 @@ UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 # <wall ms, 13 digits>-<counter, 4 hex digits>-<node id>
 HLC_PATTERN = r"^[0-9]{13}-[0-9a-f]{4}-[0-9A-Za-z_.:-]{1,64}$"
+# Free text may hold anything but NUL: PostgreSQL's text cannot store it, nor its JSON operators
+# read it, so one stored NUL would fail every console query over that field.
+NO_NUL_PATTERN = r"^[^\x00]*$"
 
 UUIDStr = Annotated[str, Meta(pattern=UUID_PATTERN, description="lowercase UUID string")]
 Sha256 = Annotated[str, Meta(pattern=SHA256_PATTERN, description="lowercase hex SHA-256")]
 HlcStamp = Annotated[str, Meta(pattern=HLC_PATTERN, max_length=84)]
 
-Name = Annotated[str, Meta(min_length=1, max_length=100)]
-Line = Annotated[str, Meta(max_length=200)]
-Text = Annotated[str, Meta(max_length=8000)]
-Tag = Annotated[str, Meta(min_length=1, max_length=40)]
+Name = Annotated[str, Meta(min_length=1, max_length=100, pattern=NO_NUL_PATTERN)]
+Line = Annotated[str, Meta(max_length=200, pattern=NO_NUL_PATTERN)]
+Text = Annotated[str, Meta(max_length=8000, pattern=NO_NUL_PATTERN)]
+Title = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL_PATTERN)]
+FilledText = Annotated[str, Meta(min_length=1, max_length=8000, pattern=NO_NUL_PATTERN)]
+Tag = Annotated[str, Meta(min_length=1, max_length=40, pattern=NO_NUL_PATTERN)]
 Tags = Annotated[list[Tag], Meta(max_length=64)]
 Phone = Annotated[str, Meta(pattern=r"^[0-9+\- ]{0,20}$")]
 Photos = Annotated[list[Sha256], Meta(max_length=32)]

@@ -137,3 +137,16 @@ def test_requests_without_the_protocol_header_or_with_an_old_one_are_refused(fie
     assert old.json()["error"]["code"] == "upgrade_required" and old.json()["error"]["min_protocol"] == 1
     missing = field.client.get("/v1/sync/pull", headers={"Authorization": f"Bearer {device.token}"})
     assert missing.status_code == 400 and missing.json()["error"]["code"] == "malformed"
+
+
+def test_a_label_with_a_nul_byte_is_refused_not_a_500(field):
+    # PostgreSQL's text cannot hold NUL; a phone must get a clear 4xx, and nothing is enrolled.
+    field.grid("g1")
+    field.user("wang", ["g1"])
+    code = field.code("wang")
+    device = WireDevice(field.client)
+    for body in ({"label": "phone\x00"}, {"app_version": "1.0\x00"}):
+        response = device.call("POST", "/v1/devices/enroll",
+                               {"code": code, "public_key": device.public_key_b64(), **body}, auth=False)
+        assert response.status_code == 422 and response.json()["error"]["code"] == "invalid", response.text
+    assert device.enroll(code)["device_id"]  # the code was not spent

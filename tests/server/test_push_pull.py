@@ -160,6 +160,9 @@ def test_a_later_delete_wins_and_is_pulled_as_a_tombstone(two_phones):
          "read_only_field"),
         ("household", {"grid_id": "00000000-0000-0000-0000-000000000000", "address": "a"}, "forbidden_scope"),
         ("grid", {"name": "mine", "community": "c"}, "read_only_field"),
+        ("household", {"grid_id": "GRID", "address": "a", "notes": "nul \x00 inside"}, "invalid"),
+        ("case", {"grid_id": "GRID", "category": "noise", "title": "t\x00", "status": "reported"}, "invalid"),
+        ("diary", {"grid_id": "GRID", "text": "x", "topics": ["\x00"]}, "invalid"),
     ],
 )
 def test_bad_mutations_are_rejected_alone_and_write_nothing(field, two_phones, entity, fields, code):
