@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import http.client
 import subprocess
 import sys
 import time
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from server.db.engine import create_engine, session_factory
+from server.devices import service as devices
+from server.settings import Settings
+from shared_schema.messages import EnrollRequest
 from tests.support.servers import LiveServer
 
 
@@ -103,3 +111,27 @@ def test_serve_keeps_an_idle_connection_open_between_a_phones_requests(tmp_path)
         assert connection.sock.getsockname()[1] == local_port  # the same connection, not a new one
     finally:
         server.kill()
+
+
+def test_a_wipe_order_cannot_be_taken_back_from_the_command_line(tmp_path):
+    fieldloop(tmp_path, "grid", "add", "g1", "--community", "c")
+    fieldloop(tmp_path, "user", "add", "wang", "--role", "grid_worker", "--grid", "g1")
+    code = fieldloop(tmp_path, "enrollment", "create", "--user", "wang").stdout.strip().splitlines()[-1]
+    raw = Ed25519PrivateKey.generate().public_key().public_bytes(serialization.Encoding.Raw,
+                                                                serialization.PublicFormat.Raw)
+
+    async def enroll() -> str:
+        engine = create_engine(Settings(data_dir=tmp_path / "data").url)
+        try:
+            request = EnrollRequest(code=code, public_key=base64.b64encode(raw).decode())
+            return (await devices.enroll(session_factory(engine), request)).device_id
+        finally:
+            await engine.dispose()
+
+    device_id = asyncio.run(enroll())
+    assert fieldloop(tmp_path, "device", "revoke", device_id, "--wipe").returncode == 0
+    for weaker in (("device", "retire", device_id), ("device", "revoke", device_id)):
+        refused = fieldloop(tmp_path, *weaker)
+        assert refused.returncode == 2 and "cannot be undone" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert f"{device_id}\twang\trevoked+wipe\t" in fieldloop(tmp_path, "device", "list").stdout
