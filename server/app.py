@@ -19,6 +19,7 @@ from server.db.engine import create_engine, read_session_factory, session_factor
 from server.db.migrate import upgrade
 from server.devices.tokens import load_token_secret
 from server.errors import exception_handlers
+from server.records.feed import cursor_key
 from server.records.overdue import mark_overdue_cases
 from server.settings import Settings
 from server.sync_api.routes import v1_router
@@ -59,6 +60,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> Litestar:
         state.sessionmaker = sessionmaker
         state.read_sessionmaker = read_session_factory(engine)
         state.token_secret = await load_token_secret(sessionmaker)
+        state.cursor_key = cursor_key(state.token_secret)
         await units.open_readers(engine)
         state.blob_store = FileBlobStore(settings.blob_dir)
         state.sync_log = SyncLog(engine)

@@ -2,8 +2,8 @@
 
 Domain code raises ``ApiError`` subclasses; ``exception_handlers`` maps them, Litestar's own
 HTTP exceptions and anything unexpected to the protocol's body
-``{"error": {"code", "message", "detail"}, "server_time"}``. Nothing a client sends may produce a 500: an
-unexpected exception is logged and answered 500 only for the server's own faults.
+``{"error": {"code", "message", "detail"}, "server_time"}``. Nothing a client sends may produce
+a 500: an unexpected exception is logged and answered 500 only for the server's own faults.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from server.db import units
 from server.devices import service as devices
 from server.devices.service import DeviceContext
 from server.errors import ApiError, Invalid, Malformed, NotFound, TooLarge, UpgradeRequired
-from server.records.feed import BadCursor, Cursor, cursor_key, decode_cursor, encode_cursor, pull_page
+from server.records.feed import BadCursor, Cursor, decode_cursor, encode_cursor, pull_page
 from server.records.writes import Sender, commit_mutations
 from server.wire import decode_body, encode_reply, stored_records
 from shared_schema.messages import (
@@ -128,9 +128,8 @@ async def push(request: Request, state: State) -> Response:
 async def pull(request: Request, state: State) -> Response:
     """The changes in the device's scope after its cursor, one page at a time."""
     started = time.perf_counter()
-    key = cursor_key(state.token_secret)
     device, page = await units.read(
-        state.engine, _authenticated_page, state.token_secret, key, request.headers.get("authorization"),
+        state.engine, _authenticated_page, state.token_secret, state.cursor_key, request.headers.get("authorization"),
         request.query_params.get("cursor"), request.query_params.get("limit"),
     )
     if isinstance(page, ApiError):
@@ -141,7 +140,7 @@ async def pull(request: Request, state: State) -> Response:
     state.sync_log.add(device_id=device.device_id, user_id=device.user_id, kind="pull", app_version=device.app_version,
                        duration_ms=int((time.perf_counter() - started) * 1000), changes=len(records))
     return _reply(request, PullReply(changes=stored_records(request, records),
-                                     cursor=encode_cursor(next_cursor, key, device.user_id),
+                                     cursor=encode_cursor(next_cursor, state.cursor_key, device.user_id),
                                      more=more, server_time=wall_now_ms()))
 
 

@@ -572,10 +572,9 @@ class SyncEngine:
 
 
 def _cursor_refused(exc: ProtocolError) -> bool:
-    """Whether a pull may have been refused for its cursor: ``400 malformed`` is what the server
-    answers to a cursor it did not issue (protocol, Changes 6). A 400 for anything else (a
-    header) comes back on the pull without a cursor, and is raised then."""
-    return exc.status == 400 and exc.code == "malformed"
+    """Whether a pull was refused for its cursor: ``400 malformed`` naming the ``cursor`` as the
+    path is what the server answers to a cursor it did not issue (protocol, Changes 6)."""
+    return exc.status == 400 and exc.code == "malformed" and exc.detail.get("path") == "cursor"
 
 
 def _within_budget(entries: list[OutboxEntry]) -> list[OutboxEntry]:
