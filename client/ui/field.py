@@ -9,7 +9,7 @@ from client.i18n import tr
 from client.services import cases as case_service
 from client.services.diary import DiaryInvalid, diary_entries, write_diary
 from client.services.patrols import COMMON_HAZARDS
-from client.ui.widgets import MUTED, PRIMARY, WARNING, BigButton, BigInput, BigLabel, BigToggle, Page
+from client.ui.widgets import MUTED, PRIMARY, WARNING, BigButton, BigInput, BigLabel, BigToggle, Page, plain
 
 
 MAX_CASES_SHOWN = 50
@@ -97,7 +97,8 @@ class DiaryScreen(Page):
         self.body.add_widget(self.error_label)
         for entry in diary_entries(self.app.session, limit=30):
             when = str(entry.fields.get("written_at", ""))[:16].replace("T", " ")
-            self.body.add_widget(BigLabel(f"[b]{when}[/b]  {entry.fields.get('text', '')}", markup=True))
+            text = plain(entry.fields.get("text", ""))
+            self.body.add_widget(BigLabel(f"[b]{plain(when)}[/b]  {text}", markup=True))
 
     def save(self) -> None:
         try:
@@ -133,13 +134,14 @@ class CasesScreen(Page):
             self.body.add_widget(BigLabel(tr("cases.more", shown=MAX_CASES_SHOWN, total=len(rows)), color=MUTED))
             rows = rows[:MAX_CASES_SHOWN]
         for case in rows:
-            text = f"[b]{case.title}[/b]\n{tr('category.' + case.category)} · {tr('case.status.' + case.status)}"
+            text = (f"[b]{plain(case.title)}[/b]\n"
+                    f"{tr('category.' + case.category)} · {tr('case.status.' + case.status)}")
             if case.department:
-                text += " · " + tr("case.department", department=case.department)
+                text += " · " + tr("case.department", department=plain(case.department))
             if case.due_at:
-                text += " · " + tr("case.due", due=str(case.due_at)[:10])
+                text += " · " + tr("case.due", due=plain(str(case.due_at)[:10]))
             if case.feedback:
-                text += "\n" + tr("case.feedback_shown", feedback=case.feedback)
+                text += "\n" + tr("case.feedback_shown", feedback=plain(case.feedback))
             self.body.add_widget(BigLabel(text, markup=True,
                                           color=WARNING if case.status == "overdue" else (0.1, 0.1, 0.1, 1)))
             if case.can_resolve:

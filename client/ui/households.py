@@ -13,7 +13,7 @@ from kivy.uix.recycleview import RecycleView
 from client.i18n import tr
 from client.services.home import household_history
 from client.services.words import show_value
-from client.ui.widgets import MUTED, PRIMARY, TEXT_SP, BigButton, BigInput, BigLabel, Page
+from client.ui.widgets import MUTED, PRIMARY, TEXT_SP, BigButton, BigInput, BigLabel, Page, plain
 
 ROW_HEIGHT = dp(72)
 
@@ -81,8 +81,8 @@ class HouseholdsScreen(Page):
         self.count_label.text = tr("households.count", count=len(rows), total=len(session.households))
         self.list_view.data = [
             {
-                "text": (f"[b]{row.place or '-'}[/b]  {row.head_name}\n{row.address}"
-                         + (f"  ({', '.join(row.tags)})" if row.tags else "")),
+                "text": (f"[b]{plain(row.place or '-')}[/b]  {plain(row.head_name)}\n{plain(row.address)}"
+                         + (f"  ({plain(', '.join(row.tags))})" if row.tags else "")),
                 "markup": True,
                 "household_id": row.id,
             }

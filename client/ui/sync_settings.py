@@ -10,7 +10,7 @@ from kivy.uix.progressbar import ProgressBar
 from client.i18n import LANGUAGES, tr
 from client.services.setup import SetupError, UnsyncedEdits, normalise_server_url
 from client.services.words import conflict_notices, dismiss, outcome_text, rejection_notices
-from client.ui.widgets import MUTED, PRIMARY, WARNING, BigButton, BigInput, BigLabel, BigToggle, Page
+from client.ui.widgets import MUTED, PRIMARY, WARNING, BigButton, BigInput, BigLabel, BigToggle, Page, plain
 
 
 class SyncScreen(Page):
@@ -44,7 +44,8 @@ class SyncScreen(Page):
         if notices:
             self.notices_box.add_widget(BigLabel(tr("sync.notices"), bold=True, color=PRIMARY))
         for notice in notices:
-            self.notices_box.add_widget(BigLabel(f"[b]{notice.title}[/b]\n{notice.body}", markup=True, color=WARNING))
+            self.notices_box.add_widget(BigLabel(f"[b]{plain(notice.title)}[/b]\n{plain(notice.body)}", markup=True,
+                                                 color=WARNING))
             seen = BigButton(tr("sync.understood"), height=dp(52))
             seen.bind(on_release=lambda _b, n=notice: self._dismiss(n))
             self.notices_box.add_widget(seen)

@@ -17,6 +17,7 @@ from kivy.uix.screenmanager import Screen
 from kivy.uix.scrollview import ScrollView
 from kivy.uix.textinput import TextInput
 from kivy.uix.togglebutton import ToggleButton
+from kivy.utils import escape_markup
 
 from client.i18n import tr
 from client.services.photos import thumbnail
@@ -30,6 +31,16 @@ INK = (0.1, 0.1, 0.1, 1)
 PRIMARY = (0.72, 0.11, 0.11, 1)  # the red of the red stewards
 WARNING = (0.75, 0.35, 0.0, 1)
 MUTED = (0.35, 0.35, 0.35, 1)
+
+
+def plain(value: object) -> str:
+    """Text from a record, safe inside a markup label: a resident's "[font=x]" is shown, not obeyed.
+
+    Kivy reads ``[b]``, ``[size=..]`` and ``[font=..]`` in a markup label's text; a font that
+    does not exist raises in the middle of drawing, so one such note would crash every screen
+    that lists it.
+    """
+    return escape_markup(str(value))
 
 
 def on_ui_thread(fn) -> None:
