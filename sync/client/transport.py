@@ -360,7 +360,7 @@ class HttpTransport:
         self._raise_for(reply, auth_call=auth_call)
         try:
             return _decode(reply, reply_type)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except _UNREADABLE as exc:
             # A captive portal's HTML or a half-written reply: try again later.
             raise TransportError(f"unreadable reply to {method} {path}: {exc}", status=reply.status) from exc
 
@@ -385,6 +385,11 @@ class HttpTransport:
         raise ProtocolError(code, message, detail=error.detail if error else None, status=status)
 
 
+# What msgspec raises on a body it cannot read. RecursionError: a value nested deeper than the
+# decoder goes (a few thousand levels) is not a DecodeError, and would otherwise reach the app.
+_UNREADABLE = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
+
+
 def _decode(reply: HttpReply, reply_type: type[T]) -> T:
     if reply.headers.get("content-type", "").startswith("application/json"):
         return msgspec.json.decode(reply.data, type=reply_type)
@@ -397,7 +402,7 @@ def _error_of(reply: HttpReply) -> Any:
         return None
     try:
         return _decode(reply, ErrorBody).error
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except _UNREADABLE:
         return None
 
 

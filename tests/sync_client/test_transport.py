@@ -90,6 +90,22 @@ def test_each_failure_of_a_sync_call_becomes_its_sync_error(response, expected, 
         assert getattr(caught.value, name) == value
 
 
+# A pull reply whose one record holds a value nested 100,000 lists deep: msgspec gives up with a
+# RecursionError, which is not one of its DecodeErrors.
+NESTED_TOO_DEEP = msgspec.msgpack.encode(
+    {"changes": [{"entity": "household", "id": "x", "version": 1, "hlc": "h", "fields": {"notes": "HOLE"}}],
+     "cursor": "c", "more": False, "server_time": 5}
+).replace(msgspec.msgpack.encode("HOLE"), b"\x91" * 100_000 + b"\xc0")
+
+
+@pytest.mark.parametrize("status", [200, 503])
+def test_a_reply_nested_too_deep_to_read_is_a_transport_error_not_a_recursion_error(status):
+    answer = httpx.Response(status, content=NESTED_TOO_DEEP, headers={"content-type": "application/msgpack"})
+    with pytest.raises(TransportError) as caught:
+        transport_answering(lambda request: answer).pull("tok", "c", 10)
+    assert caught.value.status == status
+
+
 def test_a_403_on_enroll_is_an_auth_error():
     with pytest.raises(AuthError) as caught:
         transport_answering(lambda request: error(403, "forbidden")).enroll("CODE", "key", "", "")
