@@ -69,6 +69,9 @@ _TOKEN_MARGIN_S = 60.0
 # local rejection. Not 400: a malformed request is our transport's fault, and splitting on it
 # would turn every queued edit into a rejection.
 _BATCH_FAULTS = frozenset({413, 422})
+# The latest server_time the clock follows (in the year 2255): a stamp's wall time has 13 digits,
+# and a clock set near that edge would soon issue stamps nobody can read.
+_LATEST_SERVER_TIME_MS = 9_000_000_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,15 +183,29 @@ class SyncEngine:
     # ---- the clock ------------------------------------------------------------------
 
     def _restore_clock(self, node: str) -> HybridClock:
-        offset = int(self.store.get_meta(META_CLOCK_OFFSET) or 0)
-        last = self.store.get_meta(META_CLOCK_LAST)
-        return HybridClock(node=node, wall=self._wall, offset_ms=offset, last=last)
+        # An earlier app version let a server's nonsense time into the stored clock (a stamp of
+        # 16 digits, an offset of centuries): start again from the wall clock rather than fail
+        # to start at all; the next reply's server_time corrects it.
+        try:
+            offset = int(self.store.get_meta(META_CLOCK_OFFSET) or 0)
+        except ValueError:
+            offset = 0
+        if not _is_usable_server_time(self._wall() + offset):
+            offset = 0
+        try:
+            return HybridClock(node=node, wall=self._wall, offset_ms=offset, last=self.store.get_meta(META_CLOCK_LAST))
+        except ValueError:
+            return HybridClock(node=node, wall=self._wall, offset_ms=offset)
 
     def stamp(self) -> str:
         """The hlc for a new local edit (later than every stamp issued or seen before)."""
         return self.clock.now()
 
     def _observe_server_time(self, server_ms: int) -> None:
+        if not _is_usable_server_time(server_ms):
+            # Negative, or past what a stamp can hold: followed, it would make every later stamp
+            # unreadable (each local edit refused, the stored clock fatal at the next start).
+            return
         changed = self.clock.observe_server_time(server_ms)
         if is_too_far_ahead(self.clock.last(), server_ms):
             # Stamps issued while our wall clock ran far ahead would pin every later stamp there
@@ -569,6 +586,11 @@ class SyncEngine:
         except DeviceRevoked as exc:
             self._on_revoked(exc)
             raise
+
+
+def _is_usable_server_time(server_ms: int) -> bool:
+    """Whether a server_time is one the clock may follow (protocol section 2's skew rule)."""
+    return 0 <= server_ms <= _LATEST_SERVER_TIME_MS
 
 
 def _cursor_refused(exc: ProtocolError) -> bool:

@@ -8,7 +8,7 @@ import pytest
 
 from shared_schema.messages import Mutation
 from sync.client import SyncEngine
-from sync.client.store import META_CLOCK_LAST, META_CURSOR, LocalStore
+from sync.client.store import META_CLOCK_LAST, META_CLOCK_OFFSET, META_CURSOR, LocalStore
 from sync.errors import (
     AuthError,
     DeviceRevoked,
@@ -456,3 +456,28 @@ def test_a_phone_whose_clock_ran_a_year_ahead_stamps_from_server_time_after_it_s
     # A restart keeps the corrected clock: the persisted stamp is no longer a year ahead.
     again = SyncEngine(a.store, server.connect(), a.identity, wall=lambda: server.clock.physical_ms() + year_ms)
     assert abs(parse_stamp(again.stamp()).wall_ms - server.clock.physical_ms()) < 60_000
+
+
+@pytest.mark.parametrize("nonsense", [10**15, 2**63 - 1, -5])
+def test_a_server_time_no_stamp_can_hold_leaves_the_clock_alone(make_device, server: FakeServer, nonsense):
+    a = make_device("a")
+    hid = a.engine.create("household", household())
+    a.engine.ensure_token()
+    real_now = server._now
+    server._now = lambda: nonsense  # a server whose push and pull replies carry a broken time
+    a.engine.sync()
+    assert a.store.pending_count() == 0
+    a.engine.edit("household", hid, {"notes": "still editable"})
+    stamp = parse_stamp(a.store.pending_mutations(1)[0].hlc)
+    assert abs(stamp.wall_ms - real_now()) < 60_000
+    again = SyncEngine(a.store, server.connect(), a.identity)  # the app restarted
+    assert abs(parse_stamp(again.stamp()).wall_ms - real_now()) < 60_000
+
+
+def test_a_stored_clock_no_stamp_can_hold_does_not_stop_the_engine_from_starting(make_device, server: FakeServer):
+    a = make_device("a")
+    a.store.set_meta_many({META_CLOCK_LAST: f"{10**15}-0000-{a.identity.device_id}", META_CLOCK_OFFSET: str(10**15)})
+    again = SyncEngine(a.store, server.connect(), a.identity)
+    assert abs(parse_stamp(again.stamp()).wall_ms - server.clock.physical_ms()) < 60_000
+    a.store.set_meta(META_CLOCK_OFFSET, "soon")
+    assert parse_stamp(SyncEngine(a.store, server.connect(), a.identity).stamp())
