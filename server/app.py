@@ -8,15 +8,17 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 
-from litestar import Litestar, get
+from litestar import Litestar, Response, get
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.types import Message, Scope
+from sqlalchemy import Connection
 
 from server.blobs.store import FileBlobStore
 from server.db import units
 from server.db.engine import create_engine, read_session_factory, session_factory
 from server.db.migrate import upgrade
+from server.db.outage import RETRY_AFTER_S, database_unreachable
 from server.devices.tokens import load_token_secret
 from server.errors import exception_handlers
 from server.records.feed import cursor_key
@@ -39,8 +41,21 @@ async def _stamp_server_time(message: Message, scope: Scope) -> None:
 
 
 @get("/healthz", include_in_schema=False)
-async def healthz() -> dict:
-    return {"ok": True, "server_time": wall_now_ms()}
+async def healthz(state: State) -> Response:
+    """Whether this process can serve: it answers, and its database does (a load balancer takes
+    a process whose database it cannot reach out of rotation: 503)."""
+    try:
+        await units.read(state.engine, _database_answers)
+    except Exception as exc:
+        if not database_unreachable(exc):
+            raise
+        return Response({"ok": False, "database": "unreachable", "server_time": wall_now_ms()}, status_code=503,
+                        headers={"Retry-After": str(RETRY_AFTER_S)})
+    return Response({"ok": True, "server_time": wall_now_ms()})
+
+
+def _database_answers(connection: Connection) -> None:
+    connection.exec_driver_sql("SELECT 1").close()
 
 
 def create_app(settings: Settings, *, migrate: bool = True) -> Litestar:
@@ -112,6 +127,9 @@ async def _mark_overdue_periodically(sessionmaker, every_s: float) -> None:  # n
     while True:
         try:
             await mark_overdue_cases(sessionmaker)
-        except Exception:  # noqa: BLE001 - a failed sweep is retried at the next one
-            log.exception("overdue sweep failed")
+        except Exception as exc:  # noqa: BLE001 - a failed sweep is retried at the next one
+            if database_unreachable(exc):
+                log.warning("overdue sweep skipped, the database is unreachable: %s", exc)
+            else:
+                log.exception("overdue sweep failed")
         await asyncio.sleep(every_s)

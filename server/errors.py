@@ -3,7 +3,9 @@
 Domain code raises ``ApiError`` subclasses; ``exception_handlers`` maps them, Litestar's own
 HTTP exceptions and anything unexpected to the protocol's body
 ``{"error": {"code", "message", "detail"}, "server_time"}``. Nothing a client sends may produce
-a 500: an unexpected exception is logged and answered 500 only for the server's own faults.
+a 500: an unexpected exception is logged and answered 500 only for the server's own faults. A
+database that cannot be reached is not a fault of the request: ``503 unavailable``, with
+``Retry-After``, and the device tries again later (Changes 15).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
+from server.db.outage import RETRY_AFTER_S, database_unreachable
 from server.wire import encode_reply
 from shared_schema.messages import ErrorBody, ErrorDetail
 from sync.hlc import wall_now_ms
@@ -109,6 +112,10 @@ def _http_error(request: Request, exc: HTTPException) -> Response:
 
 
 def _unexpected(request: Request, exc: Exception) -> Response:
+    if database_unreachable(exc):
+        log.warning("database unreachable on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(request, 503, "unavailable", "the database cannot be reached; nothing was applied, "
+                              "try again later", headers={"Retry-After": str(RETRY_AFTER_S)})
     log.exception("server fault on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(request, 500, "internal", "the server failed; the request was not applied")
 

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from server.console import auth
 from server.console.i18n import LANG_COOKIE, catalog, pick_language, translator
+from server.db.outage import RETRY_AFTER_S, database_unreachable
 from sync.hlc import parse_stamp
 
 log = logging.getLogger("fieldloop.console")
@@ -235,10 +236,16 @@ def html_error(request: Request, exc: Exception) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return Redirect(url("/login", next=target), status_code=303)
     status = exc.status_code if isinstance(exc, HTTPException) else 500
-    if status >= 500:
+    headers = None
+    if status == 500 and database_unreachable(exc):
+        status, headers = 503, {"Retry-After": str(RETRY_AFTER_S)}
+        log.warning("database unreachable on %s %s: %s", request.method, request.url.path, exc)
+    elif status >= 500:
         log.exception("console fault on %s %s", request.method, request.url.path, exc_info=exc)
     detail = exc.detail if isinstance(exc, HTTPException) else ""
-    return render(request, "error.html", status_code=status, status=status, detail=detail)
+    response = render(request, "error.html", status_code=status, status=status, detail=detail)
+    response.headers.update(headers or {})
+    return response
 
 
 @dataclass

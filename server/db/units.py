@@ -104,7 +104,7 @@ async def write(engine: AsyncEngine, unit: Callable[Concatenate[Connection, P], 
     threads = _threads(engine)
     if threads is None:
         async with engine.begin() as connection:
-            return await connection.run_sync(unit, *args)
+            return await connection.run_sync(_dropping_dead_connection, unit, *args)
 
     def in_transaction() -> T:
         with threads.writer.begin() as connection:
@@ -121,14 +121,17 @@ async def read(engine: AsyncEngine, unit: Callable[Concatenate[Connection, P], T
     run on the event loop's thread."""
     threads = _threads(engine)
     if threads is None:
-        try:
-            return await _read_on_pool(engine, unit, *args)
-        except DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-        # The pooled connection had died (PostgreSQL restarted): SQLAlchemy has dropped every
-        # connection of that age, and a read only reads, so it runs again on a new one.
-        return await _read_on_pool(engine, unit, *args)
+        reader = _postgres_reader(engine)
+        # A pooled connection that had died (PostgreSQL restarted) is dropped, and a read only
+        # reads, so it runs again on the next one; after a restart every pooled one is dead,
+        # and the last try is on a new connection.
+        for _ in range(reader.pool.size()):
+            try:
+                return await _read_on_pool(reader, unit, *args)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+        return await _read_on_pool(reader, unit, *args)
     connection = threads.loop_reader()
     try:
         return unit(connection, *args)
@@ -136,9 +139,31 @@ async def read(engine: AsyncEngine, unit: Callable[Concatenate[Connection, P], T
         connection.rollback()  # ends SQLAlchemy's autobegun transaction; SQLite had none open
 
 
-async def _read_on_pool(engine: AsyncEngine, unit: Callable[Concatenate[Connection, P], T], *args: P.args) -> T:
-    async with _postgres_reader(engine).connect() as connection:
-        return await connection.run_sync(unit, *args)
+async def _read_on_pool(reader: AsyncEngine, unit: Callable[Concatenate[Connection, P], T], *args: P.args) -> T:
+    async with reader.connect() as connection:
+        return await connection.run_sync(_dropping_dead_connection, unit, *args)
+
+
+def _dropping_dead_connection(connection: Connection, unit: Callable[Concatenate[Connection, P], T],
+                              *args: P.args) -> T:
+    """Run ``unit``; if the database closed the connection under it, drop the connection from
+    the pool and raise SQLAlchemy's error for a lost connection.
+
+    The units run their statements on the driver (``server.db.driver_sql``, ``server.db.inserts``),
+    past SQLAlchemy's own error handling, which is what drops a dead connection: without this, the
+    connections a PostgreSQL restart had closed went back to the read pool, which has no ping
+    before use, and failed every request that drew one until the server itself restarted."""
+    try:
+        return unit(connection, *args)
+    except DBAPIError:
+        raise  # through SQLAlchemy's execution, which has dealt with a lost connection itself
+    except Exception as exc:
+        if connection.invalidated or not connection.dialect.is_disconnect(
+            exc, connection.connection.dbapi_connection, None
+        ):
+            raise
+        connection.invalidate(exc)
+        raise DBAPIError(None, None, exc, connection_invalidated=True) from exc
 
 
 async def open_readers(engine: AsyncEngine) -> None:

@@ -16,15 +16,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.db import units
 from server.db.models import Device, SyncLogEntry
+from server.db.outage import database_unreachable
 
 log = logging.getLogger("fieldloop")
 
 
+# Entries held while the database cannot be reached: 400 phones retrying every few seconds
+# through an hour's outage would otherwise fill the server's memory with their failed attempts.
+MAX_PENDING = 50_000
+
+
 class SyncLog:
-    def __init__(self, engine: AsyncEngine, interval_s: float = 0.5):
+    def __init__(self, engine: AsyncEngine, interval_s: float = 0.5, max_pending: int = MAX_PENDING):
         self._engine = engine
         self._interval = interval_s
+        self._max_pending = max_pending
         self._pending: list[dict] = []
+        self._dropped = 0
         self._task: asyncio.Task | None = None
 
     def add(self, *, device_id: str | None, user_id: str | None, kind: str, app_version: str = "",
@@ -63,8 +71,11 @@ class SyncLog:
             await asyncio.sleep(self._interval)
             try:
                 await self.flush()
-            except Exception:  # noqa: BLE001 - the log must never take the server down
-                log.exception("sync log flush failed; will retry")
+            except Exception as exc:  # noqa: BLE001 - the log must never take the server down
+                if database_unreachable(exc):
+                    log.warning("sync log kept in memory, the database is unreachable: %s", exc)
+                else:
+                    log.exception("sync log flush failed; will retry")
 
     async def flush(self) -> None:
         if not self._pending:
@@ -81,6 +92,13 @@ class SyncLog:
             await units.write(self._engine, _write_entries, batch, last_seen)
         except Exception:
             self._pending[:0] = batch
+            excess = len(self._pending) - self._max_pending
+            if excess > 0:
+                # The oldest go first: what the devices did last is what a supervisor asks about.
+                del self._pending[:excess]
+                self._dropped += excess
+                log.warning("sync log: %d entries dropped in all while the database was unreachable",
+                            self._dropped)
             raise
 
 
