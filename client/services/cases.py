@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from client.services.field_limits import TITLE_MAX, FormInvalid, check_photo_room, check_text
 from client.services.session import Session
 from shared_schema.entities import CaseCategory
 from shared_schema.workflow import Actor, CaseStatus, may_transition
@@ -15,12 +16,8 @@ OPEN_STATUSES = frozenset({CaseStatus.REPORTED, CaseStatus.ACCEPTED, CaseStatus.
 _STATUS_ORDER = {"overdue": 0, "dispatched": 1, "reported": 2, "accepted": 3, "resolved": 4, "closed": 5}
 
 
-class CaseInvalid(ValueError):
+class CaseInvalid(FormInvalid):
     """The case cannot be saved; ``reason`` is a catalog key for the user."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass
@@ -46,6 +43,7 @@ class CaseRow:
 
 
 def attach_photo(session: Session, draft: CaseDraft, data: bytes) -> str:
+    check_photo_room(draft.photos)
     sha = session.add_photo(data)
     if sha not in draft.photos:
         draft.photos.append(sha)
@@ -54,9 +52,10 @@ def attach_photo(session: Session, draft: CaseDraft, data: bytes) -> str:
 
 def report_case(session: Session, draft: CaseDraft) -> str:
     """Report a new case (status ``reported``); returns its id."""
-    title = draft.title.strip()
+    title = check_text(draft.title, "field.case.title", TITLE_MAX)
     if not title:
         raise CaseInvalid("case.error.title")
+    description = check_text(draft.description, "field.case.description")
     if draft.category not in CASE_CATEGORIES:
         raise CaseInvalid("case.error.category")
     grid_id = session.default_grid_id()
@@ -72,7 +71,7 @@ def report_case(session: Session, draft: CaseDraft) -> str:
             "household_id": draft.household_id,
             "category": draft.category,
             "title": title,
-            "description": draft.description.strip(),
+            "description": description,
             "photos": sorted(set(draft.photos)),
             "status": CaseStatus.REPORTED.value,
         },
@@ -116,6 +115,7 @@ def resolve_case(session: Session, case_id: str, feedback: str) -> None:
         raise CaseInvalid("case.error.missing")
     if not can_resolve(record.fields.get("status", "")):
         raise CaseInvalid("case.error.cannot_resolve")
-    if not feedback.strip():
+    feedback = check_text(feedback, "field.case.feedback")
+    if not feedback:
         raise CaseInvalid("case.error.feedback")
-    session.edit("case", case_id, {"status": CaseStatus.RESOLVED.value, "feedback": feedback.strip()})
+    session.edit("case", case_id, {"status": CaseStatus.RESOLVED.value, "feedback": feedback})

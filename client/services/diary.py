@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+from client.services.field_limits import FormInvalid, check_text
 from client.services.session import Session
 
 
-class DiaryInvalid(ValueError):
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
+class DiaryInvalid(FormInvalid):
+    """The entry cannot be saved; ``reason`` is a catalog key for the user."""
 
 
 def write_diary(session: Session, text: str, topics: list[str] | None = None) -> str:
-    text = text.strip()
+    text = check_text(text, "field.diary.text")
     if not text:
         raise DiaryInvalid("diary.error.empty")
     return session.create(

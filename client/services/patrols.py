@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass, field
 
 from client.phone.location import Fix, LocationProvider, NoLocation
+from client.services.field_limits import check_photo_room, check_text
 from client.services.session import Session
 
 COMMON_HAZARDS = [
@@ -60,25 +61,32 @@ class PatrolRecorder:
     def add_hazard(self, hazard: str) -> None:
         state = self._require()
         if hazard and hazard not in state.hazards:
+            self._session.edit("patrol", state.patrol_id, {"hazards": sorted([*state.hazards, hazard])})
             state.hazards.append(hazard)
-            self._session.edit("patrol", state.patrol_id, {"hazards": sorted(state.hazards)})
 
     def add_photo(self, data: bytes) -> str:
+        """Raises NotAPhoto or FormInvalid (too many photos, phone storage) and changes nothing then."""
         state = self._require()
+        check_photo_room(state.photos)
         sha = self._session.add_photo(data)
         if sha not in state.photos:
+            self._session.edit("patrol", state.patrol_id, {"photos": sorted([*state.photos, sha])})
             state.photos.append(sha)
-            self._session.edit("patrol", state.patrol_id, {"photos": sorted(state.photos)})
         return sha
 
     def set_notes(self, notes: str) -> None:
+        """Raises FormInvalid (too long, a NUL) and keeps the notes stored before."""
         state = self._require()
+        notes = check_text(notes, "field.patrol.notes")
         if notes != state.notes:
-            state.notes = notes
             self._session.edit("patrol", state.patrol_id, {"notes": notes})
+            state.notes = notes
 
     def stop(self, notes: str | None = None) -> str:
+        """End the patrol. Raises FormInvalid for notes it cannot keep; the patrol then goes on."""
         state = self._require()
+        if notes is not None:
+            notes = check_text(notes, "field.patrol.notes")
         self._location.stop()
         fields: dict = {"ended_at": self._session.now().isoformat()}
         if notes is not None and notes != state.notes:

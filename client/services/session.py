@@ -13,6 +13,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+from client.services.field_limits import FormInvalid
 from client.services.households import HouseholdIndex
 from client.services.photos import downscale_photo
 
@@ -105,8 +106,19 @@ class Session:
         return record_id
 
     def edit(self, entity: str, record_id: str, fields: dict) -> None:
-        """Record an edit locally (it waits in the outbox for the next sync). Raises InvalidEdit."""
-        self.store.edit(entity, record_id, fields, hlc=self.engine.stamp())
+        """Record an edit locally (it waits in the outbox for the next sync).
+
+        Raises FormInvalid when the store refuses it: the forms check what a user can get wrong
+        first, so this is the last word for anything they missed, or a full or broken disk.
+        """
+        from sync.errors import InvalidEdit, StorageError
+
+        try:
+            self.store.edit(entity, record_id, fields, hlc=self.engine.stamp())
+        except InvalidEdit:
+            raise FormInvalid("form.error.invalid") from None
+        except StorageError:
+            raise FormInvalid("form.error.storage") from None
         self.generation += 1
         if entity == "household":
             self.refresh_households()
@@ -131,8 +143,17 @@ class Session:
     # ---- photos ----------------------------------------------------------------------
 
     def add_photo(self, data: bytes) -> str:
-        """Downscale a photo, keep it encrypted in the blob cache; returns its SHA-256."""
-        return self.engine.add_photo(downscale_photo(data))
+        """Downscale a photo, keep it encrypted in the blob cache; returns its SHA-256.
+
+        Raises NotAPhoto for bytes that are no image, FormInvalid when the phone cannot store it.
+        """
+        from sync.errors import StorageError
+
+        scaled = downscale_photo(data)
+        try:
+            return self.engine.add_photo(scaled)
+        except StorageError:
+            raise FormInvalid("form.error.storage") from None
 
     def cached_photo(self, sha256: str) -> bytes | None:
         """A photo's bytes if they are on the phone; never waits on the network (safe on the UI thread)."""

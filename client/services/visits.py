@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field
 
+from client.services.field_limits import FormInvalid, check_photo_room, check_text
 from client.services.session import Session
 from shared_schema.entities import VisitMethod
 
@@ -43,12 +44,8 @@ class VisitDraft:
     review: dict | None = None  # the supervisor's verdict, read-only
 
 
-class VisitInvalid(ValueError):
+class VisitInvalid(FormInvalid):
     """The form cannot be saved; ``reason`` is a catalog key for the user."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
 
 
 def new_visit(household_id: str, method: str = VisitMethod.INQUIRY.value) -> VisitDraft:
@@ -76,7 +73,8 @@ def load_visit(session: Session, visit_id: str) -> VisitDraft:
 
 
 def attach_photo(session: Session, draft: VisitDraft, data: bytes) -> str:
-    """Downscale and store a photo, and add it to the draft."""
+    """Downscale and store a photo, and add it to the draft (FormInvalid when it holds all it may)."""
+    check_photo_room(draft.photos)
     sha = session.add_photo(data)
     if sha not in draft.photos:
         draft.photos.append(sha)
@@ -96,7 +94,7 @@ def save_visit(session: Session, draft: VisitDraft) -> str:
         "household_id": draft.household_id,
         "method": draft.method,
         "topics": sorted(set(draft.topics)),
-        "notes": draft.notes.strip(),
+        "notes": check_text(draft.notes, "field.visit.notes"),
         "photos": sorted(set(draft.photos)),
         "follow_up_on": draft.follow_up_on.isoformat() if draft.follow_up_on else None,
     }

@@ -248,7 +248,12 @@ class FieldLoopApp(App):
         def chosen(_chooser, selection, _touch):
             if selection:
                 popup.dismiss()
-                on_photo(Path(selection[0]).read_bytes())
+                try:
+                    data = Path(selection[0]).read_bytes()
+                except OSError:  # moved or deleted since the list was shown, or not readable
+                    self.toast(tr("photo.file_gone"), seconds=4.0)
+                    return
+                on_photo(data)
 
         chooser.bind(on_submit=chosen)
         popup.open()

@@ -7,9 +7,21 @@ from kivy.uix.gridlayout import GridLayout
 
 from client.i18n import tr
 from client.services import cases as case_service
-from client.services.diary import DiaryInvalid, diary_entries, write_diary
+from client.services.diary import diary_entries, write_diary
+from client.services.field_limits import FormInvalid
 from client.services.patrols import COMMON_HAZARDS
-from client.ui.widgets import MUTED, PRIMARY, WARNING, BigButton, BigInput, BigLabel, BigToggle, Page, plain
+from client.ui.widgets import (
+    MUTED,
+    PRIMARY,
+    WARNING,
+    BigButton,
+    BigInput,
+    BigLabel,
+    BigToggle,
+    Page,
+    photo_refusal,
+    plain,
+)
 
 
 MAX_CASES_SHOWN = 50
@@ -36,6 +48,8 @@ class PatrolScreen(Page):
         self.toggle_button = BigButton(tr("patrol.stop") if running else tr("patrol.start"), primary=True)
         self.toggle_button.bind(on_release=lambda *_: self.toggle())
         self.body.add_widget(self.toggle_button)
+        self.error_label = BigLabel("", color=WARNING)  # beside the button: a refused stop says why here
+        self.body.add_widget(self.error_label)
         if not running:
             return
         state = recorder.current
@@ -62,20 +76,37 @@ class PatrolScreen(Page):
 
     def _hazard(self, hazard: str, button) -> None:
         if button.state == "down":
-            self.app.patrols.add_hazard(hazard)
+            try:
+                self.app.patrols.add_hazard(hazard)
+            except FormInvalid as exc:
+                button.state = "normal"
+                self.error_label.text = exc.text()
         else:
             button.state = "down"  # a hazard once noted stays noted (it is a union field)
 
     def add_photo(self, data: bytes) -> None:
-        self.app.patrols.add_photo(data)
+        try:
+            self.app.patrols.add_photo(data)
+        except ValueError as exc:
+            self.error_label.text = photo_refusal(exc)
+            return
+        self.error_label.text = ""
         self._show_info()
 
     def toggle(self) -> None:
         recorder = self.app.patrols
         if recorder.current is None:
-            recorder.start()
+            try:
+                recorder.start()
+            except FormInvalid as exc:
+                self.error_label.text = exc.text()
+                return
         else:
-            recorder.stop(notes=self.notes_input.text)
+            try:
+                recorder.stop(notes=self.notes_input.text)
+            except FormInvalid as exc:
+                self.error_label.text = exc.text()  # the patrol goes on, the notes stay in the field
+                return
             self.app.toast(tr("patrol.saved"))
             self.app.after_edit()
         self.refresh()
@@ -103,8 +134,8 @@ class DiaryScreen(Page):
     def save(self) -> None:
         try:
             write_diary(self.app.session, self.text_input.text)
-        except DiaryInvalid as exc:
-            self.error_label.text = tr(exc.reason)
+        except FormInvalid as exc:
+            self.error_label.text = exc.text()
             return
         self.app.toast(tr("diary.saved"))
         self.app.after_edit()
@@ -155,8 +186,8 @@ class CasesScreen(Page):
     def resolve(self, case_id: str) -> None:
         try:
             case_service.resolve_case(self.app.session, case_id, self.feedback_inputs[case_id].text)
-        except case_service.CaseInvalid as exc:
-            self.error_label.text = tr(exc.reason)
+        except FormInvalid as exc:
+            self.error_label.text = exc.text()
             return
         self.app.toast(tr("case.resolved"))
         self.app.after_edit()

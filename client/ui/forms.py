@@ -11,6 +11,7 @@ from kivy.uix.spinner import Spinner
 from client.i18n import tr
 from client.services import cases as case_service
 from client.services import visits as visit_service
+from client.services.field_limits import FormInvalid
 from client.services.words import conflict_notices
 from client.ui.widgets import (
     MUTED,
@@ -23,6 +24,7 @@ from client.ui.widgets import (
     BigToggle,
     Page,
     PhotoStrip,
+    photo_refusal,
 )
 
 FOLLOW_UP_CHOICES = (0, 3, 7, 30)  # days from today; 0 means none
@@ -142,17 +144,18 @@ class VisitScreen(Page):
     def add_photo(self, data: bytes) -> None:
         try:
             visit_service.attach_photo(self.app.session, self.draft, data)
-        except ValueError:
-            self.error_label.text = tr("photo.unreadable")
+        except ValueError as exc:
+            self.error_label.text = photo_refusal(exc)
             return
+        self.error_label.text = ""
         self._show_state()
 
     def save(self) -> None:
         self.draft.notes = self.notes_input.text
         try:
             visit_id = visit_service.save_visit(self.app.session, self.draft)
-        except visit_service.VisitInvalid as exc:
-            self.error_label.text = tr(exc.reason)
+        except FormInvalid as exc:
+            self.error_label.text = exc.text()
             return
         self.app.toast(tr("visit.saved"))
         self.app.after_edit()
@@ -202,9 +205,10 @@ class CaseFormScreen(Page):
     def add_photo(self, data: bytes) -> None:
         try:
             case_service.attach_photo(self.app.session, self.draft, data)
-        except ValueError:
-            self.error_label.text = tr("photo.unreadable")
+        except ValueError as exc:
+            self.error_label.text = photo_refusal(exc)
             return
+        self.error_label.text = ""
         self.photo_label.text = tr("photo.count", count=len(self.draft.photos))
 
     def save(self) -> None:
@@ -213,8 +217,8 @@ class CaseFormScreen(Page):
         self.draft.description = self.description_input.text
         try:
             case_service.report_case(self.app.session, self.draft)
-        except case_service.CaseInvalid as exc:
-            self.error_label.text = tr(exc.reason)
+        except FormInvalid as exc:
+            self.error_label.text = exc.text()
             return
         self.app.toast(tr("case.reported"))
         self.app.after_edit()

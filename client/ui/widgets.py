@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import unicodedata
 
 from kivy.clock import Clock
 from kivy.core.image import Image as CoreImage
@@ -20,6 +21,7 @@ from kivy.uix.togglebutton import ToggleButton
 from kivy.utils import escape_markup
 
 from client.i18n import tr
+from client.services.field_limits import FormInvalid
 from client.services.photos import thumbnail
 
 TEXT_SP = 20
@@ -41,6 +43,11 @@ def plain(value: object) -> str:
     that lists it.
     """
     return escape_markup(str(value))
+
+
+def photo_refusal(exc: ValueError) -> str:
+    """Why a photo was not added: not an image (NotAPhoto), or the record or the phone is full."""
+    return exc.text() if isinstance(exc, FormInvalid) else tr("photo.unreadable")
 
 
 def on_ui_thread(fn) -> None:
@@ -87,6 +94,12 @@ class BigInput(TextInput):
         kwargs.setdefault("size_hint_y", None)
         kwargs.setdefault("height", dp(56) if lines == 1 else dp(40 * lines))
         super().__init__(multiline=multiline, font_size=sp(TEXT_SP), write_tab=False, **kwargs)
+
+    def insert_text(self, substring, from_undo=False):
+        # Pasted text can carry control characters: invisible here, and a NUL is refused by the
+        # server, so they never enter a field (line breaks and tabs are text).
+        cleaned = "".join(ch for ch in substring if ch in "\n\t" or unicodedata.category(ch) != "Cc")
+        return super().insert_text(cleaned, from_undo=from_undo)
 
 
 class PhotoStrip(GridLayout):

@@ -63,3 +63,70 @@ def test_markup_typed_by_a_resident_is_shown_as_text_not_obeyed(app_driver, grid
     rows = search.list_view.layout_manager.children
     assert any("font=/no/such/font" in row.text for row in rows)
     driver.screenshot("careless_markup_as_text")
+
+
+def test_ten_thousand_characters_in_a_visit_say_how_long_and_keep_the_text(app_driver, grid):
+    driver = started(app_driver, grid)
+    app = driver.app
+    app.go("household", household_id=HOUSEHOLD)
+    driver.tap(driver.screen.new_visit_button)
+    form = driver.screen
+    form.notes_input.text = "长" * 10_000  # pasted: typing it in the test would take minutes
+    driver.scroll_to(form.save_button)
+    driver.tap(form.save_button)  # the store's refusal escaped this tap and stopped the app
+    assert driver.screen is form
+    assert form.error_label.text == "「情况记录」太长了：最多8000字，现在10000字。请删减后再保存。"
+    assert len(form.notes_input.text) == 10_000 and app.session.records("visit") == []
+    driver.screenshot("careless_visit_too_long")
+
+
+def test_a_pasted_nul_never_enters_a_field(app_driver, grid):
+    driver = started(app_driver, grid)
+    driver.app.go("diary")
+    diary = driver.screen
+    diary.text_input.focus = True
+    driver.frames(2)
+    diary.text_input.insert_text("邻居\x00反映\x07噪音\n晚上")  # what a paste does
+    assert diary.text_input.text == "邻居反映噪音\n晚上"
+    driver.tap(next(b for b in diary.body.children if getattr(b, "text", "") == "保存"))
+    [entry] = driver.app.session.records("diary")
+    assert entry.fields["text"] == "邻居反映噪音\n晚上"
+
+
+def test_a_patrol_photo_that_is_no_photo_is_refused_in_words(app_driver, grid):
+    driver = started(app_driver, grid, camera=PhotoCamera([b"", b"GIF89a broken", photo_bytes(400, 300)]))
+    app = driver.app
+    app.go("patrol")
+    patrol = driver.screen
+    driver.tap(patrol.toggle_button)
+    photo = next(b for b in patrol.body.walk() if getattr(b, "text", "") == "拍照 / 添加照片")
+    driver.scroll_to(photo)
+    driver.tap(photo)  # a zero-byte file: NotAPhoto escaped this tap
+    assert patrol.error_label.text == "这不是能读的照片。"
+    driver.tap(photo)
+    driver.tap(photo)
+    assert patrol.error_label.text == "" and app.patrols.current.photos and len(app.patrols.current.photos) == 1
+    assert "照片1张" in patrol.info_label.text
+
+
+def test_a_photo_file_deleted_after_it_was_listed_is_named_not_a_crash(app_driver, grid, tmp_path):
+    from kivy.core.window import Window
+    from kivy.uix.popup import Popup
+
+    from client.phone.camera import NoCamera
+
+    driver = started(app_driver, grid, camera=NoCamera())
+    app = driver.app
+    app.go("case_form", household_id=HOUSEHOLD)
+    form = driver.screen
+    photo = next(b for b in form.body.children if getattr(b, "text", "") == "拍照 / 添加照片")
+    driver.tap(photo)
+    [popup] = [w for w in Window.children if isinstance(w, Popup)]
+    chooser = popup.content.children[0]
+    gone = tmp_path / "gone.jpg"
+    gone.write_bytes(photo_bytes(400, 300))
+    gone.unlink()  # the file manager moved it while the list was open
+    chooser.dispatch("on_submit", [str(gone)], None)
+    driver.frames(2)
+    assert app.last_toast == "打不开这个文件：它可能已被删除或移走。请重新选择。"
+    assert form.draft.photos == [] and driver.screen is form

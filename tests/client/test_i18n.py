@@ -33,7 +33,7 @@ def test_every_key_the_code_uses_is_in_the_catalog():
     used = set()
     for path in CLIENT.rglob("*.py"):
         used |= set(re.findall(
-            r"""(?:tr|SetupError|VisitInvalid|CaseInvalid|DiaryInvalid)\(\s*"([a-z_]+\.[a-z_.]+)\"""",
+            r"""(?:tr|SetupError|FormInvalid|VisitInvalid|CaseInvalid|DiaryInvalid)\(\s*"([a-z_]+\.[a-z_.]+)\"""",
             path.read_text(encoding="utf-8")))
     missing = sorted(k for k in used if not k.endswith(".") and k not in catalog("zh_CN"))
     assert missing == []

@@ -1,0 +1,91 @@
+"""What a careless user can put into the services: each refused with a message naming what to
+fix, before anything is stored, so nothing is half-written and no edit waits to be rejected."""
+
+from __future__ import annotations
+
+import pytest
+
+from client.services import cases, diary, patrols, visits
+from client.services.field_limits import PHOTOS_MAX, TEXT_MAX, FormInvalid
+from client.services.sync_runner import BackgroundSync, SyncState
+from tests.client.conftest import photo_bytes
+from tests.client.test_services_flow import add_household, enrolled
+
+LONG = "长" * 10_000
+
+
+def refused(call) -> FormInvalid:
+    with pytest.raises(FormInvalid) as caught:
+        call()
+    return caught.value
+
+
+def test_notes_past_the_limit_or_holding_a_nul_are_refused_by_name_and_nothing_is_stored(tmp_path, office):
+    _, session = enrolled(tmp_path, office, "粗心甲")
+    household = add_household(session, office.grid_id)
+    before = session.pending_count()
+
+    draft = visits.new_visit(household)
+    draft.notes = LONG
+    too_long = refused(lambda: visits.save_visit(session, draft))
+    assert too_long.text() == f"「情况记录」太长了：最多{TEXT_MAX}字，现在10000字。请删减后再保存。"
+    draft.notes = "漏水\x00"
+    assert refused(lambda: visits.save_visit(session, draft)).reason == "form.error.control_char"
+    assert draft.visit_id is None
+
+    assert refused(lambda: diary.write_diary(session, LONG)).values["field"] == "内容"
+    assert refused(lambda: diary.write_diary(session, "a\x00b")).reason == "form.error.control_char"
+    title = refused(lambda: cases.report_case(session, cases.CaseDraft(title="题" * 201)))
+    assert title.values == {"field": "标题", "limit": 200, "length": 201}
+    description = refused(lambda: cases.report_case(session, cases.CaseDraft(title="漏水", description=LONG)))
+    assert description.values["field"] == "详细情况"
+    assert session.pending_count() == before and session.records("case") == [] and session.records("diary") == []
+
+    # Exactly at the limit, emoji and rare characters included, is kept whole and syncs.
+    draft.notes = "👵🏻𠀀" + "长" * (TEXT_MAX - 4)
+    visit_id = visits.save_visit(session, draft)
+    assert session.get("visit", visit_id).fields["notes"] == draft.notes
+    outcome = BackgroundSync(session, wipe_device=lambda: None, attempts=1).run_now()
+    assert outcome.state is SyncState.DONE and outcome.rejected == 0, outcome
+
+
+def test_resolving_with_feedback_too_long_leaves_the_case_open(tmp_path, office):
+    _, session = enrolled(tmp_path, office, "粗心乙")
+    case_id = cases.report_case(session, cases.CaseDraft(title="落水管"))
+    BackgroundSync(session, wipe_device=lambda: None, attempts=1).run_now()
+    office.write("case", case_id, {"status": "accepted"})
+    office.write("case", case_id, {"status": "dispatched", "department": "城建办"})
+    BackgroundSync(session, wipe_device=lambda: None, attempts=1).run_now()
+    assert refused(lambda: cases.resolve_case(session, case_id, LONG)).values["field"] == "反馈"
+    assert session.get("case", case_id).fields["status"] == "dispatched"
+
+
+def test_a_refused_patrol_stop_keeps_the_patrol_running_and_its_notes(tmp_path, office):
+    _, session = enrolled(tmp_path, office, "粗心丙")
+    recorder = patrols.PatrolRecorder(session)
+    patrol_id = recorder.start()
+    recorder.set_notes("3 幢楼道")
+    assert refused(lambda: recorder.set_notes(LONG)).reason == "form.error.too_long"
+    assert refused(lambda: recorder.stop(notes=LONG)).reason == "form.error.too_long"
+    assert recorder.current is not None and recorder.current.notes == "3 幢楼道"
+    assert session.get("patrol", patrol_id).fields["ended_at"] is None
+    with pytest.raises(ValueError):
+        recorder.add_photo(b"not a photo")
+    assert recorder.current.photos == []
+    recorder.stop(notes="3 幢楼道有电瓶车")
+    assert session.get("patrol", patrol_id).fields["notes"] == "3 幢楼道有电瓶车"
+
+
+def test_a_photo_past_the_limit_is_refused_before_it_is_stored(tmp_path, office):
+    _, session = enrolled(tmp_path, office, "粗心丁")
+    household = add_household(session, office.grid_id)
+    draft = visits.new_visit(household)
+    small = [photo_bytes(64, 64, color=(i, 2 * i, 3 * i)) for i in range(PHOTOS_MAX + 1)]
+    for data in small[:PHOTOS_MAX]:
+        visits.attach_photo(session, draft, data)
+    full = refused(lambda: visits.attach_photo(session, draft, small[-1]))
+    assert full.text() == f"最多{PHOTOS_MAX}张照片，不能再加了。"
+    assert len(draft.photos) == PHOTOS_MAX
+    assert len(session.get("visit", visits.save_visit(session, draft)).fields["photos"]) == PHOTOS_MAX
+    case = cases.CaseDraft(title="x", photos=list(draft.photos))
+    assert refused(lambda: cases.attach_photo(session, case, small[-1])).reason == "photo.too_many"
