@@ -18,17 +18,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import click
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from server.accounts import service as accounts
 from server.accounts.service import AccountError, Role
 from server.db.engine import BadDatabaseUrl, create_engine, session_factory
 from server.db.migrate import upgrade
+from server.db.outage import database_unreachable
 from server.devices import service as devices
 from server.settings import Settings
 
@@ -53,8 +55,30 @@ def _run(settings: Settings, job: Callable[..., Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(main())
-    except (OSError, OperationalError) as exc:
-        raise CliFailure(f"cannot reach the database: {str(exc).splitlines()[0]}") from exc
+    except (OSError, SQLAlchemyError) as exc:
+        if isinstance(exc, OSError) or database_unreachable(exc):
+            # The driver's own words, without SQLAlchemy's "(module.Error)" prefix and link.
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise CliFailure(f"cannot reach the database: {reason}") from exc
+        raise
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """Fail with one line before anything starts if ``host:port`` cannot be listened on: a host
+    name that does not resolve is a bad argument (exit 2); an address taken or not this
+    machine's, a failure (exit 1). uvicorn would print its own error and exit 3."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise click.BadParameter(f"{host!r} is not a host name or address of this machine ({exc.strerror})",
+                                 param_hint="--host") from None
+    family, kind, proto, _, address = addresses[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise CliFailure(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def _settings(data_dir: str, db: str | None) -> Settings:
@@ -103,12 +127,14 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
 
     if workers > 1 and settings.url.get_backend_name() == "sqlite":
         raise click.BadParameter("several workers need PostgreSQL (--db postgresql://...)", param_hint="--workers")
+    _check_can_listen(host, port)
     _run(settings, lambda _sm: asyncio.sleep(0))  # migrate once, before any worker starts
     os.environ["FIELDLOOP_DATA"] = str(settings.data_dir)
     if settings.db:
         os.environ["FIELDLOOP_DB"] = settings.db
     os.environ["FIELDLOOP_MIGRATED"] = "1"
-    click.echo(f"FieldLoop on http://{host}:{port}/  (console: http://{host}:{port}/console/)", err=True)
+    origin = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"  # an IPv6 address in brackets
+    click.echo(f"FieldLoop on {origin}/  (console: {origin}/console/)", err=True)
     # Keep-alive of 75 s (uvicorn's default is 5): a phone's sync is several requests some seconds
     # apart (push, pull pages, photos), and a request sent on a connection just as the server
     # closes it fails with a reset (the engine retries it, but it costs a round of backoff).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import http.client
+import socket
 import subprocess
 import sys
 import time
@@ -12,11 +13,13 @@ import time
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy.engine import make_url
 
 from server.db.engine import create_engine, session_factory
 from server.devices import service as devices
 from server.settings import Settings
 from shared_schema.messages import EnrollRequest
+from tests.support.databases import PG_ADMIN_URL
 from tests.support.servers import LiveServer
 
 
@@ -64,6 +67,7 @@ def test_data_and_db_may_follow_the_command(tmp_path):
         ("device", "revoke", "no-such-device"),
         ("serve", "--port", "99999"),
         ("serve", "--workers", "2"),  # several workers need PostgreSQL
+        ("serve", "--host", "no such host!"),
         ("--db", "mysql://x/y", "device", "list"),
         ("frobnicate",),
     ],
@@ -78,6 +82,24 @@ def test_a_bad_argument_gets_one_line_and_exit_2(tmp_path, args):
 def test_an_unreachable_database_is_one_line_and_exit_1(tmp_path):
     result = fieldloop(tmp_path, "device", "list", db="postgresql://nobody@127.0.0.1:1/none")
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_missing_postgresql_database_is_named_in_one_line(tmp_path, postgres_databases):
+    missing = make_url(PG_ADMIN_URL).set(database="fl_no_such_database").render_as_string(hide_password=False)
+    result = fieldloop(tmp_path, "device", "list", db=missing)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == 'fieldloop: error: cannot reach the database: database "fl_no_such_database" does ' \
+                                    "not exist"
+
+
+def test_serve_on_a_port_already_taken_says_so_in_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = fieldloop(tmp_path, "serve", "--port", str(taken.getsockname()[1]))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("fieldloop: error: cannot listen on 127.0.0.1:")
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
 def test_demo_loads_a_sub_district_and_prints_a_login_and_a_code(tmp_path):
