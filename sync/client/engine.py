@@ -8,6 +8,9 @@ One round, in order:
 3. pull pages until ``more`` is false; each page and its cursor are applied in one transaction;
 4. download the photos that pulled records name and this device lacks.
 
+Each push reply and pull page is checked (``server_replies``) before any of it is stored; one
+that no v1 server could have sent is refused whole as ``ProtocolError``.
+
 A crash or a cut connection anywhere repeats work on the next round and loses none: the same
 outbox entries go again with the same ``mid`` (the server answers with its first result), and
 a pull restarts from the last cursor stored with its page. A cursor the server refuses as
@@ -36,6 +39,7 @@ import msgspec
 from shared_schema.messages import MAX_PUSH_BYTES, MAX_PUSH_MUTATIONS, EnrollReply, MutationStatus, Result, ResultError
 from sync.client.blobs import BlobTransfer
 from sync.client.identity import DeviceIdentity
+from sync.client.server_replies import check_pull_reply, check_push_reply
 from sync.client.store import (
     META_CLOCK_LAST,
     META_CLOCK_OFFSET,
@@ -500,6 +504,7 @@ class SyncEngine:
                 return 1
             half = len(entries) // 2
             return self._push_batch(entries[:half], report) + self._push_batch(entries[half:], report)
+        check_push_reply(entries, reply)
         self._observe_server_time(reply.server_time)
         for result in reply.results:
             if result.record:
@@ -542,6 +547,7 @@ class SyncEngine:
                 # round: a server that refuses the cursors it just issued is not looped on.
                 cursor, started_over = None, True
                 continue
+            check_pull_reply(reply)
             self._observe_server_time(reply.server_time)
             if reply.changes:
                 self._observe_stamp(max(r.hlc for r in reply.changes), reply.server_time)
@@ -550,8 +556,6 @@ class SyncEngine:
             notify(SyncProgress("pull", report.pulled, None))
             if not reply.more:
                 return
-            if reply.cursor == cursor and not reply.changes:
-                raise ProtocolError("malformed", "the server said there is more but its cursor did not move")
             cursor = reply.cursor
 
     # ---- blobs down -------------------------------------------------------------------
