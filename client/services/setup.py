@@ -9,6 +9,7 @@ which the next start erases and begins again.
 from __future__ import annotations
 
 import json
+import unicodedata
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from client.vault import Vault, check_new_pin
 
 APP_VERSION = "0.1.0"
 ENROLL_SCHEME = "fieldloop"
+MAX_CODE_LENGTH = 64  # what the server reads (shared_schema.messages.EnrollRequest)
 
 
 class SetupError(Exception):
@@ -44,34 +46,62 @@ class EnrollmentText:
     code: str
 
 
+def _typed(text: str) -> str:
+    """What a Chinese keyboard may have typed, as ASCII where it meant ASCII.
+
+    Fullwidth letters, digits, colons and ampersands become their ASCII forms (NFKC), and the
+    ideographic full stop 。 a dot (as IDNA reads it in host names).
+    """
+    return unicodedata.normalize("NFKC", text).replace("\u3002", ".")
+
+
 def parse_enrollment_text(text: str) -> EnrollmentText:
     """Read what the user typed or the console's QR code held.
 
-    Accepts ``fieldloop://enroll?server=URL&code=CODE`` and a bare code.
+    Accepts ``fieldloop://enroll?server=URL&code=CODE`` (also inside a scanner's longer text)
+    and a bare code; raises SetupError for a QR text that repeats a parameter with another value.
     """
-    text = text.strip()
-    if text.lower().startswith(f"{ENROLL_SCHEME}://"):
-        parsed = urllib.parse.urlsplit(text)
+    text = _typed(text).strip()
+    start = text.lower().find(f"{ENROLL_SCHEME}://")
+    if start >= 0:
+        parsed = urllib.parse.urlsplit(text[start:])
         query = urllib.parse.parse_qs(parsed.query)
-        code = (query.get("code") or [""])[0].strip()
-        server = (query.get("server") or [None])[0]
-        if not code:
-            raise SetupError("setup.error.no_code")
-        return EnrollmentText(normalise_server_url(server) if server else None, code)
-    if not text:
+        codes, servers = set(query.get("code") or []), set(query.get("server") or [])
+        if len(codes) > 1 or len(servers) > 1:
+            raise SetupError("setup.error.bad_qr")
+        server = next(iter(servers), None)
+        return EnrollmentText(normalise_server_url(server) if server else None, clean_code(next(iter(codes), "")))
+    return EnrollmentText(None, clean_code(text))
+
+
+def clean_code(text: str) -> str:
+    """An enrollment code as typed, without spaces; SetupError if it cannot be one."""
+    code = "".join(_typed(text).split())
+    if not code:
         raise SetupError("setup.error.no_code")
-    return EnrollmentText(None, text.replace(" ", ""))
+    if len(code) > MAX_CODE_LENGTH or not all(ch.isascii() and (ch.isalnum() or ch == "-") for ch in code):
+        raise SetupError("setup.error.code_format")
+    return code
 
 
 def normalise_server_url(url: str) -> str:
-    """``192.168.1.5:8000`` becomes ``http://192.168.1.5:8000``; a trailing slash goes."""
-    url = url.strip()
+    """``192.168.1.5:8000`` becomes ``http://192.168.1.5:8000``; a trailing slash goes.
+
+    Raises SetupError for what cannot be a server's address: no host, a port that is not
+    1 to 65535, spaces inside, a query or fragment, another scheme.
+    """
+    url = _typed(url).strip()
     if not url:
         raise SetupError("setup.error.no_server")
     if "://" not in url:
         url = "http://" + url
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+    try:
+        parsed = urllib.parse.urlsplit(url)
+        port = parsed.port
+    except ValueError:  # a port past 65535 or not a number, a bracket left open
+        raise SetupError("setup.error.bad_server") from None
+    if (parsed.scheme not in ("http", "https") or not parsed.hostname or port == 0 or parsed.query
+            or parsed.fragment or len(url) > 2000 or any(ch.isspace() for ch in url)):
         raise SetupError("setup.error.bad_server")
     return url.rstrip("/")
 
@@ -190,7 +220,12 @@ class DeviceSetup:
         except UpgradeRequired:
             store.wipe()
             raise SetupError("setup.error.upgrade") from None
-        except (ProtocolError, SyncError) as exc:
+        except ProtocolError as exc:
+            store.wipe()
+            if exc.status in (404, 405):  # something answers there, but not a FieldLoop server
+                raise SetupError("setup.error.not_fieldloop", server=server) from None
+            raise SetupError("setup.error.failed", detail=str(exc)) from None
+        except SyncError as exc:
             store.wipe()
             raise SetupError("setup.error.failed", detail=str(exc)) from None
         account = account_from_enroll_reply(reply, server)

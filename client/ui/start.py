@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from kivy.logger import Logger
 from kivy.metrics import dp
 
 from client.i18n import tr
@@ -48,6 +49,10 @@ class FirstRunScreen(Page):
             except SetupError as exc:
                 failure = exc
                 on_ui_thread(lambda: self._failed(failure))
+                return
+            except Exception:  # noqa: BLE001 - whatever it was, the screen must not wait forever
+                Logger.exception("FieldLoop: enrollment failed")
+                on_ui_thread(lambda: self._failed(SetupError("setup.error.unexpected")))
                 return
             on_ui_thread(lambda: self._enrolled(pending))
 

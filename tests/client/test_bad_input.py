@@ -7,8 +7,9 @@ import pytest
 
 from client.services import cases, diary, patrols, visits
 from client.services.field_limits import PHOTOS_MAX, TEXT_MAX, FormInvalid
+from client.services.setup import SetupError, normalise_server_url, parse_enrollment_text
 from client.services.sync_runner import BackgroundSync, SyncState
-from tests.client.conftest import photo_bytes
+from tests.client.conftest import make_setup, photo_bytes
 from tests.client.test_services_flow import add_household, enrolled
 
 LONG = "长" * 10_000
@@ -89,3 +90,48 @@ def test_a_photo_past_the_limit_is_refused_before_it_is_stored(tmp_path, office)
     assert len(session.get("visit", visits.save_visit(session, draft)).fields["photos"]) == PHOTOS_MAX
     case = cases.CaseDraft(title="x", photos=list(draft.photos))
     assert refused(lambda: cases.attach_photo(session, case, small[-1])).reason == "photo.too_many"
+
+
+@pytest.mark.parametrize("typed, expected", [
+    ("１９２.１６８.１.５：８０００", "http://192.168.1.5:8000"),  # a Chinese keyboard in fullwidth mode
+    ("192。168。1。5:8000", "http://192.168.1.5:8000"),
+    ("  192.168.1.5:8000/ \n", "http://192.168.1.5:8000"),
+    ("[::1]:8000", "http://[::1]:8000"),
+    ("https://fieldloop.example.org/", "https://fieldloop.example.org"),
+])
+def test_server_addresses_as_a_phone_keyboard_types_them(typed, expected):
+    assert normalise_server_url(typed) == expected
+
+
+@pytest.mark.parametrize("typed", ["http://", "192.168.1.5:99999", "192.168.1.5:0", "192.168.1.5:80a", "::1",
+                                   "192.168.1.5 :8000", "ftp://192.168.1.5", "192.168.1.5:8000/?next=1",
+                                   "[::1:8000", "a" * 3000])
+def test_what_cannot_be_a_server_address_says_so_instead_of_no_signal(typed):
+    with pytest.raises(SetupError) as caught:
+        normalise_server_url(typed)
+    assert caught.value.reason == "setup.error.bad_server"
+
+
+def test_codes_and_qr_texts_as_people_paste_them():
+    assert parse_enrollment_text("ｋ７ｑ２－ｍ９ｘｄ").code == "k7q2-m9xd"  # the server reads case itself
+    assert parse_enrollment_text(" K7Q2 M9XD\n3HPA ").code == "K7Q2M9XD3HPA"
+    scanned = parse_enrollment_text("扫描结果：fieldloop://enroll?server=192.168.1.5：8000＆code= K7Q2-M9XD ")
+    assert (scanned.server_url, scanned.code) == ("http://192.168.1.5:8000", "K7Q2-M9XD")
+    for text, reason in [("K7Q2\x00M9XD", "setup.error.code_format"), ("登记码", "setup.error.code_format"),
+                         ("A" * 65, "setup.error.code_format"), ("   ", "setup.error.no_code"),
+                         ("fieldloop://enroll?server=a:1&code=AAAA&code=BBBB", "setup.error.bad_qr"),
+                         ("fieldloop://enroll?server=a:1&server=b:2&code=AAAA", "setup.error.bad_qr")]:
+        with pytest.raises(SetupError) as caught:
+            parse_enrollment_text(text)
+        assert caught.value.reason == reason, text
+    # The same value twice is no contradiction.
+    assert parse_enrollment_text("fieldloop://enroll?code=AAAA&code=AAAA").code == "AAAA"
+
+
+def test_an_address_with_a_path_where_no_fieldloop_answers_says_so(tmp_path, office):
+    office.add_user("粗心戊")
+    setup = make_setup(tmp_path / "wu")
+    with pytest.raises(SetupError) as caught:
+        setup.enroll(office.server.url + "/fieldloop", office.code("粗心戊"))
+    assert caught.value.reason == "setup.error.not_fieldloop"
+    assert not setup.data_dir.store.exists()

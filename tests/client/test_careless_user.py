@@ -130,3 +130,23 @@ def test_a_photo_file_deleted_after_it_was_listed_is_named_not_a_crash(app_drive
     driver.frames(2)
     assert app.last_toast == "打不开这个文件：它可能已被删除或移走。请重新选择。"
     assert form.draft.photos == [] and driver.screen is form
+
+
+def test_a_server_typed_with_a_chinese_keyboard_enrolls_and_a_wrong_port_says_so(app_driver, grid, tmp_path):
+    driver = app_driver(data_dir=tmp_path / "phone")
+    first = driver.screen
+    host_port = grid.server.url.replace("http://", "")
+    driver.type_into(first.server_input, host_port.replace(":", "：99"))  # port 99xxxxx: past 65535
+    driver.type_into(first.code_input, "abcd-efgh")
+    driver.tap(first.enroll_button)
+    driver.until(lambda: not first.enroll_button.disabled, 30, "the refusal")
+    assert first.error_label.text == "服务器地址看起来不对，请再核对一下。"
+
+    grid.add_user("全角用户")
+    first.server_input.text = ""
+    driver.type_into(first.server_input, host_port.replace(":", "："))  # a fullwidth colon: the screen hung
+    first.code_input.text = ""
+    driver.type_into(first.code_input, "".join(chr(ord(c) + 0xFEE0) for c in grid.code("全角用户")))
+    driver.tap(first.enroll_button)
+    driver.until(lambda: driver.screen.name == "pin" or not first.enroll_button.disabled, 30, "enrollment")
+    assert driver.screen.name == "pin", first.error_label.text
