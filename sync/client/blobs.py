@@ -8,9 +8,12 @@ in a part file, and the next attempt asks for ``Range: bytes=<kept>-``.
 
 from __future__ import annotations
 
+import contextlib
+
+from shared_schema.messages import MAX_BLOB_BYTES
 from sync.client.store import LocalStore
 from sync.client.transport import Transport
-from sync.errors import ProtocolError, StorageError
+from sync.errors import BlobRejected, ProtocolError, StorageError
 
 UPLOAD_CHUNK = 256 * 1024
 # More 409s than this in one upload means the server and we disagree for good, not a race.
@@ -44,6 +47,8 @@ class BlobTransfer:
         Raises:
             StorageError: the blob's bytes are not on this device.
             BlobRejected: the server refused the completed blob (hash mismatch).
+            ProtocolError: the server's answers leave nowhere to go on from (an offset outside the
+                blob or one that does not move, a status the protocol does not give).
             TransportError: the upload was cut; the next call resumes where the server stopped.
         """
         data = self._store.read_blob(sha)
@@ -70,9 +75,17 @@ class BlobTransfer:
                     raise ProtocolError("conflict", f"server keeps refusing the offset of blob {sha}", status=409)
                 offset = next_offset
                 continue
+            if not 200 <= status < 300:
+                raise ProtocolError("invalid", f"server answered {status} to a chunk of blob {sha}", status=status)
             sent = True
-            expected = offset + len(chunk)
-            offset = next_offset if next_offset is not None else expected
+            moved_to = next_offset if next_offset is not None else offset + len(chunk)
+            if chunk and moved_to <= offset:
+                # Taken at its word, a server that keeps the offset where it was (or moves it
+                # back) would be sent the same chunk forever.
+                raise ProtocolError(
+                    "invalid", f"server took a chunk of blob {sha} but moved its offset from {offset} to {moved_to}"
+                )
+            offset = moved_to
             if offset >= len(data) and not chunk:
                 # The last byte went and the server neither finished nor refused: ask it.
                 status, held = self._transport.blob_head(token, sha)
@@ -88,17 +101,23 @@ class BlobTransfer:
             The blob's plaintext.
 
         Raises:
-            BlobRejected: the bytes received do not hash to ``sha``.
+            BlobRejected: the bytes received do not hash to ``sha``, or run past the largest blob.
             ProtocolError: the server has no such blob or will not give it to this device.
             TransportError: the download was cut; the next call resumes from what was kept.
         """
         start = self._store.blob_part_size(sha)
         first = True
-        for offset, piece in self._transport.blob_chunks(token, sha, start):
-            if first and offset != start:
-                # The server ignored our Range and starts over: so do we.
-                self._store.reset_blob_part(sha)
-                start = offset
-            first = False
-            self._store.append_blob_part(sha, offset, piece)
+        with contextlib.closing(self._transport.blob_chunks(token, sha, start)) as pieces:
+            for offset, piece in pieces:
+                if first and offset != start:
+                    # The server ignored our Range and starts over: so do we.
+                    self._store.reset_blob_part(sha)
+                    start = offset
+                first = False
+                if offset + len(piece) > MAX_BLOB_BYTES:
+                    # No blob is larger (protocol section 7): a server that keeps sending would
+                    # fill the phone's storage before the hash check could refuse the bytes.
+                    self._store.reset_blob_part(sha)
+                    raise BlobRejected("too_large", f"server sent more than {MAX_BLOB_BYTES} bytes of blob {sha}")
+                self._store.append_blob_part(sha, offset, piece)
         return self._store.finish_blob_download(sha)

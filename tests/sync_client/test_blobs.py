@@ -8,6 +8,7 @@ import os
 import pytest
 
 from sync.client import PlainCipher
+from shared_schema.messages import MAX_BLOB_BYTES
 from sync.client.blobs import BlobTransfer
 from sync.errors import BlobRejected, TransportError
 from tests.sync_client.fake_server import GRID, FakeServer
@@ -125,3 +126,47 @@ def test_a_cut_download_resumes_with_a_range(make_device, server: FakeServer):
     assert b.store.blobs_to_download() == []
     # The kept part was sealed too: no plaintext of the photo in the part or the blob file.
     assert PHOTO[:64] not in b"".join(p.read_bytes() for p in b.store.blob_dir.iterdir())
+
+
+@pytest.mark.parametrize("answer", [(204, 0), (204, None), (204, 100_000), (302, None)])
+def test_an_upload_whose_offset_does_not_move_on_is_reported_not_resent_forever(
+    make_device, server: FakeServer, answer
+):
+    a = make_device("a")
+    sha = a.engine.add_photo(PHOTO)
+    hid = a.engine.create("household", {"grid_id": GRID, "address": "所前社区3幢"})
+    patches: list[int] = []
+
+    def stuck(token, sha, offset, length, chunk):  # noqa: ANN001
+        patches.append(offset)
+        if len(patches) > 50:
+            raise AssertionError("the same chunk was sent forever")
+        status, moved_to = answer
+        # (204, None): the chunk "taken" but no offset said, until the end of the blob, then again.
+        return status, moved_to if moved_to is not None or offset < len(PHOTO) else None
+
+    a.engine.transport.blob_patch = stuck
+    report = a.engine.sync()
+    assert any("not uploaded" in e for e in report.errors)
+    assert a.store.blob_state(sha) == "local" and a.store.blobs_to_upload() == [sha]
+    assert a.store.get("household", hid).version == 1  # the records went all the same
+
+
+def test_a_download_that_runs_past_the_largest_blob_is_cut_and_not_kept(make_device, server: FakeServer):
+    a = make_device("a")
+    b = make_device("b", download_blobs=False)
+    sha = a.engine.add_photo(PHOTO)
+    visit_with(a, sha)
+    a.engine.sync()
+    b.engine.sync()
+    piece = bytes(1024 * 1024)
+
+    def endless(token, sha, range_start=0):  # noqa: ANN001
+        for n in range(MAX_BLOB_BYTES // len(piece) + 10):
+            yield n * len(piece), piece
+        raise AssertionError("read past the largest blob")
+
+    b.engine.transport.blob_chunks = endless
+    with pytest.raises(BlobRejected, match="more than"):
+        b.engine.fetch_blob(sha)
+    assert b.store.blob_part_size(sha) == 0 and not b.store.has_blob(sha)
