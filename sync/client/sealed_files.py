@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,12 @@ from sync.client.cipher import Cipher
 from sync.errors import StorageError
 
 _HEADER = 8
+_SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")
+
+
+def is_blob_name(sha: object) -> bool:
+    """Whether ``sha`` is a lowercase hex SHA-256, the only name a blob file may have."""
+    return isinstance(sha, str) and _SHA256.match(sha) is not None
 
 
 @contextlib.contextmanager
@@ -48,11 +55,18 @@ class SealedFiles:
             self.folder.mkdir(parents=True, exist_ok=True)
 
     def path(self, sha: str) -> Path:
-        """Where a complete blob's sealed file lives."""
+        """Where a complete blob's sealed file lives.
+
+        Raises:
+            StorageError: ``sha`` is not a SHA-256. Hashes come from records the server sent:
+                ``../../x`` or ``/x`` would name a file outside the folder.
+        """
+        if not is_blob_name(sha):
+            raise StorageError(f"not a blob hash: {str(sha)[:80]!r}")
         return self.folder / sha
 
     def _part(self, sha: str) -> Path:
-        return self.folder / f"{sha}.part"
+        return self.path(sha).with_name(f"{sha}.part")
 
     def exists(self, sha: str) -> bool:
         """Whether a complete blob's file is here."""

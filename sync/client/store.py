@@ -35,7 +35,7 @@ from shared_schema.rules import MergeRule, field_rules
 from sync.client.cipher import Cipher
 from sync.client.ids import new_id
 from sync.client.schema import SCHEMA
-from sync.client.sealed_files import SealedFiles
+from sync.client.sealed_files import SealedFiles, is_blob_name
 from sync.errors import BlobRejected, InvalidEdit, StorageError
 from sync.hlc import parse_stamp
 from sync.sqlite_binding import bind_plain_values_directly
@@ -886,7 +886,9 @@ class LocalStore:
         """Blobs named by records whose bytes are not on this device."""
         with self._read() as db:
             rows = [r[0] for r in db.execute("SELECT sha256 FROM blobs WHERE path IS NULL ORDER BY created_at")]
-        return [sha for sha in rows if not self._files.exists(sha)]
+        # A name that is no hash came from a record stored before pulled records were checked:
+        # it can be neither asked for nor kept.
+        return [sha for sha in rows if is_blob_name(sha) and not self._files.exists(sha)]
 
     def blob_part_size(self, sha: str) -> int:
         """How many plaintext bytes of an interrupted download are kept (where to resume)."""

@@ -426,3 +426,20 @@ def test_a_damaged_database_file_is_a_storage_error_not_a_sqlite_error(tmp_path:
     with pytest.raises(StorageError) as caught:
         LocalStore(path, AesGcmCipher(AesGcmCipher.generate_key()))
     assert "cannot open the local store" in str(caught.value)
+
+
+def test_a_photo_hash_that_is_a_path_never_names_a_file_outside_the_blob_folder(store: LocalStore, tmp_path: Path):
+    # A record stored before pulled records were checked, naming a "photo" by a path.
+    escape = "../" * 8 + str(tmp_path).lstrip("/") + "/escaped"
+    store.apply_pulled(
+        [Record(entity="visit", id=new_id(), version=1, hlc=f"{int(time.time() * 1000):013d}-0000-srv",
+                fields={"grid_id": GRID, "photos": [escape, "/" + escape.lstrip("./")]})],
+        cursor="c1",
+    )
+    assert store.blobs_to_download() == []
+    for name in (escape, "/" + escape.lstrip("./"), "A" * 64):
+        with pytest.raises(StorageError, match="not a blob hash"):
+            store.append_blob_part(name, 0, b"from a hostile server")
+        with pytest.raises(StorageError, match="not a blob hash"):
+            store.read_blob(name)
+    assert not list(tmp_path.glob("escaped*"))
