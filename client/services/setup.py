@@ -46,13 +46,16 @@ class EnrollmentText:
     code: str
 
 
+_IDEOGRAPHIC_FULL_STOP_AS_DOT = {0x3002: "."}
+
+
 def _typed(text: str) -> str:
     """What a Chinese keyboard may have typed, as ASCII where it meant ASCII.
 
     Fullwidth letters, digits, colons and ampersands become their ASCII forms (NFKC), and the
     ideographic full stop 。 a dot (as IDNA reads it in host names).
     """
-    return unicodedata.normalize("NFKC", text).replace("\u3002", ".")
+    return unicodedata.normalize("NFKC", text).translate(_IDEOGRAPHIC_FULL_STOP_AS_DOT)
 
 
 def parse_enrollment_text(text: str) -> EnrollmentText:
