@@ -99,8 +99,10 @@ def check_push_reply(entries: Sequence[OutboxEntry], reply: PushReply) -> None:
         answered.add(result.mid)
         lowest = 0 if result.status is MutationStatus.REJECTED else 1
         if result.version < lowest:
-            raise _refuse(f"a {result.status.value} result at version {result.version} for {entry.entity} {entry.id}")
+            status = result.status.value
+            raise _refuse(f"an {status!r} result at version {result.version} for {entry.entity} {entry.id}")
         if result.record:
             if (result.record.entity, result.record.id) != (entry.entity, entry.id):
-                raise _refuse(f"the record of another {result.record.entity[:40]} as the result for {entry.entity} {entry.id}")
+                other = result.record.entity[:40]
+                raise _refuse(f"the record of another {other} as the result for {entry.entity} {entry.id}")
             check_record(result.record)
