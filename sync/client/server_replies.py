@@ -7,6 +7,9 @@ index). The store trusts what it is given, so the engine checks each reply here 
 
 - every record is a v1 entity with a UUID id, a version of at least 1, a readable stamp, and
   (unless deleted) fields that fit its entity in shared_schema, as the server validated them;
+  a field the entity does not have is dropped, not refused (a tolerant reader: a server that
+  gains an optional field must not stop every older app in the field from pulling, and the
+  store, which acts on some field names whatever the entity, never sees it);
 - a push's results answer mutations that were sent, each at most once, and a result's record
   is the record of the mutation it answers;
 - a pull page that says there is more holds changes, and its cursor fits in a request.
@@ -40,7 +43,8 @@ def _refuse(what: str) -> ProtocolError:
 
 
 def check_record(record: Record) -> None:
-    """Refuse a record that no v1 server could have stored.
+    """Refuse a record that no v1 server could have stored; drop the fields its entity does not
+    have (a newer server's).
 
     Raises:
         ProtocolError: ``malformed``, naming the record and what is wrong with it.
@@ -58,6 +62,9 @@ def check_record(record: Record) -> None:
         raise _refuse(f"a record with an unreadable hlc: {name}") from None
     if record.deleted:
         return  # a tombstone's fields are not kept
+    known = ENTITIES[record.entity].__struct_fields__
+    if not record.fields.keys() <= set(known):
+        record.fields = {name: value for name, value in record.fields.items() if name in known}
     try:
         validate_fields(record.entity, record.fields)
     except FieldsInvalid as exc:

@@ -60,8 +60,8 @@ def first_record(**values):
         (first_record(version=-3), "at version -3"),
         (first_record(hlc="yesterday"), "unreadable hlc"),
         (first_record(id="../../etc"), "not a UUID"),
-        (first_record_fields(photos=["../../../outside-the-blob-folder"]), "photos"),
-        (first_record_fields(photos=5), "photos"),
+        (first_record(entity="case", fields={"grid_id": GRID, "title": "漏水", "photos": ["../../x"]}), "photos"),
+        (first_record(entity="case", fields={"grid_id": GRID, "title": "漏水", "photos": 5}), "photos"),
         (first_record_fields(grid_id={"a": 1}), "grid_id"),
         (first_record_fields(members="many"), "members"),
         (first_record_fields(notes="x" * 100_000), "notes"),
@@ -98,6 +98,23 @@ def test_a_pulled_page_with_a_record_no_server_could_hold_is_refused_whole(
     assert a.store.get("household", mine).version == 1
 
 
+def test_a_field_the_app_does_not_know_yet_does_not_stop_it_pulling(make_device, server: FakeServer):
+    # A server upgraded ahead of the phones (a new optional field on households): the phones
+    # keep syncing, and what they know of the record is still checked.
+    other, a = make_device("other"), make_device("a")
+    hid = other.engine.create("household", household(members=2))
+    other.engine.sync()
+    tamper_pulls(a.engine.transport, first_record_fields(floor_area_m2=86))
+    a.engine.sync()
+    assert a.store.get("household", hid).fields["members"] == 2
+    assert "floor_area_m2" not in a.store.get("household", hid).fields
+
+    b = make_device("b")
+    tamper_pulls(b.engine.transport, first_record_fields(floor_area_m2=86, members="many"))
+    with pytest.raises(ProtocolError, match="members"):
+        b.engine.sync()
+
+
 @pytest.mark.parametrize(
     ("spoil", "said"),
     [
@@ -105,7 +122,7 @@ def test_a_pulled_page_with_a_record_no_server_could_hold_is_refused_whole(
         (lambda reply: reply["results"].append(dict(reply["results"][0], status="rejected")), "two results"),
         (lambda reply: reply["results"].append(dict(reply["results"][0], mid=STRANGER)), "did not send"),
         (lambda reply: [(r.pop("record"), r.update(version=0)) for r in reply["results"]], "version 0"),
-        (lambda reply: [r["record"]["fields"].update(photos=5) for r in reply["results"]], "photos"),
+        (lambda reply: [r["record"]["fields"].update(members="many") for r in reply["results"]], "members"),
         (lambda reply: [r["record"].update(version=-1) for r in reply["results"]], "version -1"),
     ],
 )
