@@ -54,6 +54,10 @@ class VaultLocked(VaultError):
         self.seconds = seconds
 
 
+class VaultDamaged(VaultError):
+    """The vault file is not one this app wrote (truncated, edited): the data key cannot be had."""
+
+
 class PinRejected(VaultError):
     """A new PIN that does not fit the rules (digits only, 4 to 12 of them)."""
 
@@ -117,11 +121,13 @@ class Vault:
             WrongPin: the PIN is wrong (the failure is recorded on disk before this returns).
         """
         state = self._read()
-        remaining = state["locked_until"] - self._clock()
+        remaining = self._remaining(state)
         if remaining > 0:
             raise VaultLocked(remaining)
         try:
             key = self._unwrap(pin, state)
+        except (KeyError, TypeError, ValueError, MemoryError) as exc:  # bad base64, scrypt parameters
+            raise VaultDamaged(str(exc)) from None
         except InvalidTag:
             failures = state["failures"] + 1
             locked_for = lock_seconds(failures)
@@ -149,7 +155,19 @@ class Vault:
         """Seconds until a PIN may be tried again (0 when it may be tried now)."""
         if not self.exists():
             return 0.0
-        return max(self._read()["locked_until"] - self._clock(), 0.0)
+        return max(self._remaining(self._read()), 0.0)
+
+    def _remaining(self, state: dict) -> float:
+        """Seconds the lock has left, never more than the lock itself.
+
+        A phone whose clock ran years ahead when it locked would otherwise stay locked for years
+        once the clock is put right: such a lock starts again from now, and that is written down.
+        """
+        now, longest = self._clock(), lock_seconds(state["failures"])
+        if state["locked_until"] - now > longest:
+            state["locked_until"] = now + longest
+            self._write(state)
+        return state["locked_until"] - now
 
     def failures(self) -> int:
         return self._read()["failures"]
@@ -181,7 +199,14 @@ class Vault:
         return AESGCM(kek).decrypt(_unb64(state["nonce"]), _unb64(state["wrapped_key"]), _WRAP_AAD)
 
     def _read(self) -> dict:
-        return json.loads(self.path.read_text(encoding="utf-8"))
+        try:
+            state = json.loads(self.path.read_text(encoding="utf-8"))
+            if not (isinstance(state, dict) and isinstance(state.get("failures"), int)
+                    and isinstance(state.get("locked_until"), (int, float))):
+                raise ValueError("not a vault")
+        except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise VaultDamaged(str(exc)) from None
+        return state
 
     def _write(self, state: dict) -> None:
         # Write then rename, and fsync: a crash never leaves half a key file (that would lose every record).

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from client.services.session import Account, Session, load_account, save_account
-from client.vault import Vault, check_new_pin
+from client.vault import PinRejected, Vault, VaultDamaged, check_new_pin
 
 APP_VERSION = "0.1.0"
 ENROLL_SCHEME = "fieldloop"
@@ -131,9 +131,10 @@ class DataDir:
 
 def read_settings(data_dir: DataDir) -> dict:
     try:
-        return json.loads(data_dir.settings.read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
+        settings = json.loads(data_dir.settings.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return {}
+    return settings if isinstance(settings, dict) else {}  # an edited file must not stop the app
 
 
 def write_settings(data_dir: DataDir, **changes: Any) -> dict:
@@ -250,11 +251,28 @@ class DeviceSetup:
         return pending.session
 
     def unlock(self, pin: str) -> Session:
-        """Open the store with the PIN. Raises the vault's WrongPin or VaultLocked."""
-        data_key = self.vault.unlock(pin)
+        """Open the store with the PIN. Raises the vault's WrongPin or VaultLocked, or SetupError.
+
+        A PIN that cannot be one (empty, letters, too short or long) is refused without counting
+        as a wrong PIN: it can never open the vault, and a stray tap must not bring the lock nearer.
+        """
+        from sync.errors import StorageError
+
+        pin = _typed(pin)
+        try:
+            check_new_pin(pin)
+        except PinRejected:
+            raise SetupError("pin.error.format") from None
+        try:
+            data_key = self.vault.unlock(pin)
+        except (VaultDamaged, FileNotFoundError):
+            raise SetupError("setup.error.damaged") from None
         server = read_settings(self.data_dir).get("server_url", "")
-        store, make_engine = self._open(data_key, server)
-        account = load_account(store)
+        try:
+            store, make_engine = self._open(data_key, server)
+            account = load_account(store)
+        except StorageError:
+            raise SetupError("setup.error.damaged") from None
         if account is None:
             store.close()
             raise SetupError("setup.error.damaged")

@@ -33,7 +33,8 @@ class FirstRunScreen(Page):
         self.body.add_widget(self.error_label)
 
     def refresh(self) -> None:
-        self.server_input.text = self.server_input.text or self.app.settings.get("server_url", "")
+        saved = self.app.settings.get("server_url")
+        self.server_input.text = self.server_input.text or (saved if isinstance(saved, str) else "")
 
     def enroll(self) -> None:
         """Enroll on a worker thread: a slow or absent network must not freeze the screen."""
@@ -116,6 +117,10 @@ class PinScreen(Page):
             except (SetupError, WrongPin, VaultLocked) as exc:
                 failure = exc
                 on_ui_thread(lambda: self._refused(failure))
+                return
+            except Exception:  # noqa: BLE001 - whatever it was, the screen must not wait forever
+                Logger.exception("FieldLoop: PIN check failed")
+                on_ui_thread(lambda: self._refused(SetupError("setup.error.damaged")))
                 return
             on_ui_thread(lambda: self._opened(session))
 

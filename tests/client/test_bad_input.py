@@ -3,13 +3,16 @@ fix, before anything is stored, so nothing is half-written and no edit waits to 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from client.services import cases, diary, patrols, visits
 from client.services.field_limits import PHOTOS_MAX, TEXT_MAX, FormInvalid
 from client.services.setup import SetupError, normalise_server_url, parse_enrollment_text
 from client.services.sync_runner import BackgroundSync, SyncState
-from tests.client.conftest import make_setup, photo_bytes
+from client.vault import WrongPin
+from tests.client.conftest import PIN, fast_vault, make_setup, photo_bytes
 from tests.client.test_services_flow import add_household, enrolled
 
 LONG = "长" * 10_000
@@ -135,3 +138,55 @@ def test_an_address_with_a_path_where_no_fieldloop_answers_says_so(tmp_path, off
         setup.enroll(office.server.url + "/fieldloop", office.code("粗心戊"))
     assert caught.value.reason == "setup.error.not_fieldloop"
     assert not setup.data_dir.store.exists()
+
+
+def test_a_pin_that_cannot_be_one_is_refused_without_bringing_the_lock_nearer(tmp_path, office):
+    setup, session = enrolled(tmp_path, office, "粗心己")
+    session.close()
+    for typed in ("", "12", "abcd", "1" * 13):
+        with pytest.raises(SetupError) as caught:
+            setup.unlock(typed)
+        assert caught.value.reason == "pin.error.format"
+    assert setup.vault.failures() == 0
+    setup.unlock("".join(chr(ord(d) + 0xFEE0) for d in PIN)).close()  # fullwidth digits are digits
+
+
+def test_a_lock_set_while_the_clock_ran_years_ahead_ends_when_the_lock_would(tmp_path):
+    now = [4_000_000_000.0]  # the year 2096
+    vault = fast_vault(tmp_path / "vault.json", clock=lambda: now[0])
+    vault.create(PIN)
+    for _ in range(5):
+        with pytest.raises(WrongPin):
+            vault.unlock("000000")
+    now[0] = 1_800_000_000.0  # the clock put right
+    assert vault.locked_for() == 30.0
+    now[0] += 31
+    assert len(vault.unlock(PIN)) == 32
+
+
+@pytest.mark.parametrize("damage", [
+    lambda d: d.vault.write_bytes(d.vault.read_bytes()[:40]),
+    lambda d: d.vault.write_text("[]"),
+    lambda d: d.vault.write_bytes(bytes(range(256))),
+    lambda d: d.vault.write_text(json.dumps(json.loads(d.vault.read_text()) | {"nonce": "!!"})),
+    lambda d: d.vault.write_text(json.dumps(json.loads(d.vault.read_text()) | {"kdf": {"n": 2**40, "r": 8, "p": 1,
+                                                                                        "salt": "AAAA"}})),
+    lambda d: d.store.write_bytes(b"not a database" * 100),
+    lambda d: d.store.write_bytes(d.store.read_bytes()[:100]),
+])
+def test_a_tampered_or_truncated_vault_or_store_says_damaged_not_a_traceback(tmp_path, office, damage):
+    setup, session = enrolled(tmp_path, office, f"粗心庚{len(list(tmp_path.parent.iterdir()))}")
+    session.close()
+    damage(setup.data_dir)
+    with pytest.raises(SetupError) as caught:
+        make_setup(setup.data_dir.root).unlock(PIN)
+    assert caught.value.reason == "setup.error.damaged"
+
+
+def test_a_settings_file_edited_into_nonsense_is_read_as_none(tmp_path):
+    from client.services.setup import DataDir, read_settings, write_settings
+
+    data = DataDir(tmp_path)
+    data.settings.write_text("[1, 2]")
+    assert read_settings(data) == {}
+    assert write_settings(data, language="en") == {"language": "en"}

@@ -150,3 +150,11 @@ def test_a_server_typed_with_a_chinese_keyboard_enrolls_and_a_wrong_port_says_so
     driver.tap(first.enroll_button)
     driver.until(lambda: driver.screen.name == "pin" or not first.enroll_button.disabled, 30, "enrollment")
     assert driver.screen.name == "pin", first.error_label.text
+
+
+def test_a_settings_file_naming_an_unknown_language_starts_in_chinese(app_driver, tmp_path):
+    data = tmp_path / "edited"
+    data.mkdir()
+    (data / "settings.json").write_text('{"language": "fr", "server_url": 5}')  # set_language raised in build
+    driver = app_driver(data_dir=data)
+    assert driver.screen.name == "first_run" and driver.screen.title_label.text == "第一次使用"
