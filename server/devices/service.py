@@ -7,6 +7,7 @@ import binascii
 import datetime
 import hashlib
 import secrets
+import unicodedata
 import uuid
 from dataclasses import dataclass
 
@@ -43,8 +44,16 @@ def _iso(moment: datetime.datetime) -> str:
     return moment.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
+# Crockford's base32 reads the letters it leaves out as the digits they look like: a code read
+# off paper or a screen as "K7QX-M3PA-9TZO" is still K7QX-M3PA-9TZ0.
+_LOOK_ALIKES = str.maketrans({"O": "0", "I": "1", "L": "1"})
+
+
 def normalise_code(code: str) -> str:
-    return "".join(ch for ch in code.upper() if ch.isalnum())
+    """An enrollment code as it is checked: fullwidth characters as their ASCII (a Chinese
+    keyboard's), case, dashes and spaces ignored, look-alike letters read as digits."""
+    plain = unicodedata.normalize("NFKC", code).upper().translate(_LOOK_ALIKES)
+    return "".join(ch for ch in plain if ch.isascii() and ch.isalnum())
 
 
 def _code_hash(code: str) -> str:

@@ -31,6 +31,22 @@ def test_enrollment_code_is_single_use(field):
     assert response.json()["error"]["code"] == "forbidden"
 
 
+def test_a_code_is_read_as_people_type_it(field):
+    # Lower case, spaces for dashes, fullwidth characters from a Chinese keyboard, and O, I, L
+    # for the 0 and 1 they look like (Crockford's base32 leaves those letters out for that).
+    field.grid("g1")
+    field.user("wang", ["g1"])
+    for spoil in (str.lower, lambda c: c.replace("-", " "), lambda c: c.translate(_FULLWIDTH),
+                  lambda c: c.replace("0", "O").replace("1", "l")):
+        code = field.code("wang")
+        while "0" not in code or "1" not in code:  # one with both, so the look-alikes are tried
+            code = field.code("wang")
+        WireDevice(field.client).enroll(spoil(code))
+
+
+_FULLWIDTH = {ord(c): ord(c) + 0xFEE0 for c in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-"}
+
+
 def test_enrollment_with_a_bad_public_key_is_invalid_and_spends_nothing(field):
     field.grid("g1")
     field.user("wang", ["g1"])
