@@ -109,13 +109,19 @@ def test_a_download_that_does_not_match_its_hash_is_not_kept(make_device, server
         b.engine.fetch_blob(sha)
 
 
-def test_a_cut_download_resumes_with_a_range(make_device, server: FakeServer):
+def photo_to_download(make_device):  # noqa: ANN001, ANN201
+    """Device a's photo, synced; device b has pulled the visit naming it and not the photo yet."""
     a = make_device("a")
     b = make_device("b", download_blobs=False)
     sha = a.engine.add_photo(PHOTO)
     visit_with(a, sha)
     a.engine.sync()
     b.engine.sync()
+    return a, b, sha
+
+
+def test_a_cut_download_resumes_with_a_range(make_device, server: FakeServer):
+    a, b, sha = photo_to_download(make_device)
     assert b.store.blobs_to_download() == [sha]
     server.cut_download_after = 400_000
     with pytest.raises(TransportError):
@@ -153,12 +159,7 @@ def test_an_upload_whose_offset_does_not_move_on_is_reported_not_resent_forever(
 
 
 def test_a_download_that_runs_past_the_largest_blob_is_cut_and_not_kept(make_device, server: FakeServer):
-    a = make_device("a")
-    b = make_device("b", download_blobs=False)
-    sha = a.engine.add_photo(PHOTO)
-    visit_with(a, sha)
-    a.engine.sync()
-    b.engine.sync()
+    a, b, sha = photo_to_download(make_device)
     piece = bytes(1024 * 1024)
 
     def endless(token, sha, range_start=0):  # noqa: ANN001
