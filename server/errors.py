@@ -82,6 +82,13 @@ class RateLimited(ApiError):
     status, code = 429, "rate_limited"
 
 
+class Unavailable(ApiError):
+    """The server cannot do it now (its database unreachable, its disk full); the same request
+    will work later. Answered with ``Retry-After`` (Changes 15)."""
+
+    status, code = 503, "unavailable"
+
+
 _STATUS_CODES = {400: "malformed", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
                  405: "malformed", 409: "conflict", 410: "device_revoked", 413: "too_large",
                  415: "malformed", 422: "invalid", 426: "upgrade_required", 429: "rate_limited"}
@@ -97,6 +104,8 @@ def error_response(request: Request, status: int, code: str, message: str, detai
 
 def _api_error(request: Request, exc: ApiError) -> Response:
     headers = {"Upload-Offset": str(exc.extra["offset"])} if "offset" in exc.extra else None
+    if isinstance(exc, Unavailable):
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
     extra = {k: v for k, v in exc.extra.items() if k in ("wipe", "min_protocol")}
     return error_response(request, exc.status, exc.code, exc.message, exc.detail, headers=headers, **extra)
 
@@ -114,8 +123,7 @@ def _http_error(request: Request, exc: HTTPException) -> Response:
 def _unexpected(request: Request, exc: Exception) -> Response:
     if database_unreachable(exc):
         log.warning("database unreachable on %s %s: %s", request.method, request.url.path, exc)
-        return error_response(request, 503, "unavailable", "the database cannot be reached; nothing was applied, "
-                              "try again later", headers={"Retry-After": str(RETRY_AFTER_S)})
+        return _api_error(request, Unavailable("the database cannot be reached; nothing was applied, try again later"))
     log.exception("server fault on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(request, 500, "internal", "the server failed; the request was not applied")
 

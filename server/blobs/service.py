@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from server.blobs.store import BlobStore, OffsetMismatch
+from server.blobs.store import BlobStore, OffsetMismatch, StorageFull
 from server.db.models import BlobRef
-from server.errors import Conflict, Invalid, Malformed, TooLarge
+from server.errors import Conflict, Invalid, Malformed, TooLarge, Unavailable
 from shared_schema.messages import MAX_BLOB_BYTES
+
+log = logging.getLogger("fieldloop")
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -45,6 +48,7 @@ async def receive_chunk(store: BlobStore, sha256: str, offset: int, length: int,
         TooLarge: the declared length exceeds the limit.
         Conflict: the offset is not where the upload stands (the reply carries the right one).
         Invalid: the bytes do not hash to the name (the partial data is discarded).
+        Unavailable: the disk is full (nothing of the chunk kept).
     """
     if length > MAX_BLOB_BYTES:
         raise TooLarge(f"a blob may have at most {MAX_BLOB_BYTES} bytes")
@@ -58,6 +62,10 @@ async def receive_chunk(store: BlobStore, sha256: str, offset: int, length: int,
             held = await asyncio.to_thread(store.append, sha256, offset, data)
         except OffsetMismatch as exc:
             raise Conflict(f"this upload continues at offset {exc.expected}", offset=exc.expected) from None
+        except StorageFull:
+            log.warning("blob storage is full: a chunk of %s was refused", sha256)
+            raise Unavailable("the server's storage is full; nothing of this chunk was kept, try again later") \
+                from None
         if held < length:
             return False, held
         if not await asyncio.to_thread(store.finish, sha256):

@@ -8,6 +8,7 @@ current end; ``finish`` checks the hash and either publishes the blob or discard
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -22,6 +23,14 @@ class BlobStore(Protocol):
     def discard(self, sha256: str) -> None: ...
     def size(self, sha256: str) -> int: ...
     def read(self, sha256: str, start: int = 0, end: int | None = None) -> bytes: ...
+
+
+class StorageFull(Exception):
+    """The disk holding the blobs is full: nothing of the chunk was kept."""
+
+
+# Out of space, or over a quota: the same to a device, which tries the chunk again later.
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 class OffsetMismatch(Exception):
@@ -55,14 +64,21 @@ class FileBlobStore:
     def append(self, sha256: str, offset: int, data: bytes) -> int:
         """Write ``data`` at ``offset``, which must be the partial blob's end; returns the new end."""
         path = self._partial(sha256)
-        with open(path, "ab") as handle:
-            current = handle.tell()
-            if current != offset:
-                raise OffsetMismatch(current)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-            return handle.tell()
+        try:
+            with open(path, "ab") as handle:
+                current = handle.tell()
+                if current != offset:
+                    raise OffsetMismatch(current)
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+                return handle.tell()
+        except OSError as exc:
+            if exc.errno not in _NO_SPACE:
+                raise
+            # Whatever part of the chunk reached the file goes: the upload stands where it stood.
+            os.truncate(path, offset)
+            raise StorageFull(f"no space left for blob {sha256}") from exc
 
     def finish(self, sha256: str) -> bool:
         path = self._partial(sha256)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import time
@@ -119,3 +120,23 @@ def test_every_blob_reply_carries_the_server_time(phone):
     now = time.time() * 1000
     for reply in replies:
         assert abs(int(reply.headers["Server-Time"]) - now) < 60_000, reply.headers
+
+
+def test_a_full_disk_refuses_the_chunk_with_503_and_keeps_nothing_of_it(phone, monkeypatch):
+    photo = os.urandom(200_000)
+    digest = sha(photo)
+    assert patch(phone, digest, 0, len(photo), photo[:80_000]).status_code == 204
+
+    def disk_full(fd: int) -> None:  # where a full disk shows itself on many filesystems
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr("server.blobs.store.os.fsync", disk_full)
+        refused = patch(phone, digest, 80_000, len(photo), photo[80_000:])
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+    assert refused.json()["error"]["code"] == "unavailable"
+    # The chunk that met the full disk left nothing behind: the upload resumes where it stood.
+    assert phone.call("HEAD", f"/v1/blobs/{digest}").headers["Upload-Offset"] == "80000"
+    assert patch(phone, digest, 80_000, len(photo), photo[80_000:]).status_code == 201
+    attach(phone, digest)
+    assert phone.call("GET", f"/v1/blobs/{digest}").content == photo
