@@ -9,6 +9,7 @@ which the next start erases and begins again.
 from __future__ import annotations
 
 import json
+import math
 import unicodedata
 import urllib.parse
 from dataclasses import dataclass
@@ -289,20 +290,59 @@ class DeviceSetup:
             session.store.wipe()
         self.erase()
 
+    def erase_to_enroll_again(self) -> str:
+        """The way out for a forgotten PIN or a damaged store: erase this phone to enroll it again.
+
+        The same erase as a remote wipe (``erase``): the store, its photos and the wrapped key go,
+        and with them every edit not yet synced (without the PIN nobody can read them anyway).
+        The settings stay; the saved server address is returned ("" if none) for the
+        enrollment screen, where a new code from the administrator sets the phone up again.
+        Raises SetupError when a file would not go (the phone's storage refused).
+        """
+        from sync.errors import StorageError
+
+        try:
+            self.erase()
+        except (OSError, StorageError):
+            raise SetupError("pin.forgot.failed") from None
+        server = read_settings(self.data_dir).get("server_url")
+        return server if isinstance(server, str) else ""
+
     def erase(self) -> None:
         """Remove the store, its blobs and the wrapped key (the language setting stays)."""
         from sync.client.cipher import PlainCipher
         from sync.client.store import LocalStore
+        from sync.errors import StorageError
 
         if self.data_dir.store.exists():
             # The key may be gone already: open it unencrypted only to wipe its files.
-            LocalStore(self.data_dir.store, PlainCipher()).wipe()
+            try:
+                LocalStore(self.data_dir.store, PlainCipher()).wipe()
+            except StorageError:
+                # A damaged file cannot be opened to be wiped; its files go all the same.
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    Path(str(self.data_dir.store) + suffix).unlink(missing_ok=True)
         blob_dir = self.data_dir.store.with_name(self.data_dir.store.name + ".blobs")
         if blob_dir.exists():
             import shutil
 
             shutil.rmtree(blob_dir, ignore_errors=True)
         self.vault.destroy()
+
+
+SECONDS_SHOWN_BELOW = 60.0
+
+
+def lock_wait(seconds: float) -> tuple[str, dict[str, int]]:
+    """How long a PIN lock still lasts, as a catalog key and its values.
+
+    Whole minutes (rounded up) from a minute on, so an hour reads "60 minutes", not "3600
+    seconds"; whole seconds (rounded up, at least 1) below a minute.
+    """
+    whole = max(math.ceil(seconds), 1)
+    if whole >= SECONDS_SHOWN_BELOW:
+        return "pin.locked_minutes", {"minutes": math.ceil(whole / 60)}
+    return "pin.locked", {"seconds": whole}
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:

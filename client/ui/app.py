@@ -219,6 +219,20 @@ class FieldLoopApp(App):
         self._end_session()
         self.go("first_run")
 
+    def enroll_again(self) -> None:
+        """Forgot the PIN: erase this phone as a remote wipe does, then enroll with the same server.
+
+        Raises SetupError when the erase failed; the PIN screen stays and says so.
+        """
+        self._end_session()
+        self.pending_enrollment = None
+        server = self.setup.erase_to_enroll_again()
+        first = self.screen("first_run")
+        first.server_input.text = server
+        first.code_input.text = ""
+        first.error_label.text = ""
+        self.go("first_run")
+
     def change_server(self, url: str) -> None:
         self.settings = write_settings(self.data, server_url=url)
         if self.session is not None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import threading
 
 from kivy.logger import Logger
-from kivy.metrics import dp
+from kivy.metrics import dp, sp
+from kivy.uix.boxlayout import BoxLayout
+from kivy.uix.popup import Popup
 
 from client.i18n import tr
-from client.services.setup import SetupError
+from client.services.setup import SetupError, lock_wait
 from client.ui.widgets import PRIMARY, WARNING, BigButton, BigInput, BigLabel, Page, on_ui_thread
 from client.vault import VaultLocked, WrongPin
 
@@ -91,9 +93,17 @@ class PinScreen(Page):
         self.body.add_widget(self.ok_button)
         self.error_label = BigLabel("", color=WARNING)
         self.body.add_widget(self.error_label)
+        # Secondary on purpose: plain, below the message, wrapped over two lines.
+        self.forgot_button = BigButton(tr("pin.forgot"), height=dp(88), halign="center", valign="middle")
+        self.forgot_button.bind(width=lambda b, w: setattr(b, "text_size", (w - dp(16), None)))
+        self.forgot_button.bind(on_release=lambda *_: self.confirm_erase())
+        self.body.add_widget(self.forgot_button)
+        self.popup: Popup | None = None
 
     def refresh(self) -> None:
         setting = self.mode == "set"
+        self.forgot_button.opacity = 0 if setting else 1
+        self.forgot_button.disabled = setting
         self.prompt.text = tr("pin.set_prompt") if setting else tr("pin.unlock_prompt")
         self.again_label.opacity = self.again_input.opacity = 1 if setting else 0
         self.again_input.disabled = not setting
@@ -132,13 +142,38 @@ class PinScreen(Page):
             self.error_label.text = tr(exc.reason, **exc.values)
         elif isinstance(exc, WrongPin):
             self.pin_input.text = ""
-            self.error_label.text = (
-                tr("pin.locked", seconds=int(exc.locked_for))
-                if exc.locked_for
-                else tr("pin.wrong", left=exc.attempts_left)
-            )
+            if exc.locked_for:
+                key, values = lock_wait(exc.locked_for)
+                self.error_label.text = tr(key, **values)
+            else:
+                self.error_label.text = tr("pin.wrong", left=exc.attempts_left)
         elif isinstance(exc, VaultLocked):
-            self.error_label.text = tr("pin.locked", seconds=int(exc.seconds) + 1)
+            key, values = lock_wait(exc.seconds)
+            self.error_label.text = tr(key, **values)
+
+    def confirm_erase(self) -> None:
+        """Say plainly what erasing costs; keeping the data is the first and highlighted choice."""
+        if self.ok_button.disabled:  # a PIN is being checked: let it finish first
+            return
+        box = BoxLayout(orientation="vertical", spacing=dp(8), padding=dp(8))
+        box.add_widget(BigLabel(tr("pin.forgot.warning"), color=(1, 1, 1, 1)))
+        self.keep_button = BigButton(tr("pin.forgot.keep"), primary=True)
+        self.erase_button = BigButton(tr("pin.forgot.erase"))
+        box.add_widget(self.keep_button)
+        box.add_widget(self.erase_button)
+        self.popup = Popup(title=tr("pin.forgot.title"), title_size=sp(20), content=box, size_hint=(0.92, None),
+                           height=dp(480))
+        # As tall as the words need (longer in English), plus the title bar.
+        box.bind(minimum_height=lambda _box, height: setattr(self.popup, "height", height + dp(80)))
+        self.keep_button.bind(on_release=lambda *_: self.popup.dismiss())
+        self.erase_button.bind(on_release=lambda *_: (self.popup.dismiss(), self.erase()))
+        self.popup.open()
+
+    def erase(self) -> None:
+        try:
+            self.app.enroll_again()
+        except SetupError as exc:
+            self.error_label.text = tr(exc.reason, **exc.values)
 
     def _opened(self, session) -> None:
         self.ok_button.disabled = False
