@@ -117,7 +117,7 @@ def test_forgot_pin_button_asks_first_cancel_keeps_everything_confirm_goes_to_en
     driver = app_driver(data_dir=data_dir)
     pin = driver.screen
     assert pin.name == "pin"
-    assert pin.forgot_button.text == "忘记PIN码？清除本机数据并重新登记"
+    assert pin.forgot_button.text == "忘记密码？清除本机数据并重新登记"
     assert pin.forgot_button.opacity == 1 and not pin.forgot_button.disabled
     assert pin.forgot_button.background_color != pin.ok_button.background_color  # secondary, not red
     driver.screenshot("pin_with_forgot_button")
