@@ -46,7 +46,7 @@ class ErrorCode(str, enum.Enum):
     INVALID = "invalid"
     UPGRADE_REQUIRED = "upgrade_required"
     RATE_LIMITED = "rate_limited"
-    UNAVAILABLE = "unavailable"  # 503: the database cannot be reached; try again (Changes 15)
+    UNAVAILABLE = "unavailable"  # 503: the database unreachable or the disk full; try again (Changes 15)
 
 
 class ErrorDetail(msgspec.Struct, kw_only=True):

@@ -266,7 +266,7 @@ class DeviceSetup:
             raise SetupError("pin.error.format") from None
         try:
             data_key = self.vault.unlock(pin)
-        except (VaultDamaged, FileNotFoundError):
+        except VaultDamaged:
             raise SetupError("setup.error.damaged") from None
         server = read_settings(self.data_dir).get("server_url", "")
         try:
@@ -311,7 +311,7 @@ class DeviceSetup:
     def erase(self) -> None:
         """Remove the store, its blobs and the wrapped key (the language setting stays)."""
         from sync.client.cipher import PlainCipher
-        from sync.client.store import LocalStore
+        from sync.client.store import LocalStore, remove_store_files
         from sync.errors import StorageError
 
         if self.data_dir.store.exists():
@@ -320,8 +320,7 @@ class DeviceSetup:
                 LocalStore(self.data_dir.store, PlainCipher()).wipe()
             except StorageError:
                 # A damaged file cannot be opened to be wiped; its files go all the same.
-                for suffix in ("", "-wal", "-shm", "-journal"):
-                    Path(str(self.data_dir.store) + suffix).unlink(missing_ok=True)
+                remove_store_files(self.data_dir.store)
         blob_dir = self.data_dir.store.with_name(self.data_dir.store.name + ".blobs")
         if blob_dir.exists():
             import shutil

@@ -20,16 +20,17 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from shared_schema.types import SHA256_PATTERN
 from sync.client.cipher import Cipher
 from sync.errors import StorageError
 
 _HEADER = 8
-_SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")
+_SHA256 = re.compile(SHA256_PATTERN)
 
 
 def is_blob_name(sha: object) -> bool:
     """Whether ``sha`` is a lowercase hex SHA-256, the only name a blob file may have."""
-    return isinstance(sha, str) and _SHA256.match(sha) is not None
+    return isinstance(sha, str) and _SHA256.fullmatch(sha) is not None
 
 
 @contextlib.contextmanager

@@ -36,6 +36,7 @@ from sync.hlc import parse_stamp
 MAX_CURSOR_LENGTH = 8 * 1024
 
 _UUID = re.compile(UUID_PATTERN)
+_FIELD_NAMES = {entity: frozenset(struct.__struct_fields__) for entity, struct in ENTITIES.items()}
 
 
 def _refuse(what: str) -> ProtocolError:
@@ -62,8 +63,8 @@ def check_record(record: Record) -> None:
         raise _refuse(f"a record with an unreadable hlc: {name}") from None
     if record.deleted:
         return  # a tombstone's fields are not kept
-    known = ENTITIES[record.entity].__struct_fields__
-    if not record.fields.keys() <= set(known):
+    known = _FIELD_NAMES[record.entity]
+    if not record.fields.keys() <= known:
         record.fields = {name: value for name, value in record.fields.items() if name in known}
     try:
         validate_fields(record.entity, record.fields)

@@ -950,11 +950,7 @@ class LocalStore:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.close()
                 self._closed = True
-            try:
-                for suffix in ("", "-wal", "-shm", "-journal"):
-                    Path(str(self.path) + suffix).unlink(missing_ok=True)
-            except OSError as exc:
-                raise StorageError(f"cannot erase the local store: {exc}") from exc
+            remove_store_files(self.path)
             self._files.remove_all()
 
     def close(self) -> None:
@@ -969,3 +965,17 @@ class LocalStore:
     def closed(self) -> bool:
         """Whether the store was closed or wiped."""
         return self._closed
+
+
+def remove_store_files(path: Path) -> None:
+    """Delete a store's database files (the main file, its WAL and the rest), opened or not: a
+    damaged store that cannot be opened to be wiped is still erased.
+
+    Raises:
+        StorageError: a file would not go.
+    """
+    try:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot erase the local store: {exc}") from exc
