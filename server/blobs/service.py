@@ -14,14 +14,16 @@ from server.blobs.store import BlobStore, OffsetMismatch, StorageFull
 from server.db.models import BlobRef
 from server.errors import Conflict, Invalid, Malformed, TooLarge, Unavailable
 from shared_schema.messages import MAX_BLOB_BYTES
+from shared_schema.types import SHA256_PATTERN
 
 log = logging.getLogger("fieldloop")
 
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# fullmatch: "$" alone would let a name end in a newline through.
+SHA256 = re.compile(SHA256_PATTERN)
 
 
 def check_hash(sha256: str) -> str:
-    if not SHA256.match(sha256):
+    if not SHA256.fullmatch(sha256):
         raise Malformed("a blob is named by its lowercase hex SHA-256")
     return sha256
 

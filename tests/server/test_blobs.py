@@ -96,6 +96,8 @@ def test_range_reads_resume_a_download(phone):
 def test_bad_blob_requests_get_clear_errors(phone):
     assert phone.call("HEAD", "/v1/blobs/NOT-A-HASH").status_code == 400
     digest = sha(b"x")
+    # A name that ends in a newline would otherwise become a second file beside the real one.
+    assert patch(phone, digest + "%0A", 0, 1, b"x").status_code == 400
     no_headers = phone.call("PATCH", f"/v1/blobs/{digest}", content=b"x")
     assert no_headers.status_code == 400 and "Upload-Offset" in no_headers.json()["error"]["message"]
     too_big = patch(phone, digest, 0, 26 * 1024 * 1024, b"x")
