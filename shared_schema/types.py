@@ -7,10 +7,20 @@ from typing import Annotated
 
 from msgspec import Meta
 
-UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-SHA256_PATTERN = r"^[0-9a-f]{64}$"
+
+def _whole(body: str) -> str:
+    """A pattern the whole value must match, for msgspec, which checks with ``re.search``.
+
+    There "$" also matches before a final newline, so "<uuid>\\n" passed as a UUID (a 37-character id: a 500
+    on PostgreSQL). The lookahead shuts that out and means the same to JSON Schema's (ECMA-262) regexes.
+    """
+    return rf"^{body}(?!\n)$"
+
+
+UUID_PATTERN = _whole("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+SHA256_PATTERN = _whole("[0-9a-f]{64}")
 # <wall ms, 13 digits>-<counter, 4 hex digits>-<node id>
-HLC_PATTERN = r"^[0-9]{13}-[0-9a-f]{4}-[0-9A-Za-z_.:-]{1,64}$"
+HLC_PATTERN = _whole("[0-9]{13}-[0-9a-f]{4}-[0-9A-Za-z_.:-]{1,64}")
 # Free text may hold anything but NUL: PostgreSQL's text cannot store it, nor its JSON operators
 # read it, so one stored NUL would fail every console query over that field.
 NO_NUL_PATTERN = r"^[^\x00]*$"
@@ -26,7 +36,7 @@ Title = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL_PATTERN
 FilledText = Annotated[str, Meta(min_length=1, max_length=8000, pattern=NO_NUL_PATTERN)]
 Tag = Annotated[str, Meta(min_length=1, max_length=40, pattern=NO_NUL_PATTERN)]
 Tags = Annotated[list[Tag], Meta(max_length=64)]
-Phone = Annotated[str, Meta(pattern=r"^[0-9+\- ]{0,20}$")]
+Phone = Annotated[str, Meta(pattern=_whole(r"[0-9+\- ]{0,20}"))]
 Photos = Annotated[list[Sha256], Meta(max_length=32)]
 Timestamp = Annotated[datetime.datetime, Meta(tz=True)]
 Day = datetime.date

@@ -16,7 +16,7 @@ from shared_schema.messages import MAX_CLOCK_SKEW_MS
 from shared_schema.types import HLC_PATTERN
 
 MAX_COUNTER = 0xFFFF
-_STAMP = re.compile(HLC_PATTERN.replace("^", r"\A", 1).replace("$", r"\Z"))
+_STAMP = re.compile(HLC_PATTERN)
 _NODE = re.compile(r"\A[0-9A-Za-z_.:-]{1,64}\Z")  # the node part of HLC_PATTERN
 
 

@@ -18,7 +18,6 @@ from shared_schema.types import SHA256_PATTERN
 
 log = logging.getLogger("fieldloop")
 
-# fullmatch: "$" alone would let a name end in a newline through.
 SHA256 = re.compile(SHA256_PATTERN)
 
 

@@ -163,6 +163,11 @@ def test_a_later_delete_wins_and_is_pulled_as_a_tombstone(two_phones):
         ("household", {"grid_id": "GRID", "address": "a", "notes": "nul \x00 inside"}, "invalid"),
         ("case", {"grid_id": "GRID", "category": "noise", "title": "t\x00", "status": "reported"}, "invalid"),
         ("diary", {"grid_id": "GRID", "text": "x", "topics": ["\x00"]}, "invalid"),
+        # "$" in a pattern also matches before a final newline: each pattern must hold to the end.
+        ("household", {"grid_id": "GRID", "address": "a", "phone": "12345\n"}, "invalid"),
+        ("household", {"grid_id": "GRID\n", "address": "a"}, "invalid"),
+        ("patrol", {"grid_id": "GRID", "started_at": "2026-11-25T08:00:00+08:00", "photos": ["a" * 64 + "\n"]},
+         "invalid"),
     ],
 )
 def test_bad_mutations_are_rejected_alone_and_write_nothing(field, two_phones, entity, fields, code):
@@ -175,6 +180,19 @@ def test_bad_mutations_are_rejected_alone_and_write_nothing(field, two_phones, e
     assert results[0]["error"]["message"]
     assert results[1]["status"] == "applied"
     assert _count(field, RecordRow, RecordRow.id == bad["id"]) == 0
+
+
+def test_an_id_or_stamp_ending_in_a_newline_refuses_the_push(field, two_phones):
+    grid, wang, _ = two_phones
+    before = _count(field, RecordRow)
+    for key in ("id", "mid", "hlc"):
+        bad = wang.mutation("household", fields=household(grid))
+        bad[key] += "\n"
+        response = field.client.post("/v1/sync/push", json={"mutations": [bad]},
+                                     headers={"Sync-Protocol": "1", "Authorization": f"Bearer {wang.token}",
+                                              "Accept": "application/json"})
+        assert response.status_code == 422 and response.json()["error"]["code"] == "invalid", key
+    assert _count(field, RecordRow) == before
 
 
 def test_validation_errors_name_the_path(two_phones):
