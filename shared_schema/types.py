@@ -42,7 +42,9 @@ Timestamp = Annotated[datetime.datetime, Meta(tz=True)]
 Day = datetime.date
 Latitude = Annotated[float, Meta(ge=-90, le=90)]
 Longitude = Annotated[float, Meta(ge=-180, le=180)]
-EpochMs = Annotated[int, Meta(ge=0)]
+# The last millisecond of the year 9999: a larger integer names no instant, and past 2**64 msgpack cannot carry it.
+MAX_EPOCH_MS = 253_402_300_799_999
+EpochMs = Annotated[int, Meta(ge=0, le=MAX_EPOCH_MS)]
 # A patrol's track point: [lat, lon, t], t in milliseconds since the Unix epoch.
 TrackPoint = tuple[Latitude, Longitude, EpochMs]
 Track = Annotated[list[TrackPoint], Meta(max_length=20000)]

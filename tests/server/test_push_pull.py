@@ -168,6 +168,9 @@ def test_a_later_delete_wins_and_is_pulled_as_a_tombstone(two_phones):
         ("household", {"grid_id": "GRID\n", "address": "a"}, "invalid"),
         ("patrol", {"grid_id": "GRID", "started_at": "2026-11-25T08:00:00+08:00", "photos": ["a" * 64 + "\n"]},
          "invalid"),
+        # an integer msgpack cannot carry would fail the stored wire form: a 500 before the bound
+        ("patrol", {"grid_id": "GRID", "started_at": "2026-11-25T08:00:00+08:00", "track": [[30.0, 120.0, 10**30]]},
+         "invalid"),
     ],
 )
 def test_bad_mutations_are_rejected_alone_and_write_nothing(field, two_phones, entity, fields, code):
