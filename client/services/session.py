@@ -145,13 +145,16 @@ class Session:
     def add_photo(self, data: bytes) -> str:
         """Downscale a photo, keep it encrypted in the blob cache; returns its SHA-256.
 
+        The photo is held on the phone, not sent, until a saved record names it: a form left
+        unsaved or discarded must not put a resident's photo on the server.
         Raises NotAPhoto for bytes that are no image, FormInvalid when the phone cannot store it.
         """
+        from sync.client.store import BLOB_HELD
         from sync.errors import StorageError
 
         scaled = downscale_photo(data)
         try:
-            return self.engine.add_photo(scaled)
+            return self.store.put_blob(scaled, state=BLOB_HELD)
         except StorageError:
             raise FormInvalid("form.error.storage") from None
 

@@ -96,6 +96,11 @@ class SealedFiles:
                 return None
         return self._cipher.decrypt(sealed, f"blob:{sha}".encode())
 
+    def remove(self, sha: str) -> None:
+        """Delete a complete blob's file (nothing to do when it is not here)."""
+        with _io("remove a blob"):
+            self.path(sha).unlink(missing_ok=True)
+
     def _scan_part(self, sha: str) -> tuple[int, int, bytes]:
         """(plaintext bytes, file bytes) of the whole records of a part file, and the file's bytes."""
         path = self._part(sha)

@@ -55,6 +55,9 @@ BLOB_FIELDS = frozenset({"photos"})
 BLOB_LOCAL = "local"  # made on this device, not yet on the server
 BLOB_UPLOADED = "uploaded"  # made on this device and complete on the server
 BLOB_REMOTE = "remote"  # known from a record; ``path`` is set once it is downloaded
+# Made on this device for a form not saved yet (the app's drafts): kept sealed, never uploaded.
+# The local edit that first names it in a record makes it ``local``; a discarded draft drops it.
+BLOB_HELD = "held"
 
 
 class LocalRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -408,6 +411,10 @@ class LocalStore:
             ),
         )
         self._bump_clock_in(db, hlc)
+        named = [(BLOB_LOCAL, sha, BLOB_HELD) for name in BLOB_FIELDS & fields.keys() for sha in fields[name] or ()]
+        if named:
+            # In the edit's own transaction: a record never names a photo that waits to be sent.
+            db.executemany("UPDATE blobs SET state = ? WHERE sha256 = ? AND state = ?", named)
         return mid
 
     # ---- reading what the user sees -------------------------------------------------
@@ -822,6 +829,9 @@ class LocalStore:
         )
         if blob_rows:
             db.executemany("INSERT OR IGNORE INTO blobs (sha256, state, created_at) VALUES (?, ?, ?)", blob_rows)
+            # The same photo held for a draft here is now a record's (the server has it): never dropped.
+            db.executemany("UPDATE blobs SET state = ? WHERE sha256 = ? AND state = ?",
+                           [(BLOB_REMOTE, sha, BLOB_HELD) for sha, _, _ in blob_rows])
 
     def record_count(self, entity: str | None = None) -> int:
         """How many server records (tombstones included) the store holds."""
@@ -854,6 +864,19 @@ class LocalStore:
                     (sha, len(data), state, sha, _now_iso()),
                 )
         return sha
+
+    def drop_held_blobs(self, shas: Iterable[str]) -> None:
+        """Erase the photos among ``shas`` that no record ever named (``held``: a discarded draft's).
+
+        Any other blob is left alone: a record names it, or will once its download finishes.
+        """
+        with self._lock:
+            with self._write() as db:
+                held = [sha for sha in set(shas)
+                        if db.execute("SELECT 1 FROM blobs WHERE sha256 = ? AND state = ?", (sha, BLOB_HELD)).fetchone()]
+                db.executemany("DELETE FROM blobs WHERE sha256 = ?", [(sha,) for sha in held])
+            for sha in held:
+                self._files.remove(sha)
 
     def read_blob(self, sha: str) -> bytes | None:
         """A blob's plaintext, or None when it is not on this device."""
