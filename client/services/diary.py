@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from client.services.field_limits import FormInvalid, check_text
 from client.services.session import Session
+
+
+@dataclass
+class DiaryForm:
+    """What the diary's form holds (kept as a draft until it is written)."""
+
+    text: str = ""
 
 
 class DiaryInvalid(FormInvalid):
