@@ -11,6 +11,7 @@ import enum
 from typing import Annotated, ClassVar
 
 import msgspec
+import msgspec.inspect
 from msgspec import UNSET, Meta, UnsetType
 
 from shared_schema.rules import SERVER, TRANSITION, UNION, MergeRule, field_rules, rule
@@ -169,6 +170,25 @@ UNION_FIELDS: dict[str, frozenset[str]] = {
 }
 
 
+# Times and dates an entity may hold. Python (the server's console, the app) cannot move year 1 or 9999 into
+# another zone, so one such visit would fail every page that lists it; a phone whose clock was reset says 1970.
+EARLIEST_YEAR, LATEST_YEAR = 1900, 2999
+
+
+def _holds_time(kind: msgspec.inspect.Type) -> bool:
+    if isinstance(kind, msgspec.inspect.Metadata):
+        return _holds_time(kind.type)
+    if isinstance(kind, msgspec.inspect.UnionType):
+        return any(_holds_time(member) for member in kind.types)
+    return isinstance(kind, (msgspec.inspect.DateTimeType, msgspec.inspect.DateType))
+
+
+TIME_FIELDS: dict[str, frozenset[str]] = {
+    name: frozenset(f.name for f in msgspec.inspect.type_info(struct).fields if _holds_time(f.type))
+    for name, struct in ENTITIES.items()
+}
+
+
 class FieldsInvalid(ValueError):
     """A mutation's ``fields`` do not fit the entity; the message carries the path."""
 
@@ -185,6 +205,10 @@ def validate_fields(entity: str, fields: dict) -> dict:
         value = msgspec.convert(fields, struct_type)
     except msgspec.ValidationError as exc:
         raise FieldsInvalid(str(exc).replace(" - at `$", " - at `$.fields", 1)) from None
+    for name in TIME_FIELDS[entity] & fields.keys():
+        moment = getattr(value, name)
+        if moment is not None and not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
+            raise FieldsInvalid(f"Expected a time in the years {EARLIEST_YEAR} to {LATEST_YEAR} - at `$.fields.{name}`")
     normalised = msgspec.to_builtins(value)
     for name in UNION_FIELDS[entity] & normalised.keys():
         normalised[name] = sorted(set(normalised[name]))

@@ -168,6 +168,13 @@ def test_a_later_delete_wins_and_is_pulled_as_a_tombstone(two_phones):
         ("household", {"grid_id": "GRID\n", "address": "a"}, "invalid"),
         ("patrol", {"grid_id": "GRID", "started_at": "2026-11-25T08:00:00+08:00", "photos": ["a" * 64 + "\n"]},
          "invalid"),
+        # times no screen can show in Beijing time: a 500 on every console page that listed them
+        ("visit", {"grid_id": "GRID", "household_id": "00000000-0000-4000-8000-000000000000", "method": "sit",
+                   "visited_at": "0001-01-01T00:00:00+14:00"}, "invalid"),
+        ("visit", {"grid_id": "GRID", "household_id": "00000000-0000-4000-8000-000000000000", "method": "sit",
+                   "visited_at": "2026-11-25T08:00:00+08:00", "follow_up_on": "9999-12-31"}, "invalid"),
+        ("patrol", {"grid_id": "GRID", "started_at": "2026-11-25T08:00:00+08:00",
+                    "ended_at": "9999-12-31T23:59:59-12:00"}, "invalid"),
         # an integer msgpack cannot carry would fail the stored wire form: a 500 before the bound
         ("patrol", {"grid_id": "GRID", "started_at": "2026-11-25T08:00:00+08:00", "track": [[30.0, 120.0, 10**30]]},
          "invalid"),
