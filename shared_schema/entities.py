@@ -169,6 +169,16 @@ UNION_FIELDS: dict[str, frozenset[str]] = {
     for name, struct in ENTITIES.items()
 }
 
+# How many items a union field may hold: one edit sends at most this many, and a merge that would
+# unite concurrent sets past it is refused, or the stored record would no longer fit its entity.
+UNION_LIMITS: dict[str, dict[str, int]] = {
+    name: {
+        f.name: f.type.type.max_length
+        for f in msgspec.inspect.type_info(struct).fields
+        if f.name in UNION_FIELDS[name]
+    }
+    for name, struct in ENTITIES.items()
+}
 
 # Times and dates an entity may hold. Python (the server's console, the app) cannot move year 1 or 9999 into
 # another zone, so one such visit would fail every page that lists it; a phone whose clock was reset says 1970.

@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from shared_schema.entities import DEVICE_WRITABLE, ENTITIES, FieldsInvalid, validate_fields
+from shared_schema.entities import DEVICE_WRITABLE, ENTITIES, UNION_LIMITS, FieldsInvalid, validate_fields
 from shared_schema.messages import APPLIED, MERGED, REJECTED, Conflict, Mutation, MutationStatus, Record, RejectCode
 from shared_schema.rules import SERVER, TRANSITION, UNION, field_rules
 from shared_schema.workflow import Actor, may_create_in, may_transition
@@ -242,6 +242,14 @@ def _update(
         elif rule_ is UNION:
             if concurrent:
                 value = sorted(set(current or ()) | set(incoming))
+                limit = UNION_LIMITS[mutation.entity][name]
+                if len(value) > limit:
+                    return _reject(
+                        state,
+                        RejectCode.INVALID,
+                        f"{name} would hold {len(value)} items united with the {len(current or ())} stored "
+                        f"since your last sync; at most {limit} - at `$.fields.{name}`",
+                    )
                 # The merged set carries the latest stamp of the edits in it (a concurrent delete
                 # compares against it), and names the sender as origin only when it is exactly what
                 # the sender sent, stamped by it last: otherwise it holds items the sender never

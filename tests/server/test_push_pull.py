@@ -3,6 +3,7 @@ scope, paging, grid changes and bad bodies, against the real app on both databas
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 import msgspec
@@ -11,6 +12,7 @@ from sqlalchemy import func, select
 
 from server.db.models import AppliedMutation, ChangeLogEntry, ConflictEntry, RecordRow
 from server.records.writes import server_clock
+from shared_schema.entities import validate_fields
 from sync.hlc import format_stamp, parse_stamp, wall_now_ms
 from tests.conftest import run
 
@@ -203,6 +205,20 @@ def test_an_id_or_stamp_ending_in_a_newline_refuses_the_push(field, two_phones):
                                               "Accept": "application/json"})
         assert response.status_code == 422 and response.json()["error"]["code"] == "invalid", key
     assert _count(field, RecordRow) == before
+
+
+def test_photos_two_phones_add_at_once_never_overfill_the_stored_record(two_phones):
+    grid, wang, li = two_phones
+    patrol = wang.mutation("patrol", fields={"grid_id": grid, "started_at": "2026-11-25T08:00:00+08:00"})
+    wang.push([patrol])
+    li.pull_all()
+    photos = [hashlib.sha256(b"%d" % i).hexdigest() for i in range(40)]
+    wang.push([wang.mutation("patrol", patrol["id"], {"photos": photos[:20]})])
+    [refused] = li.push([li.mutation("patrol", patrol["id"], {"photos": photos[20:]})])["results"]
+    assert refused["status"] == "rejected" and refused["error"]["code"] == "invalid"
+    [stored] = [r for r in li.pull_all() if r["id"] == patrol["id"]]
+    assert stored["fields"]["photos"] == sorted(photos[:20])
+    validate_fields("patrol", stored["fields"])  # what every phone checks a pulled record against
 
 
 def test_validation_errors_name_the_path(two_phones):

@@ -306,6 +306,22 @@ def test_union_a_merged_set_is_not_overwritten_by_the_merging_devices_next_edit(
     assert "a" in later.state.fields["tags"] or "a" not in again.state.fields["tags"]
 
 
+def test_union_concurrent_sets_united_past_the_limit_are_refused_and_change_nothing():
+    """Two phones each add photos to one case while offline: stored, their union must still fit
+    the entity (every device checks what it pulls), so the edit that would overfill it is refused."""
+    base = apply(None, mutation("case", uid(), {"grid_id": GRID, "category": "drainage", "title": "t",
+                                                "status": "reported"}, base=0, stamp=hlc(1)), "dev-a").state
+    mine = [f"{i:064x}" for i in range(20)]
+    theirs = [f"{i + 100:064x}" for i in range(20)]
+    first = apply(base, mutation("case", base.id, {"photos": mine}, base=1, stamp=hlc(10, "dev-a")), "dev-a")
+    second = apply(first.state, mutation("case", base.id, {"photos": theirs}, base=1, stamp=hlc(11, "dev-b")), "dev-b")
+    assert second.status is MutationStatus.REJECTED and second.rejection.code is RejectCode.INVALID
+    assert "at most 32" in second.rejection.message and "$.fields.photos" in second.rejection.message
+    assert snapshot(second.state) == snapshot(first.state)
+    fits = apply(first.state, mutation("case", base.id, {"photos": theirs[:12]}, base=1, stamp=hlc(12, "dev-b")), "dev-b")
+    assert fits.status is MutationStatus.MERGED and len(fits.state.fields["photos"]) == 32
+
+
 # ---- transition ------------------------------------------------------------------------------
 
 STATUSES = [s.value for s in CaseStatus]
