@@ -13,11 +13,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.console.auth import ConsoleUser
-from server.db.models import ConflictEntry, RecordRow
+from server.console.web import LOCAL_TZ, local_now
+from server.db.models import ChangeLogEntry, ConflictEntry, RecordRow
 from server.records.writes import Sender, apply_in_transaction, server_clock, write_transaction
 from shared_schema.messages import Mutation, MutationStatus, Result
 from shared_schema.workflow import Actor, next_states
@@ -58,11 +59,16 @@ async def write(
     base_version: int,
     op: str = "upsert",
     resolve_conflict: ConflictEntry | None = None,
+    decided_on: str | None = None,
 ) -> Done:
     """Commit one console edit of ``row``; raises ActionRefused when the write path rejects it.
 
     With ``resolve_conflict``, the conflict is marked ``taken`` in the same transaction: the edit
-    and the resolution land together or not at all.
+    and the resolution land together or not at all. With ``decided_on``, the edit is refused
+    (``changed_meanwhile``) when someone else changed that field after ``base_version``: the
+    user decided on a page that no longer shows the record (a case step taken by another
+    supervisor, a review written meanwhile). The merge alone would take both decisions, the later
+    one winning.
     """
     mutation = Mutation(
         mid=str(uuid.uuid4()),
@@ -78,6 +84,10 @@ async def write(
         [result] = await apply_in_transaction(db, [mutation], sender_for(me))
         if result.status is MutationStatus.REJECTED:
             raise ActionRefused(result.error.code, result.error.message)
+        # Checked after the write, under the write lock it holds: every earlier writer has
+        # committed, no later one can, and a refusal rolls this edit back.
+        if decided_on is not None and await _changed_by_others(db, row.id, decided_on, base_version, me, mutation.mid):
+            raise ActionRefused("changed_meanwhile")
         if resolve_conflict is not None:
             marked = await db.execute(
                 update(ConflictEntry)
@@ -87,6 +97,24 @@ async def write(
             if marked.rowcount != 1:
                 raise ActionRefused("already_resolved")
     return Done(result)
+
+
+async def _changed_by_others(
+    db: AsyncSession, record_id: str, field: str, since_version: int, me: ConsoleUser, own_mid: str | None = None
+) -> bool:
+    """Whether a writer other than ``me`` changed ``field`` of the record after ``since_version``.
+
+    The user's own earlier edits (a double click, a second tab) count as seen, as in the merge.
+    """
+    entries = await db.execute(
+        select(ChangeLogEntry.changes, ChangeLogEntry.mid, ChangeLogEntry.user_id, ChangeLogEntry.device_id).where(
+            ChangeLogEntry.record_id == record_id, ChangeLogEntry.version > since_version
+        )
+    )
+    return any(
+        field in (changes or {}) and mid != own_mid and (user_id != me.id or device_id is not None)
+        for changes, mid, user_id, device_id in entries
+    )
 
 
 # ---- visits ---------------------------------------------------------------------------------
@@ -117,7 +145,7 @@ async def review_visit(
         "reviewer": me.name,
         "reviewed_at": _utc_iso(now or datetime.datetime.now(datetime.UTC)),
     }
-    return await write(sm, me, row, {"review": review}, base_version=base_version)
+    return await write(sm, me, row, {"review": review}, base_version=base_version, decided_on="review")
 
 
 # ---- cases: the closed loop ------------------------------------------------------------------
@@ -127,14 +155,31 @@ def allowed_moves(row: RecordRow) -> list[str]:
     return next_states("case", "status", (row.fields or {}).get("status", ""), Actor.CONSOLE)
 
 
-def _require_move(row: RecordRow, to: str) -> None:
+async def _step(
+    sm: async_sessionmaker, me: ConsoleUser, row: RecordRow, fields: dict[str, Any], base_version: int
+) -> None:
+    """One step of the loop, taken from the status the page showed or not at all. The same step
+    sent again by the user who took it (a double click, Back and submit) is done once: the case is
+    already where it asks, and nobody else moved it."""
+    to = fields["status"]
     if to not in allowed_moves(row):
-        raise ActionRefused("invalid_transition")
+        if row.version <= base_version:
+            raise ActionRefused("invalid_transition")
+        if (row.fields or {}).get("status") == to:
+            async with sm() as db:
+                if not await _changed_by_others(db, row.id, "status", base_version, me):
+                    return
+        raise ActionRefused("changed_meanwhile")
+    try:
+        await write(sm, me, row, fields, base_version=base_version, decided_on="status")
+    except ActionRefused as exc:
+        if exc.code == "invalid_transition":  # allowed from the status just read: it moved since
+            raise ActionRefused("changed_meanwhile") from exc
+        raise
 
 
-async def accept_case(sm: async_sessionmaker, me: ConsoleUser, row: RecordRow, *, base_version: int) -> Done:
-    _require_move(row, "accepted")
-    return await write(sm, me, row, {"status": "accepted"}, base_version=base_version)
+async def accept_case(sm: async_sessionmaker, me: ConsoleUser, row: RecordRow, *, base_version: int) -> None:
+    await _step(sm, me, row, {"status": "accepted"}, base_version)
 
 
 def parse_due(raw: str, now: datetime.datetime | None = None) -> datetime.datetime:
@@ -142,8 +187,6 @@ def parse_due(raw: str, now: datetime.datetime | None = None) -> datetime.dateti
 
     A bare date means the end of that day.
     """
-    from server.console.web import LOCAL_TZ
-
     raw = (raw or "").strip()
     try:
         if "T" in raw or " " in raw:
@@ -155,7 +198,7 @@ def parse_due(raw: str, now: datetime.datetime | None = None) -> datetime.dateti
         raise ActionRefused("bad_date") from None
     if due.tzinfo is None:
         due = due.replace(tzinfo=LOCAL_TZ)
-    if due <= (now or datetime.datetime.now(datetime.UTC)):
+    if due <= (now or local_now()):
         raise ActionRefused("date_past")
     if due.year > 2100:
         raise ActionRefused("bad_date")
@@ -170,16 +213,15 @@ async def dispatch_case(
     department: str,
     due: datetime.datetime,
     base_version: int,
-) -> Done:
+) -> None:
     """Dispatch an accepted case (or send a resolved one back) to a department with a due time."""
-    _require_move(row, "dispatched")
     department = department.strip()
     if not department:
         raise ActionRefused("department_required")
     if len(department) > 200:
         raise ActionRefused("too_long")
     fields = {"status": "dispatched", "department": department, "due_at": _utc_iso(due)}
-    return await write(sm, me, row, fields, base_version=base_version)
+    await _step(sm, me, row, fields, base_version)
 
 
 async def evaluate_case(
@@ -192,15 +234,14 @@ async def evaluate_case(
     base_version: int,
     department: str = "",
     due: datetime.datetime | None = None,
-) -> Done:
+) -> None:
     """Rate a resolved case, then close it or send it back (to a department, with a new due time)."""
     if not 1 <= rating <= 5:
         raise ActionRefused("bad_rating")
     if outcome == "close":
-        _require_move(row, "closed")
-        return await write(sm, me, row, {"status": "closed", "rating": rating}, base_version=base_version)
+        await _step(sm, me, row, {"status": "closed", "rating": rating}, base_version)
+        return
     if outcome == "reopen":
-        _require_move(row, "dispatched")
         fields: dict[str, Any] = {"status": "dispatched", "rating": rating}
         department = department.strip() or (row.fields or {}).get("department") or ""
         if not department:
@@ -211,7 +252,8 @@ async def evaluate_case(
         if due is None:
             raise ActionRefused("bad_date")
         fields["due_at"] = _utc_iso(due)
-        return await write(sm, me, row, fields, base_version=base_version)
+        await _step(sm, me, row, fields, base_version)
+        return
     raise ActionRefused("bad_outcome")
 
 

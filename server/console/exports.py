@@ -12,6 +12,8 @@ from litestar import Response
 from openpyxl import Workbook
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
+from server.console.web import local_now
+
 FORMATS = ("csv", "xlsx")
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
@@ -64,7 +66,8 @@ def to_xlsx(headers: list[str], rows: Iterable[list[Any]], title: str = "export"
 
 
 def export_response(fmt: str, name: str, headers: list[str], rows: Iterable[list[Any]]) -> Response:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M")
+    # The file is named for the time the supervisor reads on their own clock, not the server's UTC.
+    stamp = local_now().strftime("%Y%m%d-%H%M")
     if fmt == "xlsx":
         body, media = to_xlsx(headers, rows, name), XLSX_TYPE
     else:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from server.console import queries
 from server.console.auth import ConsoleUser
-from server.console.web import LOCAL_TZ
+from server.console.web import LOCAL_TZ, local_now
 from server.db.models import Grid, RecordRow
 from sync.hlc import parse_stamp
 
@@ -61,7 +61,7 @@ def _stamp_day(stamp: str | None) -> datetime.date | None:
 
 
 async def dashboard(sm: async_sessionmaker, me: ConsoleUser, now: datetime.datetime | None = None) -> Dashboard:
-    now = now or datetime.datetime.now(datetime.UTC)
+    now = now or local_now()
     today = now.astimezone(LOCAL_TZ).date()
     out = Dashboard()
     scoped = queries._grid_scoped

@@ -18,11 +18,11 @@ from server.console.exports import FORMATS, export_response
 from server.console.i18n import translator
 from server.console.thumbs import thumbnail
 from server.console.web import (
-    LOCAL_TZ,
     PAGE_SIZE,
     fmt_hlc,
     fmt_time,
     language,
+    local_today,
     page_number,
     redirect,
     render,
@@ -313,7 +313,7 @@ async def visits(
     grid = _scoped_choice(grid, grids)
     review = review if review in (*queries.REVIEW_STATES, "all") else "pending"
     method = method if method in {m.value for m in VisitMethod} else None
-    window = queries.follow_up_window(datetime.datetime.now(LOCAL_TZ).date()) if due == "1" else None
+    window = queries.follow_up_window(local_today()) if due == "1" else None
     result = await queries.visits(
         sm,
         me,
@@ -423,7 +423,9 @@ async def review_visit(request: Request, me: NamedDependency[ConsoleUser], recor
     except actions.ActionRefused as exc:
         if inline:
             return render(request, "_review_cell.html", status_code=400, review=None, error=exc.code, row=row)
-        return await _visit_with_error(request, me, row, exc.code)
+        # The visit as it is now: a refused review may have been decided on an older page.
+        current = await queries.record(sm, me, record_id, "visit")
+        return await _visit_with_error(request, me, current or row, exc.code)
     if inline:
         return render(request, "_review_cell.html", review=done.result.record.fields.get("review"), error=None, row=row)
     return redirect(f"/visits/{row.id}", saved=1)
@@ -660,22 +662,30 @@ async def cases(
 async def case(
     request: Request, me: NamedDependency[ConsoleUser], record_id: FromPath[str], error: Query = None
 ) -> Response:
-    sm = sessionmaker_of(request)
-    row = await queries.record(sm, me, record_id, "case")
+    row = await queries.record(sessionmaker_of(request), me, record_id, "case")
     if row is None:
         raise NotFoundException()
+    return await _case_page(request, me, row, error)
+
+
+async def _case_page(
+    request: Request, me: NamedDependency[ConsoleUser], row: RecordRow, error: str | None, status_code: int = 200
+) -> Response:
+    sm = sessionmaker_of(request)
     hid = (row.fields or {}).get("household_id")
     household = (await queries.records_by_id(sm, me, [hid])).get(hid) if hid else None
     return render(
         request,
         "case.html",
+        status_code=status_code,
         row=row,
         household=household,
         moves=actions.allowed_moves(row),
         reporter=(await queries.authors(sm, [row.id])).get(row.id, ""),
         grids=await _grid_names(request, me),
         error=error,
-        today=datetime.date.today().isoformat(),
+        # The first day a due date may fall on: the supervisor's today, not the server's (UTC).
+        today=local_today().isoformat(),
     )
 
 
@@ -714,19 +724,9 @@ async def case_step(
         else:
             raise NotFoundException()
     except actions.ActionRefused as exc:
-        hid = (row.fields or {}).get("household_id")
-        return render(
-            request,
-            "case.html",
-            status_code=400,
-            row=row,
-            household=(await queries.records_by_id(sm, me, [hid])).get(hid) if hid else None,
-            moves=actions.allowed_moves(row),
-            reporter=(await queries.authors(sm, [row.id])).get(row.id, ""),
-            grids=await _grid_names(request, me),
-            error=exc.code,
-            today=datetime.date.today().isoformat(),
-        )
+        # The case as it is now, which may not be what the refused step was decided on.
+        current = await queries.record(sm, me, record_id, "case")
+        return await _case_page(request, me, current or row, exc.code, status_code=400)
     return redirect(f"/cases/{row.id}", saved=1)
 
 

@@ -38,6 +38,17 @@ CSP = (
 )
 
 
+def local_now() -> datetime.datetime:
+    """The console's one clock, in the sub-district's time zone (tests set it)."""
+    return datetime.datetime.now(LOCAL_TZ)
+
+
+def local_today() -> datetime.date:
+    """The sub-district's calendar day: from 00:00 to 08:00 in Shanghai the server's UTC date is
+    still yesterday."""
+    return local_now().date()
+
+
 class LoginRequired(NotAuthorizedException):
     """No valid session: the console answers with a redirect to the login page."""
 
