@@ -239,14 +239,28 @@ class FieldLoopApp(App):
             self.session.change_server(url)
 
     def set_language(self, language: str) -> None:
-        """Switch language and rebuild the screens, whose words are set when they are built."""
+        """Switch language and rebuild the screens, whose words are set when they are built.
+
+        The form on screen is kept as a draft first, and every rebuilt screen is given back the
+        record it showed, so the form comes back as it was, in the new language.
+        """
+        self.keep_draft()
         set_language(language)
         self.language = language
         self.settings = write_settings(self.data, language=language)
         current = self.manager.current
+        shown = {name: {attr: getattr(self.screen(name), attr) for attr in cls.shows} for name, cls in SCREENS.items()}
         self.manager.clear_widgets()
         self._add_screens()
+        for name, attrs in shown.items():
+            for attr, value in attrs.items():
+                setattr(self.screen(name), attr, value)
         self.go(current)
+
+    def keep_draft(self) -> None:
+        """Keep the unsaved input of the screen shown (the app is leaving it without a tap on Back)."""
+        if self.manager is not None and self.manager.current_screen is not None:
+            self.manager.current_screen.keep_draft()
 
     # ---- photos and messages -----------------------------------------------------------
 
@@ -296,6 +310,8 @@ class FieldLoopApp(App):
         return False
 
     def on_pause(self) -> bool:
+        # Android may kill a paused app without another word: what the form holds is kept now.
+        self.keep_draft()
         self._paused_at = time.monotonic()
         return True
 
@@ -308,6 +324,7 @@ class FieldLoopApp(App):
             self.go("pin", mode="unlock")
 
     def on_stop(self) -> None:
+        self.keep_draft()
         if self.patrols is not None and self.patrols.current is not None:
             self.patrols.stop()
         self._end_session()

@@ -7,9 +7,11 @@ from kivy.uix.gridlayout import GridLayout
 
 from client.i18n import tr
 from client.services import cases as case_service
-from client.services.diary import diary_entries, write_diary
+from client.services.diary import DiaryForm, diary_entries, write_diary
+from client.services.drafts import DIARY_KEY
 from client.services.field_limits import FormInvalid
 from client.services.patrols import COMMON_HAZARDS
+from client.ui.draft_form import DraftForm
 from client.ui.widgets import (
     MUTED,
     PRIMARY,
@@ -36,6 +38,10 @@ def _grid(cols: int) -> GridLayout:
 class PatrolScreen(Page):
     title_key = "patrol.title"
 
+    def __init__(self, app, **kwargs):
+        super().__init__(app, **kwargs)
+        self.refused_notes: str | None = None
+
     def refresh(self) -> None:
         self.body.clear_widgets()
         recorder = self.app.patrols
@@ -60,7 +66,8 @@ class PatrolScreen(Page):
             button.bind(on_release=lambda b, h=hazard: self._hazard(h, b))
             hazards.add_widget(button)
         self.body.add_widget(hazards)
-        self.notes_input = BigInput(multiline=True, lines=3, text=state.notes, hint_text=tr("patrol.notes"))
+        notes = self.refused_notes if self.refused_notes is not None else state.notes
+        self.notes_input = BigInput(multiline=True, lines=3, text=notes, hint_text=tr("patrol.notes"))
         self.body.add_widget(self.notes_input)
         self.info_label = BigLabel("", color=MUTED)
         self.body.add_widget(self.info_label)
@@ -68,6 +75,19 @@ class PatrolScreen(Page):
         photo.bind(on_release=lambda *_: self.app.pick_photo(self.add_photo))
         self.body.add_widget(photo)
         self._show_info()
+
+    def keep_draft(self) -> None:
+        # A patrol is a record saved at every step: its notes too are saved when the user
+        # leaves the screen (or the app goes to the background), not kept as a draft.
+        recorder = self.app.patrols
+        notes_input = getattr(self, "notes_input", None)
+        if recorder is None or recorder.current is None or notes_input is None or self.app.session.store.closed:
+            return
+        try:
+            recorder.set_notes(notes_input.text)
+            self.refused_notes = None
+        except FormInvalid:
+            self.refused_notes = notes_input.text  # too long to store: shown again, and stopping says why
 
     def _show_info(self) -> None:
         state = self.app.patrols.current
@@ -107,36 +127,45 @@ class PatrolScreen(Page):
             except FormInvalid as exc:
                 self.error_label.text = exc.text()  # the patrol goes on, the notes stay in the field
                 return
+            self.refused_notes = None
             self.app.toast(tr("patrol.saved"))
             self.app.after_edit()
         self.refresh()
         self.to_top()
 
 
-class DiaryScreen(Page):
+class DiaryScreen(DraftForm):
     title_key = "diary.title"
 
     def refresh(self) -> None:
+        self.open_form(DIARY_KEY, DiaryForm())
         self.body.clear_widgets()
+        self.add_restored_notice()
         self.body.add_widget(BigLabel(tr("diary.prompt")))
-        self.text_input = BigInput(multiline=True, lines=5)
+        self.text_input = BigInput(multiline=True, lines=5, text=self.draft.text)
         self.body.add_widget(self.text_input)
-        save = BigButton(tr("common.save"), primary=True)
-        save.bind(on_release=lambda *_: self.save())
-        self.body.add_widget(save)
+        self.save_button = BigButton(tr("common.save"), primary=True)
+        self.save_button.bind(on_release=lambda *_: self.save())
+        self.body.add_widget(self.save_button)
         self.error_label = BigLabel("", color=WARNING)
         self.body.add_widget(self.error_label)
+        self.add_discard_button()
         for entry in diary_entries(self.app.session, limit=30):
             when = str(entry.fields.get("written_at", ""))[:16].replace("T", " ")
             text = plain(entry.fields.get("text", ""))
             self.body.add_widget(BigLabel(f"[b]{plain(when)}[/b]  {text}", markup=True))
 
+    def read_widgets(self) -> None:
+        self.draft.text = self.text_input.text
+
     def save(self) -> None:
+        self.read_widgets()
         try:
-            write_diary(self.app.session, self.text_input.text)
+            write_diary(self.app.session, self.draft.text)
         except FormInvalid as exc:
             self.error_label.text = exc.text()
             return
+        self.form_saved()
         self.app.toast(tr("diary.saved"))
         self.app.after_edit()
         self.refresh()

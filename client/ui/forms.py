@@ -11,8 +11,10 @@ from kivy.uix.spinner import Spinner
 from client.i18n import tr
 from client.services import cases as case_service
 from client.services import visits as visit_service
+from client.services.drafts import case_key, visit_key
 from client.services.field_limits import FormInvalid
 from client.services.words import conflict_notices
+from client.ui.draft_form import DraftForm
 from client.ui.widgets import (
     MUTED,
     PRIMARY,
@@ -22,7 +24,6 @@ from client.ui.widgets import (
     BigInput,
     BigLabel,
     BigToggle,
-    Page,
     PhotoStrip,
     photo_refusal,
 )
@@ -36,9 +37,10 @@ def _grid(cols: int) -> GridLayout:
     return grid
 
 
-class VisitScreen(Page):
+class VisitScreen(DraftForm):
     title_key = "visit.title"
     back_to = "household"
+    shows = ("household_id", "visit_id")
 
     def __init__(self, app, **kwargs):
         super().__init__(app, **kwargs)
@@ -49,10 +51,11 @@ class VisitScreen(Page):
     def refresh(self) -> None:
         session = self.app.session
         if self.visit_id:
-            self.draft = visit_service.load_visit(session, self.visit_id)
-            self.household_id = self.draft.household_id
+            opened = visit_service.load_visit(session, self.visit_id)
+            self.household_id = opened.household_id
         else:
-            self.draft = visit_service.new_visit(self.household_id)
+            opened = visit_service.new_visit(self.household_id)
+        self.open_form(visit_key(opened.visit_id, opened.household_id), opened)
         self.app.screen("household").household_id = self.household_id
         self._build()
 
@@ -62,6 +65,7 @@ class VisitScreen(Page):
         row = session.households.get(draft.household_id)
         if row is not None:
             self.body.add_widget(BigLabel(f"{row.address} {row.place} {row.head_name}", bold=True, size_sp=22))
+        self.add_restored_notice()
         if draft.review:
             verdict = tr("review." + str(draft.review.get("verdict", "")))
             self.body.add_widget(BigLabel(tr("visit.review", verdict=verdict, comment=draft.review.get("comment", "")),
@@ -120,7 +124,11 @@ class VisitScreen(Page):
         self.body.add_widget(self.save_button)
         self.error_label = BigLabel("", color=WARNING)
         self.body.add_widget(self.error_label)
+        self.add_discard_button()
         self._show_state()
+
+    def read_widgets(self) -> None:
+        self.draft.notes = self.notes_input.text
 
     def _toggle_topic(self, topic: str, on: bool) -> None:
         if on and topic not in self.draft.topics:
@@ -148,49 +156,54 @@ class VisitScreen(Page):
             self.error_label.text = photo_refusal(exc)
             return
         self.error_label.text = ""
+        self.keep_draft()  # a photo is the hardest thing to take again: kept at once, not only on leaving
         self._show_state()
 
     def save(self) -> None:
-        self.draft.notes = self.notes_input.text
+        self.read_widgets()
         try:
             visit_id = visit_service.save_visit(self.app.session, self.draft)
         except FormInvalid as exc:
             self.error_label.text = exc.text()
             return
+        self.form_saved()
         self.app.toast(tr("visit.saved"))
         self.app.after_edit()
         self.visit_id = ""
         self.app.go("household", household_id=self.household_id, saved_visit=visit_id)
 
 
-class CaseFormScreen(Page):
+class CaseFormScreen(DraftForm):
     title_key = "case.new_title"
     back_to = "cases"
+    shows = ("household_id",)
 
     def __init__(self, app, **kwargs):
         super().__init__(app, **kwargs)
         self.household_id = ""
-        self.draft = case_service.CaseDraft()
+        self.draft: case_service.CaseDraft | None = None
 
     def refresh(self) -> None:
-        self.draft = case_service.CaseDraft(household_id=self.household_id or None)
+        self.open_form(case_key(self.household_id), case_service.CaseDraft(household_id=self.household_id or None))
+        draft = self.draft
         self.body.clear_widgets()
         session = self.app.session
         row = session.households.get(self.household_id) if self.household_id else None
         if row is not None:
             self.body.add_widget(BigLabel(tr("case.for_household", where=f"{row.address} {row.place}"), bold=True))
+        self.add_restored_notice()
         self.body.add_widget(BigLabel(tr("case.category"), bold=True))
         self._categories = {tr("category." + c): c for c in case_service.CASE_CATEGORIES}
-        self.category_spinner = Spinner(text=tr("category.other"), values=list(self._categories), size_hint_y=None,
-                                        height=dp(60), font_size=f"{TEXT_SP}sp")
+        self.category_spinner = Spinner(text=tr("category." + draft.category), values=list(self._categories),
+                                        size_hint_y=None, height=dp(60), font_size=f"{TEXT_SP}sp")
         self.body.add_widget(self.category_spinner)
         self.body.add_widget(BigLabel(tr("case.title_field"), bold=True))
-        self.title_input = BigInput()
+        self.title_input = BigInput(text=draft.title)
         self.body.add_widget(self.title_input)
         self.body.add_widget(BigLabel(tr("case.description"), bold=True))
-        self.description_input = BigInput(multiline=True, lines=4)
+        self.description_input = BigInput(multiline=True, lines=4, text=draft.description)
         self.body.add_widget(self.description_input)
-        self.photo_label = BigLabel(tr("photo.count", count=0), color=MUTED)
+        self.photo_label = BigLabel(tr("photo.count", count=len(draft.photos)), color=MUTED)
         self.body.add_widget(self.photo_label)
         photo = BigButton(tr("photo.add"))
         photo.bind(on_release=lambda *_: self.app.pick_photo(self.add_photo))
@@ -200,7 +213,13 @@ class CaseFormScreen(Page):
         self.body.add_widget(self.save_button)
         self.error_label = BigLabel("", color=WARNING)
         self.body.add_widget(self.error_label)
+        self.add_discard_button()
         self.back_to = "household" if self.household_id else "cases"
+
+    def read_widgets(self) -> None:
+        self.draft.category = self._categories.get(self.category_spinner.text, "other")
+        self.draft.title = self.title_input.text
+        self.draft.description = self.description_input.text
 
     def add_photo(self, data: bytes) -> None:
         try:
@@ -209,17 +228,17 @@ class CaseFormScreen(Page):
             self.error_label.text = photo_refusal(exc)
             return
         self.error_label.text = ""
+        self.keep_draft()  # as on the visit form: a photo is kept at once
         self.photo_label.text = tr("photo.count", count=len(self.draft.photos))
 
     def save(self) -> None:
-        self.draft.category = self._categories.get(self.category_spinner.text, "other")
-        self.draft.title = self.title_input.text
-        self.draft.description = self.description_input.text
+        self.read_widgets()
         try:
             case_service.report_case(self.app.session, self.draft)
         except FormInvalid as exc:
             self.error_label.text = exc.text()
             return
+        self.form_saved()
         self.app.toast(tr("case.reported"))
         self.app.after_edit()
         self.app.go("cases")

@@ -93,6 +93,7 @@ class HouseholdsScreen(Page):
 class HouseholdScreen(Page):
     title_key = "household.title"
     back_to = "households"
+    shows = ("household_id",)
 
     def __init__(self, app, **kwargs):
         super().__init__(app, **kwargs)

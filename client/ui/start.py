@@ -5,13 +5,11 @@ from __future__ import annotations
 import threading
 
 from kivy.logger import Logger
-from kivy.metrics import dp, sp
-from kivy.uix.boxlayout import BoxLayout
-from kivy.uix.popup import Popup
+from kivy.metrics import dp
 
 from client.i18n import tr
 from client.services.setup import SetupError, lock_wait
-from client.ui.widgets import PRIMARY, WARNING, BigButton, BigInput, BigLabel, Page, on_ui_thread
+from client.ui.widgets import PRIMARY, WARNING, BigButton, BigInput, BigLabel, Page, Question, on_ui_thread
 from client.vault import VaultLocked, WrongPin
 
 
@@ -98,7 +96,7 @@ class PinScreen(Page):
         self.forgot_button.bind(width=lambda b, w: setattr(b, "text_size", (w - dp(16), None)))
         self.forgot_button.bind(on_release=lambda *_: self.confirm_erase())
         self.body.add_widget(self.forgot_button)
-        self.popup: Popup | None = None
+        self.popup: Question | None = None
 
     def refresh(self) -> None:
         setting = self.mode == "set"
@@ -155,18 +153,9 @@ class PinScreen(Page):
         """Say plainly what erasing costs; keeping the data is the first and highlighted choice."""
         if self.ok_button.disabled:  # a PIN is being checked: let it finish first
             return
-        box = BoxLayout(orientation="vertical", spacing=dp(8), padding=dp(8))
-        box.add_widget(BigLabel(tr("pin.forgot.warning"), color=(1, 1, 1, 1)))
-        self.keep_button = BigButton(tr("pin.forgot.keep"), primary=True)
-        self.erase_button = BigButton(tr("pin.forgot.erase"))
-        box.add_widget(self.keep_button)
-        box.add_widget(self.erase_button)
-        self.popup = Popup(title=tr("pin.forgot.title"), title_size=sp(20), content=box, size_hint=(0.92, None),
-                           height=dp(480))
-        # As tall as the words need (longer in English), plus the title bar.
-        box.bind(minimum_height=lambda _box, height: setattr(self.popup, "height", height + dp(80)))
-        self.keep_button.bind(on_release=lambda *_: self.popup.dismiss())
-        self.erase_button.bind(on_release=lambda *_: (self.popup.dismiss(), self.erase()))
+        self.popup = Question(tr("pin.forgot.title"), tr("pin.forgot.warning"), tr("pin.forgot.keep"),
+                              tr("pin.forgot.erase"), on_go=self.erase)
+        self.keep_button, self.erase_button = self.popup.keep_button, self.popup.go_button
         self.popup.open()
 
     def erase(self) -> None:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from kivy.metrics import dp, sp
-from kivy.uix.popup import Popup
+from kivy.metrics import dp
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.progressbar import ProgressBar
 
 from client.i18n import LANGUAGES, tr
 from client.services.setup import SetupError, UnsyncedEdits, normalise_server_url
 from client.services.words import conflict_notices, dismiss, outcome_text, rejection_notices
-from client.ui.widgets import MUTED, PRIMARY, WARNING, BigButton, BigInput, BigLabel, BigToggle, Page, plain
+from client.ui.widgets import MUTED, PRIMARY, WARNING, BigButton, BigInput, BigLabel, BigToggle, Page, Question, plain
 
 
 class SyncScreen(Page):
@@ -121,14 +120,6 @@ class SettingsScreen(Page):
             self._confirm(exc.count)
 
     def _confirm(self, count: int) -> None:
-        box = BoxLayout(orientation="vertical", spacing=dp(8), padding=dp(8))
-        box.add_widget(BigLabel(tr("settings.unsynced_warning", count=count), color=(1, 1, 1, 1)))
-        keep = BigButton(tr("settings.keep"), primary=True)
-        erase = BigButton(tr("settings.erase_anyway"))
-        box.add_widget(keep)
-        box.add_widget(erase)
-        self.popup = Popup(title=tr("settings.sign_out"), title_size=sp(20), content=box, size_hint=(0.9, None),
-                           height=dp(360))
-        keep.bind(on_release=lambda *_: self.popup.dismiss())
-        erase.bind(on_release=lambda *_: (self.popup.dismiss(), self.sign_out(force=True)))
+        self.popup = Question(tr("settings.sign_out"), tr("settings.unsynced_warning", count=count),
+                              tr("settings.keep"), tr("settings.erase_anyway"), on_go=lambda: self.sign_out(force=True))
         self.popup.open()

@@ -14,6 +14,7 @@ from kivy.uix.button import Button
 from kivy.uix.gridlayout import GridLayout
 from kivy.uix.image import Image
 from kivy.uix.label import Label
+from kivy.uix.popup import Popup
 from kivy.uix.screenmanager import Screen
 from kivy.uix.scrollview import ScrollView
 from kivy.uix.textinput import TextInput
@@ -116,11 +117,38 @@ class PhotoStrip(GridLayout):
             self.add_widget(Image(texture=texture, size_hint_y=None, height=dp(110), fit_mode="contain"))
 
 
+class Question(Popup):
+    """A plain-words question before something that cannot be undone: keeping is the first,
+    highlighted choice, so a hurried tap loses nothing.
+
+    Args:
+        title / question: what is asked, in the user's words.
+        keep_text / go_text: the two answers.
+        on_go: called after the popup closes when the user chose to go ahead.
+    """
+
+    def __init__(self, title: str, question: str, keep_text: str, go_text: str, on_go):
+        box = BoxLayout(orientation="vertical", spacing=dp(8), padding=dp(8))
+        box.add_widget(BigLabel(question, color=(1, 1, 1, 1)))
+        self.keep_button = BigButton(keep_text, primary=True)
+        self.go_button = BigButton(go_text)
+        box.add_widget(self.keep_button)
+        box.add_widget(self.go_button)
+        super().__init__(title=title, title_size=sp(20), content=box, size_hint=(0.92, None), height=dp(360))
+        # As tall as the words need (longer in English), plus the title bar.
+        box.bind(minimum_height=lambda _box, height: setattr(self, "height", height + dp(80)))
+        self.keep_button.bind(on_release=lambda *_: self.dismiss())
+        self.go_button.bind(on_release=lambda *_: (self.dismiss(), on_go()))
+
+
 class Page(Screen):
     """A screen with a title bar (back button, title) and a scrolling column below it."""
 
     title_key = ""
     back_to: str | None = "home"
+    # The attributes that say which record the screen shows (set through ``App.go``): a
+    # rebuilt screen (another language) is given them again.
+    shows: tuple[str, ...] = ()
 
     def __init__(self, app, **kwargs):
         super().__init__(**kwargs)
@@ -155,12 +183,18 @@ class Page(Screen):
         self.refresh()
         self.to_top()
 
+    def on_pre_leave(self, *args):
+        self.keep_draft()
+
     def to_top(self) -> None:
         # A column shorter than the screen sits at the top only while scroll_y is 1.
         self.scroll.scroll_y = 1
 
     def refresh(self) -> None:
         """Rebuild what the screen shows from the services; called each time it is entered."""
+
+    def keep_draft(self) -> None:
+        """Keep the screen's unsaved input (a form's draft); nothing to keep elsewhere."""
 
     def message(self, key: str, **values) -> BigLabel:
         return BigLabel(tr(key, **values))

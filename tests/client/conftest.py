@@ -192,6 +192,11 @@ class AppDriver:
             scroll.scroll_to(widget, padding=20, animate=False)
             self.frames(2)
 
+    def scroll_and_tap(self, widget) -> None:
+        """Scroll a widget into view, then tap it: a finger cannot reach what is scrolled away."""
+        self.scroll_to(widget)
+        self.tap(widget)
+
     def screenshot(self, name: str) -> Path:
         """Save the window as test-artifacts/<name>.png (Kivy adds a counter; the file is renamed)."""
         from kivy.core.window import Window

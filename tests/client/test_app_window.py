@@ -100,14 +100,11 @@ def test_door_to_door_visit_with_two_photos_offline_then_synced(app_driver, own_
     driver.tap(driver.screen.new_visit_button)
     form = driver.screen
     assert form.name == "visit"
-    driver.scroll_to(form.method_buttons["inquiry"])
-    driver.tap(form.method_buttons["inquiry"])
-    driver.scroll_to(form.topic_buttons["elderly_care"])
-    driver.tap(form.topic_buttons["elderly_care"])
+    driver.scroll_and_tap(form.method_buttons["inquiry"])
+    driver.scroll_and_tap(form.topic_buttons["elderly_care"])
     driver.scroll_to(form.notes_input)
     driver.type_into(form.notes_input, "老人独居，落水管漏水，已联系物业")
-    driver.scroll_to(form.photo_button)
-    driver.tap(form.photo_button)
+    driver.scroll_and_tap(form.photo_button)
     driver.tap(form.photo_button)
     assert form.photo_label.text == "照片：2张"
     driver.scroll_to(form.follow_buttons[7])
@@ -404,3 +401,104 @@ def test_a_spent_code_is_refused_in_plain_words_and_nothing_is_kept(app_driver, 
     assert first.error_label.text == "登记码无效或已用过。请向社区要一个新的。"
     driver.screenshot("enroll_refused")
     assert not driver.app.setup.is_set_up() and not (tmp_path / "phone" / "store.sqlite").exists()
+
+
+def test_a_visit_left_by_back_language_relock_or_restart_keeps_its_notes_until_discarded(
+        app_driver, own_office, tmp_path, monkeypatch):
+    data_dir = tmp_path / "phone"
+    driver = app_driver(data_dir=data_dir, camera=PhotoCamera([photo_bytes(1200, 900, color=(20, 120, 60))]))
+    enroll_in_window(driver, own_office)
+    sync_in_window(driver)
+    app = driver.app
+
+    def open_new_visit():
+        app.go("household", household_id=HOUSEHOLD)
+        driver.tap(driver.screen.new_visit_button)
+        assert driver.screen.name == "visit"
+        return driver.screen
+
+    form = open_new_visit()
+    driver.scroll_and_tap(form.topic_buttons["health"])
+    driver.scroll_to(form.notes_input)
+    driver.type_into(form.notes_input, "顾老伯说楼道灯坏了")
+    driver.scroll_and_tap(form.photo_button)
+    [sha] = form.draft.photos
+    driver.tap(form.back_button)  # the on-screen Back
+    assert driver.screen.name == "household"
+
+    form = open_new_visit()
+    assert form.notes_input.text == "顾老伯说楼道灯坏了"
+    assert form.topic_buttons["health"].state == "down" and form.photo_label.text == "照片：1张"
+    assert any("上次没保存的内容" in getattr(w, "text", "") for w in form.body.children)
+    driver.screenshot("visit_draft_restored")
+    driver.scroll_to(form.discard_button)
+    driver.screenshot("visit_draft_restored_bottom")
+
+    # Android's back key, after typing more.
+    from kivy.core.window import Window
+
+    driver.scroll_to(form.notes_input)
+    driver.type_into(form.notes_input, "，已报修")
+    Window.dispatch("on_keyboard", 27, 0, None, [])
+    assert driver.screen.name == "household"
+    form = open_new_visit()
+    assert form.notes_input.text == "顾老伯说楼道灯坏了，已报修"
+
+    # Another language: the same form comes back, in English, with what was typed.
+    app.set_language("en")
+    form = driver.screen
+    assert form.name == "visit" and form.title_label.text == "Visit"
+    assert form.notes_input.text == "顾老伯说楼道灯坏了，已报修" and form.household_id == HOUSEHOLD
+    app.set_language("zh_CN")
+    form = driver.screen
+    driver.scroll_to(form.notes_input)
+    driver.type_into(form.notes_input, "（三楼）")
+
+    # Too long in the background: the PIN again; the draft waits behind it.
+    import client.ui.app as app_module
+
+    app.on_pause()
+    later = app_module.time.monotonic() + app_module.RELOCK_AFTER_SECONDS + 1
+    monkeypatch.setattr(app_module.time, "monotonic", lambda: later)
+    app.on_resume()
+    assert driver.screen.name == "pin" and app.session is None
+    driver.type_into(driver.screen.pin_input, PIN)
+    driver.tap(driver.screen.ok_button)
+    driver.until(lambda: driver.screen.name == "home", 30, "the home screen")
+    form = open_new_visit()
+    assert form.notes_input.text == "顾老伯说楼道灯坏了，已报修（三楼）"
+    driver.stop()  # the app is closed with the form open
+
+    # A new start of the app: unlock, open the household's new visit, and it is all there.
+    driver = app_driver(data_dir=data_dir)
+    app = driver.app
+    driver.type_into(driver.screen.pin_input, PIN)
+    driver.tap(driver.screen.ok_button)
+    driver.until(lambda: driver.screen.name == "home", 30, "the home screen")
+    form = open_new_visit()
+    assert form.notes_input.text == "顾老伯说楼道灯坏了，已报修（三楼）" and form.draft.photos == [sha]
+    assert app.session.pending_count() == 0  # a draft is no edit waiting to sync
+
+    # Discard: asked first; keeping is the highlighted answer, and the draft stays.
+    driver.scroll_and_tap(form.discard_button)
+    assert form.popup is not None and form.popup._window is not None
+    assert "删除" in form.popup.content.children[-1].text
+    driver.screenshot("visit_draft_discard_question")
+    driver.tap(form.popup.keep_button)
+    driver.until(lambda: form.popup._window is None, 5, "the question to close")
+    assert driver.screen is form and form.notes_input.text.endswith("（三楼）")
+    driver.tap(form.discard_button)
+    driver.tap(form.popup.go_button)
+    driver.until(lambda: driver.screen.name == "household" and form.popup._window is None, 5, "the household")
+    form = open_new_visit()
+    assert form.notes_input.text == "" and form.draft.photos == []
+    assert not any("上次没保存的内容" in getattr(w, "text", "") for w in form.body.children)
+    assert app.session.cached_photo(sha) is None  # the draft's photo went with it
+
+    # Saved: the draft goes, the visit waits to sync.
+    driver.scroll_to(form.notes_input)
+    driver.type_into(form.notes_input, "灯已修好")
+    driver.scroll_and_tap(form.save_button)
+    assert driver.screen.name == "household", form.error_label.text
+    form = open_new_visit()
+    assert form.notes_input.text == "" and app.session.pending_count() == 1
