@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from server.accounts.service import AccountError, Role
+from server.console.actions import ActionRefused
 from server.db.models import Device, EnrollmentCode, Grid, RecordRow, User, UserGrid
 
 
@@ -20,16 +21,31 @@ async def set_role_and_active(
 ) -> User:
     """Change a user's role and whether the user may sign in and sync.
 
-    An administrator cannot demote or deactivate themselves: a console must keep one way in.
+    The console must keep one way in: an administrator cannot demote or deactivate themselves,
+    nor the last other active administrator (two of them removing each other at once included).
     """
     if role not in {r.value for r in Role}:
         raise AccountError(f"unknown role {role!r}")
+    removes_admin_access = role != Role.ADMIN.value or not active
     async with sm() as db, db.begin():
-        user = await db.get(User, user_id)
+        # Every active administrator's row, locked in one order before anything is read: two
+        # administrators removing each other's access at once are serialised (on SQLite the
+        # write transaction already is), and the second one counts after the first's change.
+        admins = set(
+            await db.scalars(
+                select(User.id)
+                .where(User.role == Role.ADMIN.value, User.active.is_(True))
+                .order_by(User.id)
+                .with_for_update()
+            )
+        )
+        user = await db.get(User, user_id, populate_existing=True)
         if user is None:
             raise AccountError("no such user")
-        if user_id == acting_user_id and (role != Role.ADMIN.value or not active):
-            raise AccountError("you cannot remove your own administrator access")
+        if user_id == acting_user_id and removes_admin_access:
+            raise ActionRefused("own_admin_access")
+        if removes_admin_access and user_id in admins and not admins - {user_id}:
+            raise ActionRefused("last_admin")
         user.role, user.active = role, active
     return user
 

@@ -18,7 +18,7 @@ from litestar.params import FromPath, FromQuery
 from markupsafe import Markup
 
 from server.accounts import service as accounts
-from server.console import accounts_admin, importer, queries
+from server.console import accounts_admin, actions, importer, queries
 from server.console.auth import ConsoleUser
 from server.console.exports import FORMATS, export_response, to_csv
 from server.console.i18n import translator
@@ -166,6 +166,9 @@ async def save_user(request: Request, admin: NamedDependency[ConsoleUser], user_
             raise accounts.AccountError("unknown action")
     except accounts.AccountError as exc:
         return await _user_page(request, user_id, 400, error=str(exc))
+    except actions.ActionRefused as exc:
+        _ = translator(language(request))
+        return await _user_page(request, user_id, 400, error=_(f"error.action.{exc.code}"))
     return redirect(f"/admin/users/{user_id}", saved=action)
 
 

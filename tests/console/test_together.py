@@ -265,3 +265,39 @@ def test_an_export_is_named_for_the_supervisors_clock(site, shanghai_1am):
     site.browser.login("sup_a")
     reply = site.browser.get("/console/cases?format=csv")
     assert "fieldloop-cases-20310315-0100.csv" in reply.headers["content-disposition"]
+
+
+# ---- two administrators -------------------------------------------------------------------------
+
+
+def _admin_ids(site) -> dict[str, str]:
+    async def get() -> dict[str, str]:
+        async with site.sessionmaker() as db:
+            rows = await db.execute(select(User.name, User.id).where(User.role == "admin", User.active.is_(True)))
+            return dict(rows.all())
+
+    return site.call(get)
+
+
+def test_two_administrators_removing_each_others_access_at_once_leave_one(site):
+    from server.console import accounts_admin
+
+    site.call(accounts.create_user, site.sessionmaker, "admin2", "admin", [], PASSWORD)
+    ids = _admin_ids(site)
+    first, second = ids["admin"], ids["admin2"]
+    outcomes = _at_once(
+        site,
+        lambda: accounts_admin.set_role_and_active(site.sessionmaker, second, "supervisor", True, first),
+        lambda: accounts_admin.set_role_and_active(site.sessionmaker, first, "supervisor", True, second),
+    )
+    refused = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(refused) == 1 and isinstance(refused[0], actions.ActionRefused), outcomes
+    assert refused[0].code == "last_admin"
+    assert len(_admin_ids(site)) == 1
+
+
+def test_an_administrator_removing_their_own_access_is_told_so_in_their_language(site):
+    uid = _admin_ids(site)["admin"]
+    site.browser.login("admin")
+    reply = site.browser.post(f"/console/admin/users/{uid}", {"action": "save", "role": "supervisor", "active": "1"})
+    assert reply.status_code == 400 and catalog("zh")["error.action.own_admin_access"] in reply.text
