@@ -108,6 +108,11 @@ def drop_draft(session: Session, key: str) -> None:
     session.store.drop_held_blobs(set(kept["changes"].get(PHOTOS_FIELD) or ()) - still_wanted)
 
 
+def draft_count(session: Session) -> int:
+    """How many forms were left unsaved (signing out would lose them)."""
+    return len(_drafts(session))
+
+
 def _drafts(session: Session) -> dict[str, dict]:
     raw = session.store.get_meta(DRAFTS_META_KEY)
     return json.loads(raw) if raw else {}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from client.services.drafts import draft_count
 from client.services.session import Account, Session, load_account, save_account
 from client.vault import PinRejected, Vault, VaultDamaged, check_new_pin
 
@@ -34,11 +35,13 @@ class SetupError(Exception):
 
 
 class UnsyncedEdits(Exception):
-    """Signing out would lose edits that never reached the server."""
+    """Signing out would lose edits that never reached the server (``count``), or forms left
+    unsaved (``drafts``)."""
 
-    def __init__(self, count: int):
-        super().__init__(f"{count} edits not yet synced")
+    def __init__(self, count: int, drafts: int = 0):
+        super().__init__(f"{count} edits not yet synced, {drafts} drafts not saved")
         self.count = count
+        self.drafts = drafts
 
 
 @dataclass(frozen=True)
@@ -280,11 +283,12 @@ class DeviceSetup:
         return self._session(store, make_engine, account)
 
     def sign_out(self, session: Session | None, *, force: bool = False) -> None:
-        """Erase this device's data. Refuses (UnsyncedEdits) while edits wait, unless forced."""
+        """Erase this device's data, drafts included. Refuses (UnsyncedEdits) while edits wait
+        or drafts are kept, unless forced."""
         if session is not None and not force:
-            pending = session.pending_count()
-            if pending:
-                raise UnsyncedEdits(pending)
+            pending, drafts = session.pending_count(), draft_count(session)
+            if pending or drafts:
+                raise UnsyncedEdits(pending, drafts)
         if session is not None and not session.store.closed:
             session.closed = True
             session.store.wipe()

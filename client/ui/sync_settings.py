@@ -117,9 +117,12 @@ class SettingsScreen(Page):
         try:
             self.app.sign_out(force=force)
         except UnsyncedEdits as exc:
-            self._confirm(exc.count)
+            self._confirm(exc)
 
-    def _confirm(self, count: int) -> None:
-        self.popup = Question(tr("settings.sign_out"), tr("settings.unsynced_warning", count=count),
-                              tr("settings.keep"), tr("settings.erase_anyway"), on_go=lambda: self.sign_out(force=True))
+    def _confirm(self, unsynced: UnsyncedEdits) -> None:
+        warnings = [tr("settings.unsynced_warning", count=unsynced.count)] if unsynced.count else []
+        if unsynced.drafts:
+            warnings.append(tr("settings.drafts_warning", count=unsynced.drafts))
+        self.popup = Question(tr("settings.sign_out"), "\n".join(warnings), tr("settings.keep"),
+                              tr("settings.erase_anyway"), on_go=lambda: self.sign_out(force=True))
         self.popup.open()

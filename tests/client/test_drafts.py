@@ -9,6 +9,7 @@ import pytest
 from client.services import cases, visits
 from client.services.drafts import DIARY_KEY, case_key, drop_draft, keep_draft, restore_draft, visit_key
 from client.services.diary import DiaryForm
+from client.services.setup import UnsyncedEdits
 from tests.client.conftest import PIN, photo_bytes
 from tests.client.test_forgot_pin import files_left
 from tests.client.test_services_flow import add_household, enrolled, sync
@@ -134,6 +135,9 @@ def test_signing_out_forgetting_the_pin_and_a_remote_wipe_erase_drafts(tmp_path,
     household = add_household(session, office.grid_id)
     visit_left_halfway(session, household)
     if erase == "sign_out":
+        with pytest.raises(UnsyncedEdits) as asked:
+            setup.sign_out(session)  # asks first: the household waits to sync, the visit is a draft
+        assert (asked.value.count, asked.value.drafts) == (1, 1) and setup.is_set_up()
         setup.sign_out(session, force=True)
     elif erase == "forgot_pin":
         session.close()
