@@ -25,6 +25,7 @@ class DraftForm(Page):
         self.popup: Question | None = None
         self._opened: Any = None
         self._key = ""
+        self._session = None
 
     def open_form(self, key: str, opened: Any) -> None:
         """Show the form ``opened`` (as loaded) with the draft ``key`` put back on top."""
@@ -32,14 +33,17 @@ class DraftForm(Page):
         self.keep_draft()
         restored = restore_draft(self.app.session, key, opened)
         self._key, self._opened, self.draft, self.kept_at = key, opened, restored.form, restored.kept_at
+        self._session = self.app.session
 
     def read_widgets(self) -> None:
         """Copy what only the widgets hold (typed text, a spinner's choice) into ``self.draft``."""
 
     def keep_draft(self) -> None:
         session = self.app.session
-        if self.draft is None or session is None or session.store.closed:
-            return  # saved, discarded, or the session ended (re-lock, wipe) after it was kept
+        if self.draft is None or session is None or session is not self._session or session.store.closed:
+            # Saved, discarded, or opened in a session that has ended (re-lock: it was kept as
+            # the app paused; sign-out or wipe: it must never reach the next account's store).
+            return
         from sync.errors import StorageError
 
         self.read_widgets()

@@ -502,3 +502,12 @@ def test_a_visit_left_by_back_language_relock_or_restart_keeps_its_notes_until_d
     assert driver.screen.name == "household", form.error_label.text
     form = open_new_visit()
     assert form.notes_input.text == "" and app.session.pending_count() == 1
+
+    # Signed out with a draft on screen: the phone enrolled again (for anyone) shows nothing of it.
+    driver.scroll_to(form.notes_input)
+    driver.type_into(form.notes_input, "上一个账号的草稿")
+    app.sign_out(force=True)
+    enroll_in_window(driver, own_office, qr=True)  # the saved server address is already filled in
+    sync_in_window(driver)
+    form = open_new_visit()
+    assert form.notes_input.text == "" and form.kept_at is None
