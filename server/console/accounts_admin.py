@@ -7,6 +7,7 @@ revoke) is the lead's ``server.accounts.service`` / ``server.devices.service``; 
 from __future__ import annotations
 
 import datetime
+import hashlib
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -48,6 +49,13 @@ async def set_role_and_active(
             raise ActionRefused("last_admin")
         user.role, user.active = role, active
     return user
+
+
+def account_state(user: User, grid_ids: frozenset[str]) -> str:
+    """What the user page shows and saves (role, active, grids), as one token the page sends back:
+    a save from a page another administrator has since changed would undo that change."""
+    shown = f"{user.role}|{int(bool(user.active))}|{','.join(sorted(grid_ids))}"
+    return hashlib.sha256(shown.encode()).hexdigest()[:16]
 
 
 async def user_overview(sm: async_sessionmaker, page: int, size: int | None) -> tuple[list, int]:

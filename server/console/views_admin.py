@@ -133,6 +133,7 @@ async def _user_page(
         status_code=status_code,
         user=user,
         assigned=assigned,
+        seen=accounts_admin.account_state(user, assigned),
         grids=grids,
         roles=[r.value for r in accounts.Role],
         error=error,
@@ -142,7 +143,8 @@ async def _user_page(
 
 @post("/admin/users/{user_id:str}", name="console:user-save")
 async def save_user(request: Request, admin: NamedDependency[ConsoleUser], user_id: FromPath[str]) -> Response:
-    """Role and active flag, grids, and (if given) a new password."""
+    """Role and active flag, grids, and (if given) a new password. A save from a page that no
+    longer shows the user as stored is refused, not applied over another administrator's change."""
     sm = sessionmaker_of(request)
     form = await request.form()
     async with sm() as db:
@@ -150,8 +152,12 @@ async def save_user(request: Request, admin: NamedDependency[ConsoleUser], user_
         if user is None:
             raise NotFoundException()
         grid_names = await _grid_names_from_ids(db, form.getall("grids", []))
+        current = accounts_admin.account_state(user, await accounts.user_grid_ids(db, user.id))
     action = _form_text(form, "action", 20)
     try:
+        seen = _form_text(form, "seen", 64)
+        if action == "save" and seen and seen != current:
+            raise actions.ActionRefused("changed_meanwhile")
         if action == "password":
             password = form.get("password", "")
             if not isinstance(password, str) or password != form.get("password2", ""):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import re
 
 import pytest
 from sqlalchemy import select
@@ -18,7 +19,7 @@ from server.console import actions, web
 from server.console.auth import ConsoleUser
 from server.console.i18n import LANG_COOKIE, catalog
 from server.db.models import ChangeLogEntry, ConflictEntry, RecordRow, User
-from tests.console.conftest import GRID_A, PASSWORD
+from tests.console.conftest import GRID_A, GRID_B, PASSWORD
 
 CHANGED = "error.action.changed_meanwhile"
 
@@ -301,3 +302,46 @@ def test_an_administrator_removing_their_own_access_is_told_so_in_their_language
     site.browser.login("admin")
     reply = site.browser.post(f"/console/admin/users/{uid}", {"action": "save", "role": "supervisor", "active": "1"})
     assert reply.status_code == 400 and catalog("zh")["error.action.own_admin_access"] in reply.text
+
+
+def test_a_user_saved_from_a_page_opened_before_another_administrators_change_is_not_overwritten(site):
+    uid = _user_id(site, "sup_a")
+    site.browser.login("admin")
+    page = site.browser.get(f"/console/admin/users/{uid}")
+    seen = re.search(r'name="seen" value="([^"]+)"', page.text).group(1)
+    site.field.set_grids("sup_a", [GRID_A, GRID_B])  # another administrator, meanwhile
+    stale = site.browser.post(
+        f"/console/admin/users/{uid}",
+        {"action": "save", "seen": seen, "role": "supervisor", "grids": [site.grid_a]},  # and deactivates
+    )
+    assert stale.status_code == 400 and catalog("zh")[CHANGED] in stale.text
+    assert _grids_of(site, uid) == {site.grid_a, site.grid_b} and _is_active(site, uid)
+    fresh = re.search(r'name="seen" value="([^"]+)"', stale.text).group(1)
+    again = site.browser.post(
+        f"/console/admin/users/{uid}", {"action": "save", "seen": fresh, "role": "supervisor", "grids": [site.grid_a]}
+    )
+    assert again.status_code == 303 and _grids_of(site, uid) == {site.grid_a} and not _is_active(site, uid)
+
+
+def _user_id(site, name: str) -> str:
+    async def get() -> str:
+        async with site.sessionmaker() as db:
+            return await db.scalar(select(User.id).where(User.name == name))
+
+    return site.call(get)
+
+
+def _grids_of(site, user_id: str) -> set[str]:
+    async def get() -> set[str]:
+        async with site.sessionmaker() as db:
+            return set(await accounts.user_grid_ids(db, user_id))
+
+    return site.call(get)
+
+
+def _is_active(site, user_id: str) -> bool:
+    async def get() -> bool:
+        async with site.sessionmaker() as db:
+            return (await db.get(User, user_id)).active
+
+    return site.call(get)
