@@ -291,4 +291,7 @@ async def take_lost(
             raise ActionRefused("cannot_take")
     else:
         op, fields = "upsert", {conflict.field: conflict.lost}
-    return await write(sm, me, row, fields, base_version=base_version, op=op, resolve_conflict=conflict)
+    # Taken over what the page showed as current, not over a value a phone has written since.
+    return await write(
+        sm, me, row, fields, base_version=base_version, op=op, resolve_conflict=conflict, decided_on=conflict.field
+    )

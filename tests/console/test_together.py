@@ -19,6 +19,7 @@ from server.console import actions, web
 from server.console.auth import ConsoleUser
 from server.console.i18n import LANG_COOKIE, catalog
 from server.db.models import ChangeLogEntry, ConflictEntry, RecordRow, User
+from sync.hlc import format_stamp, wall_now_ms
 from tests.console.conftest import GRID_A, GRID_B, PASSWORD
 
 CHANGED = "error.action.changed_meanwhile"
@@ -345,3 +346,27 @@ def _is_active(site, user_id: str) -> bool:
             return (await db.get(User, user_id)).active
 
     return site.call(get)
+
+
+# ---- conflicts ----------------------------------------------------------------------------------
+
+
+def test_taking_a_lost_value_over_a_newer_edit_than_the_page_showed_is_refused(site):
+    second = site.field.device("wang")
+    home = site.household(site.phone_a, site.grid_a)
+    second.pull_all()
+    second.push([second.mutation("household", home["id"], {"phone": "13800000001"})])
+    late = site.phone_a.mutation("household", home["id"], {"phone": "13900000002"})
+    late["hlc"] = format_stamp(wall_now_ms() + 1000, 0, site.phone_a.device_id)
+    assert site.phone_a.push([late])["results"][0]["status"] == "merged"
+    [conflict] = _conflicts_of(site, home["id"])
+    site.browser.login("sup_a")
+    shown = _record(site, home["id"]).version  # the conflict page, opened now
+    site.phone_a.pull_all()
+    [edit] = site.phone_a.push([site.phone_a.mutation("household", home["id"], {"phone": "13700000003"})])["results"]
+    assert edit["status"] == "applied"
+    reply = site.browser.post(f"/console/conflicts/{conflict.id}/resolve", {"choice": "take", "version": str(shown)})
+    assert reply.status_code == 303 and "error=changed_meanwhile" in reply.headers["location"]
+    assert catalog("zh")[CHANGED] in site.browser.get(reply.headers["location"]).text
+    assert _record(site, home["id"]).fields["phone"] == "13700000003"
+    assert [c.status for c in _conflicts_of(site, home["id"])] == ["open"]
