@@ -443,3 +443,16 @@ def test_a_photo_hash_that_is_a_path_never_names_a_file_outside_the_blob_folder(
         with pytest.raises(StorageError, match="not a blob hash"):
             store.read_blob(name)
     assert not list(tmp_path.glob("escaped*"))
+
+
+def test_a_held_photo_waits_for_the_edit_that_names_it_and_a_dropped_one_is_gone(store: LocalStore):
+    """The app's unsaved forms hold photos: sealed here, never uploaded, until a saved record names them."""
+    from sync.client.store import BLOB_HELD, BLOB_LOCAL
+
+    kept, dropped = store.put_blob(b"photo kept", state=BLOB_HELD), store.put_blob(b"photo dropped", state=BLOB_HELD)
+    assert store.blobs_to_upload() == [] and store.blob_state(kept) == BLOB_HELD
+    store.create("patrol", {"grid_id": GRID, "started_at": "2026-11-25T08:00:00+08:00", "photos": [kept]}, hlc=HLC)
+    assert store.blob_state(kept) == BLOB_LOCAL and store.blobs_to_upload() == [kept]
+    store.drop_held_blobs([kept, dropped])
+    assert store.blob_state(dropped) is None and store.read_blob(dropped) is None
+    assert store.read_blob(kept) == b"photo kept"  # a record names it: never dropped
