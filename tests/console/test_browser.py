@@ -333,3 +333,45 @@ def test_the_demo_login_opens_a_console_full_of_data(tmp_path_factory, browser_p
         print("browser load times (ms):", {k: round(v) for k, v in timings.items()})
     finally:
         live.kill()
+
+
+def test_a_quick_approve_refused_because_a_colleague_flagged_the_visit_says_so_in_place(server, browser_page, tmp_path):
+    """The list's quick approve (htmx) of a visit another supervisor flagged after the list was
+    opened: the refusal must show in the cell, not leave a button that seems to do nothing."""
+    import httpx
+
+    from server.console.i18n import catalog
+
+    server.cli("user", "add", "qian", "--role", "supervisor", "--grid", GRID, "--password-stdin", stdin=PASSWORD + "\n")
+    worker = phone(server, tmp_path / "store.db", "wang", "王的手机")
+    grid = worker.enrolled_grids()[0]["id"]
+    home = worker.create("household", {"grid_id": grid, "address": "台苑新村5幢1单元101室", "head_name": "钱先生"})
+    visit = worker.create(
+        "visit",
+        {"grid_id": grid, "household_id": home, "method": "inquiry", "visited_at": "2026-11-21T10:00:00+08:00"},
+    )
+    worker.sync()
+    page = browser_page
+    page.context.clear_cookies()
+    login(page, server, "zhou")
+    page.goto(f"{server.url}/console/visits")
+    row = f"tr:has(a[href='/console/visits/{visit}'])"
+    page.wait_for_selector(f"{row} button.quick")
+
+    with httpx.Client(base_url=server.url, follow_redirects=False) as colleague:
+        colleague.get("/console/login")
+        csrf = colleague.cookies.get("fl_csrf")
+        signed_in = colleague.post("/console/login", data={"name": "qian", "password": PASSWORD, "_csrf": csrf})
+        assert signed_in.status_code == 303
+        flagged = colleague.post(
+            f"/console/visits/{visit}/review",
+            data={"verdict": "flagged", "comment": "地址不全", "version": "1", "_csrf": colleague.cookies.get("fl_csrf")},
+        )
+        assert flagged.status_code == 303
+
+    page.click(f"{row} button.quick")
+    page.wait_for_selector(f"{row} td.review-cell .error")
+    assert page.inner_text(f"{row} td.review-cell .error") == catalog("zh")["error.action.changed_meanwhile"]
+    shot(page, "08-quick-approve-refused")
+    worker.sync()
+    assert worker.store.get("visit", visit).fields["review"]["verdict"] == "flagged"
