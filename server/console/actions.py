@@ -160,12 +160,12 @@ async def _step(
 ) -> None:
     """One step of the loop, taken from the status the page showed or not at all. The same step
     sent again by the user who took it (a double click, Back and submit) is done once: the case is
-    already where it asks, and nobody else moved it."""
+    already exactly where it asks, and nobody else moved it."""
     to = fields["status"]
     if to not in allowed_moves(row):
         if row.version <= base_version:
             raise ActionRefused("invalid_transition")
-        if (row.fields or {}).get("status") == to:
+        if all((row.fields or {}).get(name) == value for name, value in fields.items()):
             async with sm() as db:
                 if not await _changed_by_others(db, row.id, "status", base_version, me):
                     return

@@ -214,6 +214,10 @@ def test_a_double_click_or_back_and_submit_takes_the_step_once(site):
     again = site.browser.post(f"/console/cases/{cid}/dispatch", form)
     assert again.status_code == 303
     assert _status_steps(site, cid) == ["reported", "accepted", "dispatched"] and _record(site, cid).version == 3
+    # Back, another department, submit: no longer the same step, and not a step the case allows now
+    other = site.browser.post(f"/console/cases/{cid}/dispatch", {**form, "department": "物业"})
+    assert other.status_code == 400 and catalog("zh")[CHANGED] in other.text
+    assert _record(site, cid).fields["department"] == "城管" and _record(site, cid).version == 3
 
 
 def test_a_phone_edit_since_the_page_does_not_stop_a_step(site):
