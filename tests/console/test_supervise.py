@@ -12,6 +12,7 @@ from openpyxl import load_workbook
 from sqlalchemy import func, select
 
 from server.db.models import ChangeLogEntry, ConflictEntry, RecordRow
+from server.records import overdue
 from server.records.overdue import mark_overdue_cases
 from sync.hlc import format_stamp, wall_now_ms
 from tests.console.conftest import record_id_in
@@ -349,6 +350,32 @@ def test_a_dispatched_case_past_its_due_time_shows_overdue(site):
     assert site.call(mark_overdue_cases, site.sessionmaker, later) == 1
     assert cid in site.browser.get("/console/cases?status=overdue").text
     assert "已超期" in site.browser.get(f"/console/cases/{cid}").text
+
+
+def test_a_case_sent_back_while_the_sweep_runs_is_not_marked_overdue_by_its_old_due_time(site, monkeypatch):
+    """The sweep reads the dispatched cases, then writes: a case resolved and sent back with a later due
+    time in between must stay dispatched (the workflow alone allows dispatched -> overdue)."""
+    cid = site.case(site.phone_a, site.grid_a)["id"]
+    site.browser.login("sup_a")
+    site.browser.post(f"/console/cases/{cid}/accept", {"version": "1"})
+    site.browser.post(f"/console/cases/{cid}/dispatch", {"version": "2", "department": "物业", "due": _tomorrow()})
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=5)
+    stale = site.call(overdue.dispatched_past_due, site.sessionmaker, later)
+    assert [case_id for case_id, _ in stale] == [cid]
+    site.phone_a.pull_all()
+    site.phone_a.push([site.phone_a.mutation("case", cid, {"status": "resolved", "feedback": "已修"})])
+    new_due = (datetime.date.today() + datetime.timedelta(days=9)).isoformat()
+    assert site.browser.post(f"/console/cases/{cid}/evaluate", {"version": str(_record(site, cid).version),
+                             "rating": "2", "outcome": "reopen", "due": new_due}).status_code == 303
+    reads = iter([stale])
+    real_read = overdue.dispatched_past_due
+
+    async def read_stale_first(sm, now):  # noqa: ANN001, ANN202
+        return next(reads, None) or await real_read(sm, now)
+
+    monkeypatch.setattr(overdue, "dispatched_past_due", read_stale_first)
+    assert site.call(overdue.mark_overdue_cases, site.sessionmaker, later) == 0
+    assert _record(site, cid).fields["status"] == "dispatched"
 
 
 # ---- dashboard, lists and exports --------------------------------------------------------------
