@@ -245,7 +245,10 @@ class DeviceStateRefused(AccountError):
 
 async def _set_status(sessionmaker: async_sessionmaker, device_id: str, status: str, wipe: bool) -> Device:
     async with sessionmaker() as session, session.begin():
-        device = await session.get(Device, device_id)
+        # Locked on PostgreSQL (SQLite's write transaction holds the database already): a wipe and a
+        # retire ordered at once must not both read "active", or the retire would keep the wipe flag
+        # under a status that does not say it.
+        device = await session.get(Device, device_id, with_for_update=True)
         if device is None:
             raise AccountError(f"no device {device_id!r}")
         now, asked = _SHUT_OUT[(device.status, bool(device.wipe))], _SHUT_OUT[(status, wipe)]

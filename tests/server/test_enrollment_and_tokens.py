@@ -166,3 +166,30 @@ def test_a_label_with_a_nul_byte_is_refused_not_a_500(field):
                                {"code": code, "public_key": device.public_key_b64(), **body}, auth=False)
         assert response.status_code == 422 and response.json()["error"]["code"] == "invalid", response.text
     assert device.enroll(code)["device_id"]  # the code was not spent
+
+
+def test_a_wipe_and_a_retire_ordered_at_once_end_in_a_wipe(field):
+    """Two administrators: one revokes a lost phone with wipe while the other retires it. Whatever the
+    order, the phone ends revoked with wipe (a shut-out only moves further), never 'retired' with the
+    wipe flag, a state no reply knows."""
+    import asyncio
+
+    from server.devices import service as devices
+
+    field.grid("g1")
+    field.user("wang", ["g1"])
+    phones = [field.device("wang") for _ in range(6)]
+
+    async def both_at_once(device_id: str) -> None:
+        await asyncio.gather(devices.revoke(field.sessionmaker, device_id, wipe=True),
+                             devices.retire(field.sessionmaker, device_id), return_exceptions=True)
+
+    async def states() -> set[tuple[str, bool]]:
+        return {(d.status, bool(d.wipe)) for d, _ in await devices.list_devices(field.sessionmaker)}
+
+    for phone in phones:
+        run(field.client, both_at_once, phone.device_id)
+    assert run(field.client, states) == {("revoked", True)}
+    for phone in phones:
+        response = phone.call("GET", "/v1/sync/pull")
+        assert response.status_code == 410 and response.json()["error"]["wipe"] is True
