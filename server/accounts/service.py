@@ -6,11 +6,14 @@ Every grid is also a synced record (entity ``grid``, its fields ``name``, ``comm
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import unicodedata
 import uuid
+from collections.abc import AsyncIterator
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.accounts.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, hash_password
@@ -52,13 +55,24 @@ def _check_password(password: str) -> None:
 async def add_grid(sessionmaker: async_sessionmaker, name: str, community: str) -> Grid:
     """Create a grid and its synced record."""
     name, community = _check_name(name, "grid"), _check_name(community, "community")
-    async with sessionmaker() as session, session.begin():
+    async with _name_taken_is_refused(f"a grid named {name!r} exists already"), sessionmaker() as session, \
+            session.begin():
         if await session.scalar(select(Grid.id).where(func.lower(Grid.name) == name.lower())):
             raise AccountError(f"a grid named {name!r} exists already")
         grid = Grid(id=str(uuid.uuid4()), name=name, community=community)
         await _write_grid_record(session, grid.id, {"name": name, "community": community, "workers": []})
         session.add(grid)
     return grid
+
+
+@contextlib.asynccontextmanager
+async def _name_taken_is_refused(message: str) -> AsyncIterator[None]:
+    """The check for a taken name and the insert are two statements: two administrators submitting
+    the same name at once both pass the check, and the database's unique name refuses the second."""
+    try:
+        yield
+    except IntegrityError:
+        raise AccountError(message) from None
 
 
 async def grids_by_name(session: AsyncSession, names: list[str]) -> list[Grid]:
@@ -82,7 +96,8 @@ async def create_user(
         raise AccountError(f"unknown role {role!r}: one of {', '.join(r.value for r in Role)}")
     if password is not None:
         _check_password(password)
-    async with sessionmaker() as session, session.begin():
+    async with _name_taken_is_refused(f"a user named {name!r} exists already"), sessionmaker() as session, \
+            session.begin():
         # Names that differ only in case would be two logins a person cannot tell apart.
         if await session.scalar(select(User.id).where(func.lower(User.name) == name.lower())):
             raise AccountError(f"a user named {name!r} exists already")
