@@ -33,32 +33,42 @@ FIELD_ROLES = frozenset({Role.GRID_WORKER.value, Role.RED_STEWARD.value})
 
 
 class AccountError(ValueError):
-    """A request about accounts that cannot be carried out; the message says why."""
+    """A request about accounts that cannot be carried out.
+
+    The message says why in English (the CLI prints it); ``code`` and ``params`` say it to the
+    console, which shows ``error.account.<code>`` from its catalogs in the user's language.
+    """
+
+    def __init__(self, code: str, message: str, **params: object):
+        super().__init__(message)
+        self.code = code
+        self.params = params
 
 
 def _check_name(name: str, what: str) -> str:
     name = (name or "").strip()
     if not name or len(name) > 100:
-        raise AccountError(f"a {what} name must have 1 to 100 characters")
+        raise AccountError(f"{what}_name_length", f"a {what} name must have 1 to 100 characters")
     # Control and format characters (NUL, a right-to-left override) make a name that reads as
     # another one, or that a terminal or a spreadsheet shows wrongly.
     if any(unicodedata.category(c).startswith("C") for c in name):
-        raise AccountError(f"a {what} name may not hold control or formatting characters")
+        raise AccountError(f"{what}_name_characters", f"a {what} name may not hold control or formatting characters")
     return name
 
 
 def _check_password(password: str) -> None:
     if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
-        raise AccountError(f"a password needs {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters")
+        raise AccountError("password_length", f"a password needs {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters",
+                           min=MIN_PASSWORD_LENGTH, max=MAX_PASSWORD_LENGTH)
 
 
 async def add_grid(sessionmaker: async_sessionmaker, name: str, community: str) -> Grid:
     """Create a grid and its synced record."""
     name, community = _check_name(name, "grid"), _check_name(community, "community")
-    async with _name_taken_is_refused(f"a grid named {name!r} exists already"), sessionmaker() as session, \
-            session.begin():
+    taken = AccountError("grid_exists", f"a grid named {name!r} exists already", name=name)
+    async with _name_taken_is_refused(taken), sessionmaker() as session, session.begin():
         if await session.scalar(select(Grid.id).where(func.lower(Grid.name) == name.lower())):
-            raise AccountError(f"a grid named {name!r} exists already")
+            raise taken
         grid = Grid(id=str(uuid.uuid4()), name=name, community=community)
         await _write_grid_record(session, grid.id, {"name": name, "community": community, "workers": []})
         session.add(grid)
@@ -66,20 +76,20 @@ async def add_grid(sessionmaker: async_sessionmaker, name: str, community: str) 
 
 
 @contextlib.asynccontextmanager
-async def _name_taken_is_refused(message: str) -> AsyncIterator[None]:
+async def _name_taken_is_refused(taken: AccountError) -> AsyncIterator[None]:
     """The check for a taken name and the insert are two statements: two administrators submitting
     the same name at once both pass the check, and the database's unique name refuses the second."""
     try:
         yield
     except IntegrityError:
-        raise AccountError(message) from None
+        raise taken from None
 
 
 async def grids_by_name(session: AsyncSession, names: list[str]) -> list[Grid]:
     found = {g.name: g for g in (await session.execute(select(Grid).where(Grid.name.in_(names)))).scalars()}
     missing = [n for n in names if n not in found]
     if missing:
-        raise AccountError(f"no grid named {', '.join(map(repr, missing))}")
+        raise AccountError("no_grid", f"no grid named {', '.join(map(repr, missing))}", names="、".join(missing))
     return [found[n] for n in names]
 
 
@@ -93,14 +103,15 @@ async def create_user(
     """Create a user with a role, grids and (for the console) a password."""
     name = _check_name(name, "user")
     if role not in {r.value for r in Role}:
-        raise AccountError(f"unknown role {role!r}: one of {', '.join(r.value for r in Role)}")
+        raise AccountError("unknown_role", f"unknown role {role!r}: one of {', '.join(r.value for r in Role)}",
+                           role=role)
     if password is not None:
         _check_password(password)
-    async with _name_taken_is_refused(f"a user named {name!r} exists already"), sessionmaker() as session, \
-            session.begin():
+    taken = AccountError("user_exists", f"a user named {name!r} exists already", name=name)
+    async with _name_taken_is_refused(taken), sessionmaker() as session, session.begin():
         # Names that differ only in case would be two logins a person cannot tell apart.
         if await session.scalar(select(User.id).where(func.lower(User.name) == name.lower())):
-            raise AccountError(f"a user named {name!r} exists already")
+            raise taken
         grids = await grids_by_name(session, list(dict.fromkeys(grid_names)))
         user = User(id=str(uuid.uuid4()), name=name, role=role,
                     password_hash=hash_password(password) if password else None)
@@ -128,7 +139,7 @@ async def set_password(sessionmaker: async_sessionmaker, user_name: str, passwor
 async def user_by_name(session: AsyncSession, name: str) -> User:
     user = await session.scalar(select(User).where(User.name == name))
     if user is None:
-        raise AccountError(f"no user named {name!r}")
+        raise AccountError("no_user", f"no user named {name!r}", name=name)
     return user
 
 
@@ -167,4 +178,5 @@ async def _write_grid_record(session: AsyncSession, grid_id: str, fields: dict) 
     )
     [result] = await apply_in_transaction(session, [mutation], SERVER)
     if result.status.value == "rejected":
-        raise AccountError(f"grid record not written: {result.error.message}")
+        raise AccountError("grid_record", f"grid record not written: {result.error.message}",
+                           reason=result.error.message)

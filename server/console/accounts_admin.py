@@ -26,7 +26,7 @@ async def set_role_and_active(
     nor the last other active administrator (two of them removing each other at once included).
     """
     if role not in {r.value for r in Role}:
-        raise AccountError(f"unknown role {role!r}")
+        raise AccountError("unknown_role", f"unknown role {role!r}", role=role)
     removes_admin_access = role != Role.ADMIN.value or not active
     async with sm() as db, db.begin():
         # Every active administrator's row, locked in one order before anything is read: two
@@ -42,7 +42,7 @@ async def set_role_and_active(
         )
         user = await db.get(User, user_id, populate_existing=True)
         if user is None:
-            raise AccountError("no such user")
+            raise AccountError("no_user", "no such user", name=user_id)
         if user_id == acting_user_id and removes_admin_access:
             raise ActionRefused("own_admin_access")
         if removes_admin_access and user_id in admins and not admins - {user_id}:

@@ -65,8 +65,9 @@ class ImportFileError(ValueError):
 @dataclass
 class Rejection:
     line: int
-    reason: str
+    reason: str  # a catalog key, filled with ``params``
     values: dict
+    params: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -129,12 +130,12 @@ async def import_grids(sm: async_sessionmaker, rows: list[tuple[int, dict[str, s
     for line, raw in rows:
         values, unknown = _map(raw, GRID_HEADERS)
         if unknown:
-            report.rejected.append(Rejection(line, f"unknown column: {', '.join(unknown)}", raw))
+            report.rejected.append(Rejection(line, "import.reason.unknown_column", raw, {"columns": "、".join(unknown)}))
             continue
         try:
             await add_grid(sm, values.get("name", ""), values.get("community", ""))
         except AccountError as exc:
-            report.rejected.append(Rejection(line, str(exc), raw))
+            report.rejected.append(Rejection(line, f"error.account.{exc.code}", raw, exc.params))
             continue
         report.accepted += 1
     return report
@@ -183,23 +184,23 @@ async def import_households(
     for line, raw in rows:
         values, unknown = _map(raw, HOUSEHOLD_HEADERS)
         if unknown:
-            report.rejected.append(Rejection(line, f"unknown column: {', '.join(unknown)}", raw))
+            report.rejected.append(Rejection(line, "import.reason.unknown_column", raw, {"columns": "、".join(unknown)}))
             continue
         grid_id = grids.get(values.get("grid", ""))
         if grid_id is None:
-            report.rejected.append(Rejection(line, f"no grid named {values.get('grid', '')!r}", raw))
+            report.rejected.append(Rejection(line, "import.reason.no_grid", raw, {"name": values.get("grid", "")}))
             continue
         if not me.may_see_grid(grid_id):
-            report.rejected.append(Rejection(line, "grid outside your scope", raw))
+            report.rejected.append(Rejection(line, "import.reason.outside_scope", raw))
             continue
         try:
             fields = _household_fields(values, grid_id)
         except FieldsInvalid as exc:
-            report.rejected.append(Rejection(line, str(exc), raw))
+            report.rejected.append(Rejection(line, "import.reason.invalid", raw, {"detail": str(exc)}))
             continue
         key = _key(fields)
         if key in existing:
-            report.rejected.append(Rejection(line, "this household exists already (same grid, address and room)", raw))
+            report.rejected.append(Rejection(line, "import.reason.exists", raw))
             continue
         existing.add(key)
         mutation = Mutation(
@@ -217,7 +218,7 @@ async def import_households(
         results = await commit_mutations(sm, [m for _, _, m in chunk], sender_for(me))
         for (line, raw, _), result in zip(chunk, results, strict=True):
             if result.status is MutationStatus.REJECTED:
-                report.rejected.append(Rejection(line, result.error.message, raw))
+                report.rejected.append(Rejection(line, "import.reason.invalid", raw, {"detail": result.error.message}))
             else:
                 report.accepted += 1
     report.rejected.sort(key=lambda r: r.line)

@@ -97,7 +97,8 @@ async def create_user(request: Request, admin: NamedDependency[ConsoleUser]) -> 
     try:
         await accounts.create_user(writer_of(request), name, role, grid_names, password or None)
     except accounts.AccountError as exc:
-        return await _users_page(request, None, 400, form={"name": name, "role": role}, error=str(exc))
+        return await _users_page(request, None, 400, form={"name": name, "role": role},
+                                 error=_account_error(request, exc))
     return redirect("/admin/users", created=name)
 
 
@@ -161,7 +162,7 @@ async def save_user(request: Request, admin: NamedDependency[ConsoleUser], user_
         if action == "password":
             password = form.get("password", "")
             if not isinstance(password, str) or password != form.get("password2", ""):
-                raise accounts.AccountError("the two passwords differ")
+                raise accounts.AccountError("passwords_differ", "the two passwords differ")
             await accounts.set_password(writer_of(request), user.name, password)
         elif action == "save":
             await accounts_admin.set_role_and_active(
@@ -169,9 +170,9 @@ async def save_user(request: Request, admin: NamedDependency[ConsoleUser], user_
             )
             await accounts.set_grids(writer_of(request), user.name, grid_names)
         else:
-            raise accounts.AccountError("unknown action")
+            raise accounts.AccountError("unknown_action", "unknown action")
     except accounts.AccountError as exc:
-        return await _user_page(request, user_id, 400, error=str(exc))
+        return await _user_page(request, user_id, 400, error=_account_error(request, exc))
     except actions.ActionRefused as exc:
         _ = translator(language(request))
         return await _user_page(request, user_id, 400, error=_(f"error.action.{exc.code}"))
@@ -219,7 +220,8 @@ async def create_grid(request: Request, admin: NamedDependency[ConsoleUser]) -> 
     try:
         await accounts.add_grid(writer_of(request), name, community)
     except accounts.AccountError as exc:
-        return await _grids_page(request, None, 400, error=str(exc), form={"name": name, "community": community})
+        return await _grids_page(request, None, 400, error=_account_error(request, exc),
+                                 form={"name": name, "community": community})
     return redirect("/admin/grids", created=name)
 
 
@@ -260,7 +262,7 @@ def _rejections_csv(request: Request, report: importer.ImportReport) -> str | No
         return None
     _ = translator(language(request))
     columns = sorted({key for r in report.rejected for key in r.values})
-    rows = [[r.line, r.reason, *(r.values.get(c, "") for c in columns)] for r in report.rejected]
+    rows = [[r.line, _(r.reason, **r.params), *(r.values.get(c, "") for c in columns)] for r in report.rejected]
     data = to_csv([_("import.line"), _("import.reason"), *columns], rows)
     return "data:text/csv;base64," + base64.b64encode(data).decode()
 
@@ -301,6 +303,11 @@ async def enrollment_page(request: Request, admin: NamedDependency[ConsoleUser])
     )
 
 
+def _account_error(request: Request, exc: accounts.AccountError) -> str:
+    """Why an account request was refused, in the user's language."""
+    return translator(language(request))(f"error.account.{exc.code}", **exc.params)
+
+
 async def _enrollment_refused(request: Request, error: str, server: str) -> Response:
     return render(
         request,
@@ -321,12 +328,12 @@ async def create_enrollment(request: Request, admin: NamedDependency[ConsoleUser
     user_name = _form_text(form, "user", 100)
     server = _form_text(form, "server", 300) or _default_server(request)
     if not server.startswith(("http://", "https://")):
-        return await _enrollment_refused(request, "enroll.error.server", server)
+        return await _enrollment_refused(request, translator(language(request))("enroll.error.server"), server)
     settings = request.app.state.settings
     try:
         code = await devices_service.create_enrollment_code(writer_of(request), user_name, settings.enrollment_ttl_s)
     except accounts.AccountError as exc:
-        return await _enrollment_refused(request, str(exc), server)
+        return await _enrollment_refused(request, _account_error(request, exc), server)
     text = "fieldloop://enroll?" + urllib.parse.urlencode({"server": server, "code": code})
     qr = Markup(segno.make(text, error="m").svg_inline(scale=6, border=2))
     expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=settings.enrollment_ttl_s)

@@ -70,7 +70,9 @@ async def create_enrollment_code(sessionmaker: async_sessionmaker, user_name: st
     async with sessionmaker() as session, session.begin():
         user = await user_by_name(session, user_name)
         if user.role not in FIELD_ROLES:
-            raise AccountError(f"{user_name} is a {user.role}: only grid workers and red stewards enroll devices")
+            raise AccountError("not_a_field_role",
+                               f"{user_name} is a {user.role}: only grid workers and red stewards enroll devices",
+                               name=user_name)
         raw = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(12))
         code = "-".join(raw[i : i + 4] for i in range(0, 12, 4))
         session.add(
@@ -250,11 +252,11 @@ async def _set_status(sessionmaker: async_sessionmaker, device_id: str, status: 
         # under a status that does not say it.
         device = await session.get(Device, device_id, with_for_update=True)
         if device is None:
-            raise AccountError(f"no device {device_id!r}")
+            raise AccountError("no_device", f"no device {device_id!r}", device=device_id)
         now, asked = _SHUT_OUT[(device.status, bool(device.wipe))], _SHUT_OUT[(status, wipe)]
         if asked < now:
             shown = "revoked with wipe" if device.wipe else device.status
-            raise DeviceStateRefused(f"device {device_id} is already {shown}; that cannot be undone")
+            raise DeviceStateRefused("device_shut_out", f"device {device_id} is already {shown}; that cannot be undone")
         if asked > now:  # asking again for the same state changes nothing, not even its time
             device.status = status
             device.wipe = wipe

@@ -138,7 +138,10 @@ def test_an_admin_adds_a_grid_and_a_duplicate_is_refused(site):
     page = site.browser.get("/console/admin/grids")
     assert "大西门社区第1网格" in page.text and "大西门社区" in page.text
     dup = site.browser.post("/console/admin/grids", {"name": "大西门社区第1网格", "community": "大西门社区"})
-    assert dup.status_code == 400 and "exists already" in dup.text
+    assert dup.status_code == 400 and "已有名为“大西门社区第1网格”的网格" in dup.text  # in the user's language
+    site.browser.get("/console/lang/en")
+    dup = site.browser.post("/console/admin/grids", {"name": "大西门社区第1网格", "community": "大西门社区"})
+    assert dup.status_code == 400 and "A grid named “大西门社区第1网格” exists already." in dup.text
     assert site.browser.post("/console/admin/grids", {"name": "", "community": ""}).status_code == 400
 
 
@@ -170,8 +173,8 @@ def test_a_household_csv_imports_the_good_rows_and_reports_each_bad_one(site):
     lines = re.findall(r'<tr class="bad"><td class="n">(\d+)</td><td>([^<]*)</td>', reply.text)
     assert [int(n) for n, _ in lines] == [4, 5, 6, 7, 8]
     reasons = dict(lines)
-    assert "no grid named" in reasons["4"] and "address" in reasons["5"] and "phone" in reasons["6"]
-    assert "members" in reasons["7"] and "exists already" in reasons["8"]
+    assert "没有名为“不存在的网格”的网格" in reasons["4"] and "address" in reasons["5"] and "phone" in reasons["6"]
+    assert "members" in reasons["7"] and "该户已存在" in reasons["8"]
     link = re.search(r'href="data:text/csv;base64,([^"]+)" download', reply.text).group(1)
     rejected = base64.b64decode(link).decode("utf-8-sig").splitlines()
     assert len(rejected) == 6 and rejected[0].startswith("行号,原因") and "not-a-phone" in rejected[3]
