@@ -248,7 +248,8 @@ def _update(
                         state,
                         RejectCode.INVALID,
                         f"{name} would hold {len(value)} items, these {len(incoming)} united with the "
-                        f"{len(current or ())} stored meanwhile by another writer; at most {limit} - at `$.fields.{name}`",
+                        f"{len(current or ())} stored meanwhile by another writer; at most {limit}"
+                        f" - at `$.fields.{name}`",
                     )
                 # The merged set carries the latest stamp of the edits in it (a concurrent delete
                 # compares against it), and names the sender as origin only when it is exactly what

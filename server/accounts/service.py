@@ -58,7 +58,8 @@ def _check_name(name: str, what: str) -> str:
 
 def _check_password(password: str) -> None:
     if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
-        raise AccountError("password_length", f"a password needs {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters",
+        raise AccountError("password_length",
+                           f"a password needs {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters",
                            min=MIN_PASSWORD_LENGTH, max=MAX_PASSWORD_LENGTH)
 
 
