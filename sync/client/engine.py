@@ -190,12 +190,7 @@ class SyncEngine:
         # An earlier app version let a server's nonsense time into the stored clock (a stamp of
         # 16 digits, an offset of centuries): start again from the wall clock rather than fail
         # to start at all; the next reply's server_time corrects it.
-        try:
-            offset = int(self.store.get_meta(META_CLOCK_OFFSET) or 0)
-        except ValueError:
-            offset = 0
-        if not _is_usable_server_time(self._wall() + offset):
-            offset = 0
+        offset = stored_clock_offset_ms(self.store, self._wall()) or 0
         try:
             return HybridClock(node=node, wall=self._wall, offset_ms=offset, last=self.store.get_meta(META_CLOCK_LAST))
         except ValueError:
@@ -590,6 +585,30 @@ class SyncEngine:
         except DeviceRevoked as exc:
             self._on_revoked(exc)
             raise
+
+
+def stored_clock_offset_ms(store: LocalStore, wall_ms: int) -> int | None:
+    """The correction the engine keeps for this device's wall clock: server time minus wall time, in ms.
+
+    The engine stores it from the first reply it gets (enrollment's included) and whenever it
+    changes; it is 0 while the clocks agree within the protocol's allowed skew.
+
+    Args:
+        store: the device's store.
+        wall_ms: the wall clock now; an offset that would put the time past what a stamp can
+            hold (stored by an earlier app version) counts as 0.
+
+    Returns:
+        The offset, or None when the device has not yet heard the server's time.
+    """
+    raw = store.get_meta(META_CLOCK_OFFSET)
+    if raw is None:
+        return None
+    try:
+        offset = int(raw)
+    except ValueError:
+        return 0
+    return offset if _is_usable_server_time(wall_ms + offset) else 0
 
 
 def _is_usable_server_time(server_ms: int) -> bool:

@@ -8,6 +8,7 @@ import pytest
 
 from shared_schema.messages import Mutation
 from sync.client import SyncEngine
+from sync.client.engine import stored_clock_offset_ms
 from sync.client.store import META_CLOCK_LAST, META_CLOCK_OFFSET, META_CURSOR, LocalStore
 from sync.errors import (
     AuthError,
@@ -481,3 +482,16 @@ def test_a_stored_clock_no_stamp_can_hold_does_not_stop_the_engine_from_starting
     assert abs(parse_stamp(again.stamp()).wall_ms - server.clock.physical_ms()) < 60_000
     a.store.set_meta(META_CLOCK_OFFSET, "soon")
     assert parse_stamp(SyncEngine(a.store, server.connect(), a.identity).stamp())
+
+
+def test_the_stored_clock_offset_is_learned_at_enrollment_and_read_as_the_engine_reads_it(make_device, server):
+    three_hours_ms = 3 * 3600 * 1000
+    slow_wall = lambda: server.clock.physical_ms() - three_hours_ms  # noqa: E731
+    a = make_device("a", enroll=False, wall=slow_wall)
+    assert stored_clock_offset_ms(a.store, slow_wall()) is None  # never heard the server's time
+    a.engine.enroll(server.new_code())
+    assert abs(stored_clock_offset_ms(a.store, slow_wall()) - three_hours_ms) < 60_000
+    a.store.set_meta(META_CLOCK_OFFSET, str(10**15))  # what an earlier app version could store
+    assert stored_clock_offset_ms(a.store, slow_wall()) == 0
+    a.store.set_meta(META_CLOCK_OFFSET, "soon")
+    assert stored_clock_offset_ms(a.store, slow_wall()) == 0
