@@ -27,6 +27,8 @@ class HomeSummary:
     open_cases: list[CaseRow] = field(default_factory=list)
     pending_edits: int = 0
     last_sync: dict | None = None
+    # How far the phone's clock is behind the server's (negative: ahead), when the user should be told.
+    clock_off_by: datetime.timedelta | None = None
 
 
 def follow_ups(session: Session) -> tuple[list[FollowUp], list[FollowUp]]:
@@ -107,6 +109,7 @@ def home_summary(session: Session) -> HomeSummary:
         open_cases=my_cases(session, open_only=True),
         pending_edits=session.pending_count(),
         last_sync=session.last_sync(),
+        clock_off_by=session.wrong_clock_offset(),
     )
 
 

@@ -3,6 +3,30 @@
 Every screen's service goes through a ``Session`` for reads and edits, so the rules of
 writing (a fresh clock stamp, the user's grid, photos downscaled before they are stored)
 live here once.
+
+Time: ``Session.now()`` is the one "now" of the app, and it is the server's time, not the
+phone's. Cheap phones lose their clock when the battery runs flat (back to 1970 or 2000), drift,
+or are set by hand to the wrong hour or zone; a visit stamped with such a time, or a follow-up
+counted "due" on the wrong day, is wrong for everyone who reads it later. Decisions:
+
+- The correction is the sync engine's own (``stored_clock_offset_ms``: server time minus the
+  phone's wall clock, learned from every reply's ``server_time`` and kept encrypted in the
+  store), so a record's ``visited_at`` and its hlc stamp agree. Enrollment stores the first one:
+  an enrolled phone is corrected from its first record on. A store that never heard the server
+  (none today; kept for safety) uses the wall clock as it is.
+- The engine keeps the offset at 0 while the clocks agree within the protocol's allowed skew
+  (5 minutes), so small drift is not corrected, and the home screen speaks up only past that
+  same 5 minutes (``wrong_clock_offset``): the size of the difference in words, and that the times
+  are corrected, until the offset is back to 0.
+- The offset is only as new as the last sync: a user who puts the phone clock right after
+  seeing the notice has their records corrected by the old offset until the phone syncs again
+  (the notice stays until then too). Telling a clock change apart from time passing offline
+  needs a clock the user cannot set that also counts sleep (Android's elapsedRealtime) and a
+  way to know a reboot happened; that is left for later.
+- "Today" is that corrected moment in the phone's time zone: a zone set wrong by hand with the
+  time of day set to match still counts the right day only if the zone is right.
+- The PIN lock (``client.vault``) does not use this: it runs before the store is open, on the
+  raw wall clock, and caps a lock at its own length from now so a moved clock cannot lengthen it.
 """
 
 from __future__ import annotations
@@ -16,9 +40,12 @@ from typing import Any, Callable
 from client.services.field_limits import FormInvalid
 from client.services.households import HouseholdIndex
 from client.services.photos import downscale_photo
+from shared_schema.messages import MAX_CLOCK_SKEW_MS
 
 ACCOUNT_META_KEY = "app.account"
 LAST_SYNC_META_KEY = "app.last_sync"
+# Past this the phone's clock is called wrong: the skew the protocol tolerates before it corrects.
+CLOCK_NOTICE_AFTER = datetime.timedelta(milliseconds=MAX_CLOCK_SKEW_MS)
 
 
 @dataclass
@@ -48,7 +75,8 @@ class Session:
         store: a ``sync.client.LocalStore`` opened with the data key.
         engine: the ``sync.client.SyncEngine`` over that store.
         account: the enrolled user.
-        clock: the current UTC time; injected so tests can pin "today".
+        clock: the phone's wall clock (UTC), which the server's offset corrects; injected so
+            tests can pin "today" and play a phone whose clock is wrong.
     """
 
     def __init__(
@@ -88,11 +116,25 @@ class Session:
     # ---- time ------------------------------------------------------------------------
 
     def now(self) -> datetime.datetime:
-        return self.clock()
+        """The server-corrected time (see the module's docstring): what the app records and reasons with."""
+        wall = self.clock()
+        return wall + self._clock_offset_at(wall)
 
     def today(self) -> datetime.date:
         # "Today" is the worker's local day, not UTC's: a follow-up due today shows from midnight in Beijing.
-        return self.clock().astimezone().date()
+        return self.now().astimezone().date()
+
+    def wrong_clock_offset(self) -> datetime.timedelta | None:
+        """How far the phone's clock is behind the server's (negative: ahead), when it is off by
+        more than the user should be told about; None when it is right, or before any sync."""
+        offset = self._clock_offset_at(self.clock())
+        return offset if abs(offset) > CLOCK_NOTICE_AFTER else None
+
+    def _clock_offset_at(self, wall: datetime.datetime) -> datetime.timedelta:
+        from sync.client.engine import stored_clock_offset_ms
+
+        offset_ms = stored_clock_offset_ms(self.store, int(wall.timestamp() * 1000))
+        return datetime.timedelta(milliseconds=offset_ms or 0)
 
     # ---- records ---------------------------------------------------------------------
 

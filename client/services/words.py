@@ -56,6 +56,26 @@ def outcome_text(outcome: SyncOutcome | None) -> str:
     return tr(f"sync.state.{outcome.state.value}", when=when, pending=outcome.pending_after)
 
 
+def clock_notice(off_by: datetime.timedelta) -> str:
+    """The home screen's warning that the phone's clock is wrong, with by how much in words.
+
+    ``off_by`` is how far the clock is behind the server's (negative: ahead). The size is
+    rounded to the largest unit that fits (minutes, hours, days, years): "about 3 hours" is what
+    a person needs to find the setting, not the seconds.
+    """
+    minutes = round(abs(off_by).total_seconds() / 60)
+    if minutes < 60:
+        unit, count = "minutes", minutes
+    elif minutes < 36 * 60:
+        unit, count = "hours", round(minutes / 60)
+    elif minutes < 365 * 24 * 60:
+        unit, count = "days", round(minutes / (24 * 60))
+    else:
+        unit, count = "years", round(minutes / (365.25 * 24 * 60))
+    amount = tr(f"clock.{unit}.one" if count == 1 else f"clock.{unit}", count=count)
+    return tr("clock.slow" if off_by > datetime.timedelta(0) else "clock.fast", amount=amount)
+
+
 def _when(iso: str) -> str:
     if not iso:
         return ""

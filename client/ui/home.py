@@ -8,7 +8,7 @@ from kivy.uix.gridlayout import GridLayout
 from client.i18n import tr
 from client.services.home import home_summary
 from client.services.sync_runner import SyncOutcome
-from client.services.words import outcome_text
+from client.services.words import clock_notice, outcome_text
 from client.ui.widgets import MUTED, PRIMARY, WARNING, BigButton, BigLabel, Page
 
 MAX_LISTED = 5
@@ -22,6 +22,10 @@ class HomeScreen(Page):
         super().__init__(app, **kwargs)
         self.greeting = BigLabel("", size_sp=22)
         self.body.add_widget(self.greeting)
+        # Holds the wrong-clock warning, or nothing: an empty label would still take a row.
+        self.clock_box = GridLayout(cols=1, size_hint_y=None)
+        self.clock_box.bind(minimum_height=self.clock_box.setter("height"))
+        self.body.add_widget(self.clock_box)
         self.sync_label = BigLabel("", color=MUTED)
         self.pending_label = BigLabel("", bold=True)
         self.sync_button = BigButton(tr("home.sync_now"), primary=True)
@@ -53,6 +57,9 @@ class HomeScreen(Page):
             return
         summary = home_summary(session)
         self.greeting.text = tr("home.greeting", name=session.account.user_name)
+        self.clock_box.clear_widgets()
+        if summary.clock_off_by is not None:
+            self.clock_box.add_widget(BigLabel(clock_notice(summary.clock_off_by), bold=True, color=WARNING))
         self.pending_label.text = tr("home.pending", count=summary.pending_edits)
         self.pending_label.color = WARNING if summary.pending_edits else MUTED
         last = SyncOutcome.from_dict(summary.last_sync) if summary.last_sync else None
