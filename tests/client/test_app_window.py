@@ -511,3 +511,31 @@ def test_a_visit_left_by_back_language_relock_or_restart_keeps_its_notes_until_d
     sync_in_window(driver)
     form = open_new_visit()
     assert form.notes_input.text == "" and form.kept_at is None
+
+
+def test_a_phone_clock_three_hours_slow_is_told_on_home_until_it_is_put_right(app_driver, own_office):
+    import datetime
+
+    from client.services.session import utc_now
+    from sync.client.store import META_CLOCK_OFFSET
+
+    driver = app_driver()
+    enroll_in_window(driver, own_office)
+    session = driver.app.session
+    # The phone's clock is 3 hours slow, and its last sync measured that.
+    session.clock = lambda: utc_now() - datetime.timedelta(hours=3)
+    session.store.set_meta(META_CLOCK_OFFSET, str(3 * 3600 * 1000))
+    driver.app.go("home")
+    [notice] = driver.screen.clock_box.children
+    assert notice.text == "手机时间不准（慢了约3小时）。记录的时间已按服务器时间校正，请在手机“设置”里校正时间。"
+    driver.screenshot("home_clock_three_hours_slow")
+    # The whole notice is on the screen, above the buttons, not cut off.
+    driver.frames(2)
+    assert notice.texture_size[1] <= notice.height and notice.width <= driver.screen.body.width
+    assert notice.y > driver.screen.sync_button.top
+    assert abs(session.now() - utc_now()) < datetime.timedelta(minutes=1)
+
+    session.clock = utc_now  # the user set the clock in the phone's Settings
+    sync_in_window(driver)  # and the next sync measured it right
+    driver.app.go("home")
+    assert driver.screen.clock_box.children == []
