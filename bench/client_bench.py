@@ -87,15 +87,18 @@ def make_records(grid_id: str, households: int, visits: int, seed: int = 2018):
     return household_ids, records
 
 
-def build_device(data_dir: Path, households: int, visits: int):
-    """An installation as a phone holds it after its first sync: vault, encrypted store, account."""
+def build_device(data_dir: Path, households: int, visits: int, vault_factory=None):
+    """An installation as a phone holds it after its first sync: vault, encrypted store, account.
+
+    ``vault_factory`` makes the vault from its path (tests pass one with a cheap scrypt).
+    """
     from client.services.session import Account, save_account
     from client.services.setup import DataDir, write_settings
     from client.vault import Vault
     from sync.client import AesGcmCipher, DeviceIdentity, LocalStore
 
     paths = DataDir(data_dir)
-    key = Vault(paths.vault).create(PIN)
+    key = (vault_factory or Vault)(paths.vault).create(PIN)
     store = LocalStore(paths.store, AesGcmCipher(key))
     DeviceIdentity(store).set_device_id("0190a000-0000-7000-8000-0000000000d1")
     grid_id = "0190a000-0000-7000-8000-0000000000a1"
