@@ -142,10 +142,7 @@ class VisitScreen(DraftForm):
 
     def _show_state(self) -> None:
         self.photo_label.text = tr("photo.count", count=len(self.draft.photos))
-        if len(self.photo_strip.children) != len(self.draft.photos):
-            # A photo not downloaded yet (no signal) is counted but not shown.
-            shown = [self.app.session.cached_photo(sha) for sha in self.draft.photos]
-            self.photo_strip.show([data for data in shown if data])
+        self.photo_strip.show(self.draft.photos, self.app.session.cached_photo)
         self.follow_label.text = (tr("visit.follow_on", day=self.draft.follow_up_on.isoformat())
                                   if self.draft.follow_up_on else "")
 

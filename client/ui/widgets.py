@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import unicodedata
+from typing import Callable
 
 from kivy.clock import Clock
 from kivy.core.image import Image as CoreImage
@@ -104,17 +105,35 @@ class BigInput(TextInput):
 
 
 class PhotoStrip(GridLayout):
-    """Previews of a record's photos, three to a row."""
+    """Previews of a record's photos, three to a row, each made once.
+
+    A form holds up to 32 photos: rebuilding every preview for each photo added made adding
+    the 32nd take as long as 32 previews and filled Kivy's texture cache, which keeps each
+    texture it is given for a minute, whatever the strip still shows.
+    """
 
     def __init__(self, **kwargs):
         super().__init__(cols=3, spacing=dp(6), size_hint_y=None, **kwargs)
         self.bind(minimum_height=self.setter("height"))
+        self.previews: dict[str, Image] = {}  # by the photo's SHA-256
 
-    def show(self, photos: list[bytes]) -> None:
-        self.clear_widgets()
-        for data in photos:
-            texture = CoreImage(io.BytesIO(thumbnail(data)), ext="jpg").texture
-            self.add_widget(Image(texture=texture, size_hint_y=None, height=dp(110), fit_mode="contain"))
+    def show(self, photos: list[str], read: Callable[[str], bytes | None]) -> None:
+        """Show the photos named in ``photos``; ``read`` gives a photo's bytes, None when it is not on the phone.
+
+        A photo not downloaded yet (no signal) is counted by the form but not shown; it is
+        read again at the next call.
+        """
+        for sha in set(self.previews) - set(photos):
+            self.remove_widget(self.previews.pop(sha))
+        for sha in photos:
+            if sha in self.previews:
+                continue
+            data = read(sha)
+            if data is None:
+                continue
+            texture = CoreImage(io.BytesIO(thumbnail(data)), ext="jpg", nocache=True).texture
+            self.previews[sha] = Image(texture=texture, size_hint_y=None, height=dp(110), fit_mode="contain")
+            self.add_widget(self.previews[sha])
 
 
 class Question(Popup):
