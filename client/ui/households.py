@@ -103,6 +103,9 @@ class HouseholdScreen(Page):
 
     def refresh(self) -> None:
         self.body.clear_widgets()
+        # The previous household's buttons go with its widgets: kept here, 50 histories opened
+        # in a day would keep every one of their rows alive.
+        self.visit_buttons = {}
         session = self.app.session
         if not self.household_id or session is None:
             return

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from bench.client_bench import PIN, build_device
+from client.services.home import household_history
 from client.services.photos import MAX_SIDE_PX, THUMBNAIL_SIDE_PX, downscale_photo, thumbnail
 from tests.client.conftest import PhotoCamera, fast_vault, photo_bytes
 
@@ -93,3 +94,18 @@ def test_photos_added_one_by_one_keep_each_preview_small_and_made_once(app_drive
         assert all(max(preview.texture.size) <= THUMBNAIL_SIDE_PX for preview in strip.children)
     # Kivy's texture cache keeps each texture it is given for a minute: previews stay out of it.
     assert cached_from_memory() == cached_before
+
+
+def test_fifty_household_histories_keep_only_the_shown_households_rows(app_driver, full_phone):
+    data_dir, household_ids = full_phone
+    driver = app_driver(data_dir)
+    unlock(driver)
+    for household_id in household_ids[:50]:
+        driver.app.go("household", household_id=household_id)
+        driver.frames(1)
+        driver.screen.go_back()
+        driver.frames(1)
+    screen = driver.app.screen("household")
+    shown = household_history(driver.app.session, household_ids[49]).visits
+    assert set(screen.visit_buttons) == {visit.id for visit in shown}
+    assert all(button.parent is screen.body for button in screen.visit_buttons.values())
