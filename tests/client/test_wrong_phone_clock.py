@@ -80,7 +80,7 @@ def test_a_follow_up_is_due_on_the_server_day_not_the_phone_day(tmp_path, office
 def test_before_the_phone_has_heard_the_server_it_records_by_its_own_clock(tmp_path, office):
     session = phone_behind(tmp_path, office, "未同步", 3 * HOUR)
     session.store.set_meta(META_CLOCK_OFFSET, None)  # a store that never heard the server's time
-    pinned = datetime.datetime(2026, 11, 25, 1, 30, tzinfo=datetime.timezone.utc)
+    pinned = datetime.datetime(2026, 11, 25, 1, 30, tzinfo=datetime.UTC)
     session.clock = lambda: pinned
     diary_id = diary.write_diary(session, "还没同步过")
     assert datetime.datetime.fromisoformat(session.get("diary", diary_id).fields["written_at"]) == pinned

@@ -486,7 +486,10 @@ def test_a_stored_clock_no_stamp_can_hold_does_not_stop_the_engine_from_starting
 
 def test_the_stored_clock_offset_is_learned_at_enrollment_and_read_as_the_engine_reads_it(make_device, server):
     three_hours_ms = 3 * 3600 * 1000
-    slow_wall = lambda: server.clock.physical_ms() - three_hours_ms  # noqa: E731
+
+    def slow_wall() -> int:
+        return server.clock.physical_ms() - three_hours_ms
+
     a = make_device("a", enroll=False, wall=slow_wall)
     assert stored_clock_offset_ms(a.store, slow_wall()) is None  # never heard the server's time
     a.engine.enroll(server.new_code())
