@@ -23,10 +23,12 @@ counted "due" on the wrong day, is wrong for everyone who reads it later. Decisi
   (the notice stays until then too). Telling a clock change apart from time passing offline
   needs a clock the user cannot set that also counts sleep (Android's elapsedRealtime) and a
   way to know a reboot happened; that is left for later.
-- "Today" is that corrected moment in the phone's time zone: a zone set wrong by hand with the
-  time of day set to match still counts the right day only if the zone is right.
-- The PIN lock (``client.vault``) does not use this: it runs before the store is open, on the
-  raw wall clock, and caps a lock at its own length from now so a moved clock cannot lengthen it.
+- "Today" is that corrected moment in the phone's time zone. A zone set wrong by hand is not
+  corrected (the server's time says nothing of zones): the moment is right, but the day may
+  turn at the wrong hour.
+- The PIN lock (``client.vault``) is left on its own clock: it runs before the store (and the
+  offset in it) is open, and caps a lock at its own length from now, so a moved clock can
+  neither lengthen it nor, through this correction, shorten it more than before.
 """
 
 from __future__ import annotations
