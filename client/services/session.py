@@ -258,14 +258,26 @@ class Session:
         if self.transport_factory is None:
             raise RuntimeError("this session cannot change its server")
         # Waits for a running sync to finish, then drops the old address's token.
+        old = self.engine.transport
         self.engine.set_transport(self.transport_factory(server_url))
+        _close_transport(old)
         self.account.server_url = server_url
         save_account(self.store, self.account)
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            if self._engine is not None:
+                _close_transport(self._engine.transport)
             self.store.close()
+
+
+def _close_transport(transport: Any) -> None:
+    # Its pooled connections, at once: a locked or re-addressed session must not keep sockets open
+    # until the collector gets to them.
+    close = getattr(transport, "close", None)
+    if close is not None:
+        close()
 
 
 def save_account(store: Any, account: Account) -> None:

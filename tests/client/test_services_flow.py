@@ -253,6 +253,19 @@ def test_sync_offline_keeps_edits_and_says_so(tmp_path, office, fixed_now):
     assert session.last_sync()["state"] == "offline"
 
 
+def test_a_session_closes_its_connections_when_it_moves_server_and_when_it_closes(tmp_path, office, fixed_now):
+    setup, session = enrolled(tmp_path, office, "关连接", clock=fixed_now)
+    first = session.engine.transport
+    closed = []
+    first.close = lambda: closed.append("first")
+    session.change_server(office.server.url)
+    second = session.engine.transport
+    second.close = lambda: closed.append("second")
+    assert closed == ["first"]
+    session.close()
+    assert closed == ["first", "second"]
+
+
 def test_background_sync_delivers_progress_and_result_through_deliver(tmp_path, office, fixed_now):
     setup, session = enrolled(tmp_path, office, "后台同步", clock=fixed_now)
     diary.write_diary(session, "后台")
