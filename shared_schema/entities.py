@@ -193,8 +193,8 @@ def _holds_time(kind: msgspec.inspect.Type) -> bool:
     return isinstance(kind, (msgspec.inspect.DateTimeType, msgspec.inspect.DateType))
 
 
-TIME_FIELDS: dict[str, frozenset[str]] = {
-    name: frozenset(f.name for f in msgspec.inspect.type_info(struct).fields if _holds_time(f.type))
+TIME_FIELDS: dict[str, tuple[str, ...]] = {
+    name: tuple(f.name for f in msgspec.inspect.type_info(struct).fields if _holds_time(f.type))
     for name, struct in ENTITIES.items()
 }
 
@@ -215,9 +215,9 @@ def validate_fields(entity: str, fields: dict) -> dict:
         value = msgspec.convert(fields, struct_type)
     except msgspec.ValidationError as exc:
         raise FieldsInvalid(str(exc).replace(" - at `$", " - at `$.fields", 1)) from None
-    for name in TIME_FIELDS[entity] & fields.keys():
+    for name in TIME_FIELDS[entity]:
         moment = getattr(value, name)
-        if moment is not None and not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
+        if moment is not UNSET and moment is not None and not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
             raise FieldsInvalid(f"Expected a time in the years {EARLIEST_YEAR} to {LATEST_YEAR} - at `$.fields.{name}`")
     normalised = msgspec.to_builtins(value)
     for name in UNION_FIELDS[entity] & normalised.keys():
