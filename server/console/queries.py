@@ -12,6 +12,8 @@ from typing import Any
 
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from server.console.auth import ConsoleUser
 from server.console.web import LOCAL_TZ, Page
@@ -180,6 +182,24 @@ async def authors(sm: async_sessionmaker, record_ids) -> dict[str, str]:
 # ---- visits -----------------------------------------------------------------------------------
 
 
+class _Instant(FunctionElement):
+    """An ISO 8601 time with a UTC offset, as the moment it names: as text, "09:00+08:00" sorts after
+    "02:00+00:00", an hour earlier, and phones send their own zone's offset."""
+
+    inherit_cache = True
+
+
+@compiles(_Instant, "postgresql")
+def _instant_on_postgresql(element, compiler, **kw):  # noqa: ANN001, ANN202
+    return f"CAST({compiler.process(element.clauses, **kw)} AS TIMESTAMPTZ)"
+
+
+@compiles(_Instant, "sqlite")
+def _instant_on_sqlite(element, compiler, **kw):  # noqa: ANN001, ANN202
+    # SQLite's date functions read the offset and answer in UTC (to the second; seq breaks ties).
+    return f"datetime({compiler.process(element.clauses, **kw)})"
+
+
 def _verdict():
     return func.coalesce(RecordRow.fields[("review", "verdict")].as_string(), "")
 
@@ -206,7 +226,7 @@ async def visits(
         stmt = stmt.where(follow.is_not(None), follow >= due[0].isoformat(), follow <= due[1].isoformat())
         stmt = stmt.order_by(follow, RecordRow.seq)
     else:
-        stmt = stmt.order_by(RecordRow.fields["visited_at"].as_string().desc(), RecordRow.seq.desc())
+        stmt = stmt.order_by(_Instant(RecordRow.fields["visited_at"].as_string()).desc(), RecordRow.seq.desc())
     if review == "pending":
         stmt = stmt.where(_verdict() == "")
     elif review in ("approved", "flagged"):

@@ -87,6 +87,15 @@ def test_flagging_with_a_comment_is_kept(site):
 # ---- scope -------------------------------------------------------------------------------------
 
 
+def test_visits_are_listed_newest_first_by_the_moment_not_by_the_text(site):
+    home = site.household(site.phone_a, site.grid_a)
+    beijing = site.visit(site.phone_a, site.grid_a, home["id"], visited_at="2026-11-25T09:00:00+08:00")  # 01:00 UTC
+    utc = site.visit(site.phone_a, site.grid_a, home["id"], visited_at="2026-11-25T02:00:00+00:00")  # an hour later
+    site.browser.login("sup_a")
+    listed = list(dict.fromkeys(record_id_in(site.browser.get("/console/visits").text, "visits")))
+    assert listed[:2] == [utc["id"], beijing["id"]]
+
+
 def test_a_supervisor_cannot_reach_another_grid_by_editing_the_url(site):
     home_b = site.household(site.phone_b, site.grid_b)
     visit_b = site.visit(site.phone_b, site.grid_b, home_b["id"], notes="另一网格的走访")
