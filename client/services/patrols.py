@@ -1,11 +1,15 @@
 """Patrols (巡查): walk the grid, note hazards, take photos, keep the GPS track where there is one.
 
 A patrol is saved as soon as it starts and again at every hazard, photo and stop, so a phone
-that dies halfway up a stairwell loses at most the last few track points.
+that dies halfway up a stairwell loses at most the last few track points. The running patrol's
+id is kept in the store's meta: when Android kills the app mid-patrol (no ``on_stop``), the next
+start picks the patrol up where it was, or, when it was last heard of more than
+``PICK_UP_WITHIN`` ago (the phone was put away), ends it at that moment.
 """
 
 from __future__ import annotations
 
+import datetime
 import threading
 from dataclasses import dataclass, field
 
@@ -25,6 +29,9 @@ COMMON_HAZARDS = [
 ]
 # Track points are written in batches: each point on its own would flood the outbox.
 TRACK_FLUSH_POINTS = 20
+RUNNING_PATROL_META_KEY = "app.patrol.running"
+# A patrol last heard of longer ago than this is over, not interrupted.
+PICK_UP_WITHIN = datetime.timedelta(hours=12)
 
 
 @dataclass
@@ -45,6 +52,7 @@ class PatrolRecorder:
         self._location = location or NoLocation()
         self._lock = threading.Lock()
         self.current: PatrolState | None = None
+        self._pick_up_unfinished()
 
     @property
     def has_gps(self) -> bool:
@@ -54,6 +62,7 @@ class PatrolRecorder:
         if self.current is not None:
             return self.current.patrol_id
         patrol_id = self._session.create("patrol", {"started_at": self._session.now().isoformat(), "ended_at": None})
+        self._session.store.set_meta(RUNNING_PATROL_META_KEY, patrol_id)
         self.current = PatrolState(patrol_id)
         self._location.start(self._on_fix)
         return patrol_id
@@ -97,8 +106,28 @@ class PatrolRecorder:
                 fields["track"] = list(state.track)
                 state.unsaved_points = 0
         self._session.edit("patrol", state.patrol_id, fields)
+        self._session.store.set_meta(RUNNING_PATROL_META_KEY, None)
         self.current = None
         return state.patrol_id
+
+    def _pick_up_unfinished(self) -> None:
+        patrol_id = self._session.store.get_meta(RUNNING_PATROL_META_KEY)
+        if not patrol_id:
+            return
+        record = self._session.get("patrol", patrol_id)
+        if record is None or record.deleted or record.fields.get("ended_at"):
+            self._session.store.set_meta(RUNNING_PATROL_META_KEY, None)
+            return
+        fields = record.fields
+        last_heard = _last_heard(fields)
+        if last_heard is not None and self._session.now() - last_heard > PICK_UP_WITHIN:
+            self._session.edit("patrol", patrol_id, {"ended_at": last_heard.isoformat()})
+            self._session.store.set_meta(RUNNING_PATROL_META_KEY, None)
+            return
+        self.current = PatrolState(patrol_id, hazards=list(fields.get("hazards") or ()),
+                                   photos=list(fields.get("photos") or ()), notes=fields.get("notes") or "",
+                                   track=[list(point) for point in fields.get("track") or ()])
+        self._location.start(self._on_fix)
 
     def _on_fix(self, fix: Fix) -> None:
         # Called on the GPS thread; the edit is small and the store serialises writers.
@@ -119,6 +148,15 @@ class PatrolRecorder:
         if self.current is None:
             raise RuntimeError("no patrol is running")
         return self.current
+
+
+def _last_heard(fields: dict) -> datetime.datetime | None:
+    """The patrol's latest known moment: its last track point, else its start."""
+    track = fields.get("track") or ()
+    if track:
+        return datetime.datetime.fromtimestamp(track[-1][2] / 1000, datetime.UTC)
+    started = fields.get("started_at")
+    return datetime.datetime.fromisoformat(started) if started else None
 
 
 def recent_patrols(session: Session, limit: int = 50) -> list:

@@ -208,16 +208,17 @@ def _console_move(office, case_id, status):
     office.write("case", case_id, {"status": status})
 
 
+class FakeGps:
+    available = True
+
+    def start(self, on_fix):
+        self.on_fix = on_fix
+
+    def stop(self):
+        self.on_fix = None
+
+
 def test_patrol_with_hazards_photo_and_track(tmp_path, office, fixed_now):
-    class FakeGps:
-        available = True
-
-        def start(self, on_fix):
-            self.on_fix = on_fix
-
-        def stop(self):
-            self.on_fix = None
-
     gps = FakeGps()
     setup, session = enrolled(tmp_path, office, "巡查员", clock=fixed_now)
     recorder = patrols.PatrolRecorder(session, gps)
@@ -232,6 +233,37 @@ def test_patrol_with_hazards_photo_and_track(tmp_path, office, fixed_now):
     assert len(record.fields["track"]) == 25 and len(record.fields["photos"]) == 1
     assert record.fields["ended_at"] and record.fields["notes"] == "3 幢楼道电瓶车充电"
     assert sync(session).state is SyncState.DONE
+
+
+def test_a_patrol_cut_off_by_android_killing_the_app_is_picked_up_where_it_was(tmp_path, office, fixed_now):
+    setup, session = enrolled(tmp_path, office, "被杀的巡查", clock=fixed_now)
+    gps = FakeGps()
+    recorder = patrols.PatrolRecorder(session, gps)
+    patrol_id = recorder.start()
+    recorder.add_hazard("gas")
+    recorder.set_notes("三楼楼道")
+    now_ms = int(fixed_now().timestamp() * 1000)
+    for i in range(patrols.TRACK_FLUSH_POINTS):
+        gps.on_fix((30.99, 119.91, now_ms + i * 1000))
+    # Killed: no stop. The next start of the app makes a new recorder.
+    again_gps = FakeGps()
+    again = patrols.PatrolRecorder(session, again_gps)
+    assert again.current is not None and again.current.patrol_id == patrol_id
+    assert again.current.hazards == ["gas"] and again.current.notes == "三楼楼道"
+    assert len(again.current.track) == patrols.TRACK_FLUSH_POINTS and again_gps.on_fix is not None
+    again.stop()
+    assert session.get("patrol", patrol_id).fields["ended_at"]
+    assert patrols.PatrolRecorder(session, FakeGps()).current is None
+
+
+def test_a_patrol_last_heard_of_long_ago_is_ended_at_that_moment_not_picked_up(tmp_path, office, fixed_now):
+    setup, session = enrolled(tmp_path, office, "忘了结束", clock=fixed_now)
+    patrol_id = patrols.PatrolRecorder(session, FakeGps()).start()
+    started_at = session.get("patrol", patrol_id).fields["started_at"]
+    session.clock = lambda: fixed_now() + datetime.timedelta(hours=13)
+    assert patrols.PatrolRecorder(session, FakeGps()).current is None
+    assert session.get("patrol", patrol_id).fields["ended_at"] == started_at
+    assert patrols.PatrolRecorder(session, FakeGps()).current is None
 
 
 def test_diary(tmp_path, office, fixed_now):
