@@ -169,15 +169,23 @@ UNION_FIELDS: dict[str, frozenset[str]] = {
     for name, struct in ENTITIES.items()
 }
 
+def _bare(kind: msgspec.inspect.Type) -> msgspec.inspect.Type:
+    """A field's type without the ``Annotated`` metadata around it (its merge rule, its bounds)."""
+    while isinstance(kind, msgspec.inspect.Metadata):
+        kind = kind.type
+    return kind
+
+
+# Each entity's fields and their types, read once from the Structs.
+_FIELD_TYPES: dict[str, dict[str, msgspec.inspect.Type]] = {
+    name: {f.name: _bare(f.type) for f in msgspec.inspect.type_info(struct).fields}
+    for name, struct in ENTITIES.items()
+}
+
 # How many items a union field may hold: one edit sends at most this many, and a merge that would
 # unite concurrent sets past it is refused, or the stored record would no longer fit its entity.
 UNION_LIMITS: dict[str, dict[str, int]] = {
-    name: {
-        f.name: f.type.type.max_length
-        for f in msgspec.inspect.type_info(struct).fields
-        if f.name in UNION_FIELDS[name]
-    }
-    for name, struct in ENTITIES.items()
+    name: {field: _FIELD_TYPES[name][field].max_length for field in UNION_FIELDS[name]} for name in ENTITIES
 }
 
 # Times and dates an entity may hold. Python (the server's console, the app) cannot move year 1 or 9999 into
@@ -186,18 +194,14 @@ EARLIEST_YEAR, LATEST_YEAR = 1900, 2999
 
 
 def _holds_time(kind: msgspec.inspect.Type) -> bool:
-    if isinstance(kind, msgspec.inspect.Metadata):
-        return _holds_time(kind.type)
     if isinstance(kind, msgspec.inspect.UnionType):
-        return any(_holds_time(member) for member in kind.types)
+        return any(_holds_time(_bare(member)) for member in kind.types)
     return isinstance(kind, (msgspec.inspect.DateTimeType, msgspec.inspect.DateType))
 
 
 TIME_FIELDS: dict[str, tuple[str, ...]] = {
-    name: tuple(f.name for f in msgspec.inspect.type_info(struct).fields if _holds_time(f.type))
-    for name, struct in ENTITIES.items()
+    name: tuple(field for field, kind in fields.items() if _holds_time(kind)) for name, fields in _FIELD_TYPES.items()
 }
-
 
 class FieldsInvalid(ValueError):
     """A mutation's ``fields`` do not fit the entity; the message carries the path."""

@@ -872,9 +872,8 @@ class LocalStore:
         """
         with self._lock:
             with self._write() as db:
-                is_held = "SELECT 1 FROM blobs WHERE sha256 = ? AND state = ?"
-                held = [sha for sha in set(shas) if db.execute(is_held, (sha, BLOB_HELD)).fetchone()]
-                db.executemany("DELETE FROM blobs WHERE sha256 = ?", [(sha,) for sha in held])
+                drop = "DELETE FROM blobs WHERE sha256 = ? AND state = ?"
+                held = [sha for sha in set(shas) if db.execute(drop, (sha, BLOB_HELD)).rowcount]
             for sha in held:
                 self._files.remove(sha)
 
