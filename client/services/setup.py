@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from client.i18n import DEFAULT_LANGUAGE, LANGUAGES
 from client.services.drafts import draft_count
 from client.services.session import Account, Session, load_account, save_account
 from client.vault import PinRejected, Vault, VaultDamaged, check_new_pin
@@ -134,11 +135,22 @@ class DataDir:
 
 
 def read_settings(data_dir: DataDir) -> dict:
+    """The settings file's values the app can use: an edited file must not stop the app.
+
+    A file that is no JSON object reads as empty; a server address that is no text, or a
+    language the app does not have, is left out (the app then starts as on a new phone).
+    """
     try:
         settings = json.loads(data_dir.settings.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return settings if isinstance(settings, dict) else {}  # an edited file must not stop the app
+    if not isinstance(settings, dict):
+        return {}
+    if not isinstance(settings.get("server_url", ""), str):
+        del settings["server_url"]
+    if settings.get("language", DEFAULT_LANGUAGE) not in LANGUAGES:
+        del settings["language"]
+    return settings
 
 
 def write_settings(data_dir: DataDir, **changes: Any) -> dict:
@@ -309,8 +321,7 @@ class DeviceSetup:
             self.erase()
         except (OSError, StorageError):
             raise SetupError("pin.forgot.failed") from None
-        server = read_settings(self.data_dir).get("server_url")
-        return server if isinstance(server, str) else ""
+        return read_settings(self.data_dir).get("server_url", "")
 
     def erase(self) -> None:
         """Remove the store, its blobs and the wrapped key (the language setting stays)."""

@@ -21,7 +21,7 @@ from kivy.uix.popup import Popup
 from kivy.uix.screenmanager import NoTransition, ScreenManager
 
 from client.fonts import register_cjk_default_font
-from client.i18n import DEFAULT_LANGUAGE, LANGUAGES, set_language, tr
+from client.i18n import DEFAULT_LANGUAGE, set_language, tr
 from client.phone.camera import Camera, default_camera
 from client.phone.permissions import request_runtime_permissions
 from client.phone.location import LocationProvider, default_location_provider
@@ -99,8 +99,7 @@ class FieldLoopApp(App):
         self.patrols: PatrolRecorder | None = None
         self.pending_enrollment: PendingEnrollment | None = None
         self.settings = read_settings(self.data)
-        language = self.settings.get("language")
-        self.language = language if language in LANGUAGES else DEFAULT_LANGUAGE
+        self.language = self.settings.get("language", DEFAULT_LANGUAGE)
         self.device_label = f"FieldLoop {host_platform.node()}"[:100]
         self.manager: ScreenManager | None = None
         self.last_toast = ""

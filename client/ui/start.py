@@ -33,8 +33,7 @@ class FirstRunScreen(Page):
         self.body.add_widget(self.error_label)
 
     def refresh(self) -> None:
-        saved = self.app.settings.get("server_url")
-        self.server_input.text = self.server_input.text or (saved if isinstance(saved, str) else "")
+        self.server_input.text = self.server_input.text or self.app.settings.get("server_url", "")
 
     def enroll(self) -> None:
         """Enroll on a worker thread: a slow or absent network must not freeze the screen."""

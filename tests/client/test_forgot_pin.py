@@ -11,7 +11,8 @@ from client.i18n import set_language, tr
 from client.services import visits
 from client.services.setup import DataDir, lock_wait
 from client.vault import WrongPin
-from tests.client.conftest import PIN, make_setup, photo_bytes
+from tests.client.conftest import make_setup, photo_bytes
+from tests.client.test_services_flow import enrolled
 
 NEW_PIN = "135790"
 
@@ -21,9 +22,7 @@ def files_left(root) -> list[str]:
 
 
 def phone_with_a_photo_and_an_unsynced_visit(tmp_path, office, name: str):
-    office.add_user(name)
-    setup = make_setup(tmp_path / name)
-    session = setup.set_pin(setup.enroll(office.server.url, office.code(name)), PIN, PIN)
+    setup, session = enrolled(tmp_path, office, name)
     household = session.create("household", {"grid_id": office.grid_id, "address": "长兴路 88 号",
                                               "head_name": "顾建国"})
     draft = visits.new_visit(household)
@@ -103,8 +102,8 @@ def test_an_hour_lock_reads_sixty_minutes_in_both_languages():
 @pytest.mark.ui
 def test_forgot_pin_button_asks_first_cancel_keeps_everything_confirm_goes_to_enrollment(
         app_driver, office, tmp_path):
-    from tests.client.test_app_window import enroll_in_window
     from client.services import diary
+    from tests.client.test_app_window import enroll_in_window
 
     office.add_user("忘密码丙")
     data_dir = tmp_path / "phone"

@@ -13,6 +13,7 @@ from client.services.setup import account_from_enroll_reply
 from client.services.words import clock_notice
 from sync.client import AesGcmCipher, DeviceIdentity, HttpTransport, LocalStore, SyncEngine
 from sync.client.store import META_CLOCK_OFFSET
+from tests.client.test_services_flow import add_household
 
 HOUR = datetime.timedelta(hours=1)
 YEARS_26 = datetime.timedelta(days=round(26 * 365.25))
@@ -32,11 +33,6 @@ def phone_behind(tmp_path, office, name: str, behind: datetime.timedelta) -> Ses
                         wall=lambda: int(wall().timestamp() * 1000))
     reply = engine.enroll(office.code(name), label=name)  # the server's time arrives here first
     return Session(store, engine, account_from_enroll_reply(reply, office.server.url), clock=wall)
-
-
-def add_household(session: Session, grid_id: str) -> str:
-    return session.create("household", {"grid_id": grid_id, "address": "长兴路 12 号", "building": "3", "unit": "2",
-                                        "room": "401", "head_name": "顾建国"})
 
 
 def assert_server_time(iso: str) -> None:
