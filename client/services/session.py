@@ -258,9 +258,7 @@ class Session:
         if self.transport_factory is None:
             raise RuntimeError("this session cannot change its server")
         # Waits for a running sync to finish, then drops the old address's token.
-        old = self.engine.transport
         self.engine.set_transport(self.transport_factory(server_url))
-        _close_transport(old)
         self.account.server_url = server_url
         save_account(self.store, self.account)
 
@@ -268,16 +266,8 @@ class Session:
         if not self.closed:
             self.closed = True
             if self._engine is not None:
-                _close_transport(self._engine.transport)
+                self._engine.close()
             self.store.close()
-
-
-def _close_transport(transport: Any) -> None:
-    # Its pooled connections, at once: a locked or re-addressed session must not keep sockets open
-    # until the collector gets to them.
-    close = getattr(transport, "close", None)
-    if close is not None:
-        close()
 
 
 def save_account(store: Any, account: Account) -> None:

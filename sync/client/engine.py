@@ -174,15 +174,22 @@ class SyncEngine:
     def set_transport(self, transport: Transport) -> None:
         """Talk to the server through another transport from now on (the server moved).
 
-        The cached token is dropped: it belongs to the old address.
+        The cached token is dropped: it belongs to the old address, and so do the old transport's
+        pooled connections, which are closed.
         """
         with self._sync_lock:
-            self.transport = transport
+            old, self.transport = self.transport, transport
             self.blobs = BlobTransfer(self.store, transport)
             self._token = None
             base_url = getattr(transport, "base_url", None)
             if base_url:
                 self.store.set_meta(META_SERVER_URL, base_url)
+        _close_transport(old)
+
+    def close(self) -> None:
+        """Close the transport's pooled connections (the app locked or signed out): sockets are
+        not left open until the collector gets to them. The store is its owner's to close."""
+        _close_transport(self.transport)
 
     # ---- the clock ------------------------------------------------------------------
 
@@ -585,6 +592,13 @@ class SyncEngine:
         except DeviceRevoked as exc:
             self._on_revoked(exc)
             raise
+
+
+def _close_transport(transport: Transport) -> None:
+    # The Transport protocol does not require close(): a test's fake may not have one.
+    close = getattr(transport, "close", None)
+    if close is not None:
+        close()
 
 
 def stored_clock_offset_ms(store: LocalStore, wall_ms: int) -> int | None:
