@@ -173,8 +173,12 @@ class Vault:
         return self._read()["failures"]
 
     def destroy(self) -> None:
-        """Forget the wrapped key: without it the encrypted data can never be read again."""
+        """Forget the wrapped key: without it the encrypted data can never be read again.
+
+        A write cut short by a crash leaves its temporary file, a copy of the key: it goes too.
+        """
         self.path.unlink(missing_ok=True)
+        self._tmp_path().unlink(missing_ok=True)
 
     # ---- file format ---------------------------------------------------------------
 
@@ -198,6 +202,9 @@ class Vault:
         kek = self._derive(pin, _unb64(kdf["salt"]), kdf["n"], kdf["r"], kdf["p"])
         return AESGCM(kek).decrypt(_unb64(state["nonce"]), _unb64(state["wrapped_key"]), _WRAP_AAD)
 
+    def _tmp_path(self) -> Path:
+        return self.path.with_suffix(".tmp")
+
     def _read(self) -> dict:
         try:
             state = json.loads(self.path.read_text(encoding="utf-8"))
@@ -211,7 +218,7 @@ class Vault:
     def _write(self, state: dict) -> None:
         # Write then rename, and fsync: a crash never leaves half a key file (that would lose every record).
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
+        tmp = self._tmp_path()
         with open(tmp, "w", encoding="utf-8") as out:
             json.dump(state, out)
             out.flush()

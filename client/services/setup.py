@@ -209,7 +209,8 @@ class DeviceSetup:
             from sync.client.engine import SyncEngine
             from sync.client.identity import DeviceIdentity
 
-            return SyncEngine(store, self._transport_factory(server_url), DeviceIdentity(store))
+            return SyncEngine(store, self._transport_factory(server_url), DeviceIdentity(store),
+                              forget_key=self.vault.destroy)
 
         return store, make_engine
 
@@ -301,10 +302,9 @@ class DeviceSetup:
             pending, drafts = session.pending_count(), draft_count(session)
             if pending or drafts:
                 raise UnsyncedEdits(pending, drafts)
-        if session is not None and not session.store.closed:
+        if session is not None:
             session.closed = True
-            session.store.wipe()
-        self.erase()
+        self.erase(session.store if session is not None else None)
 
     def erase_to_enroll_again(self) -> str:
         """The way out for a forgotten PIN or a damaged store: erase this phone to enroll it again.
@@ -323,12 +323,21 @@ class DeviceSetup:
             raise SetupError("pin.forgot.failed") from None
         return read_settings(self.data_dir).get("server_url", "")
 
-    def erase(self) -> None:
-        """Remove the store, its blobs and the wrapped key (the language setting stays)."""
+    def erase(self, open_store: Any = None) -> None:
+        """Remove the wrapped key, the store and its blobs (the language setting stays).
+
+        The key goes first: without it nothing left behind can be read, so a phone that dies
+        halfway through (the store's wipe takes seconds on a cheap phone, the battery may be
+        flat) leaks nothing even to someone who later guesses the PIN. ``open_store`` is a
+        session's store, wiped through its own connection.
+        """
         from sync.client.cipher import PlainCipher
         from sync.client.store import LocalStore, remove_store_files
         from sync.errors import StorageError
 
+        self.vault.destroy()
+        if open_store is not None and not open_store.closed:
+            open_store.wipe()
         if self.data_dir.store.exists():
             # The key may be gone already: open it unencrypted only to wipe its files.
             try:
@@ -341,7 +350,6 @@ class DeviceSetup:
             import shutil
 
             shutil.rmtree(blob_dir, ignore_errors=True)
-        self.vault.destroy()
 
 
 SECONDS_SHOWN_BELOW = 60.0

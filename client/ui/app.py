@@ -188,9 +188,7 @@ class FieldLoopApp(App):
         # Called on the sync thread when the server says the phone was lost: erase everything now.
         if self.sync is not None:
             self.sync.stop_auto()
-        if self.session is not None and not self.session.store.closed:
-            self.session.store.wipe()
-        self.setup.erase()
+        self.setup.erase(self.session.store if self.session is not None else None)
 
     def _end_session(self) -> None:
         if self.sync is not None:

@@ -142,6 +142,9 @@ class SyncEngine:
             False leaves them for ``fetch_blob``.
         sleep: how ``sync_with_retry`` waits (injected by tests).
         wall: the physical clock in ms (injected by tests).
+        forget_key: called first when the server orders a wipe, before the store is erased:
+            an app keeping the store's key outside it (wrapped under a PIN) forgets it there,
+            so a wipe cut short (the app killed mid-erase) leaves nothing anyone can read.
     """
 
     def __init__(
@@ -156,8 +159,10 @@ class SyncEngine:
         download_blobs: bool = True,
         sleep: Callable[[float], None] = time.sleep,
         wall: Callable[[], int] = wall_now_ms,
+        forget_key: Callable[[], None] | None = None,
     ):
         self.store = store
+        self._forget_key = forget_key
         self.transport = transport
         self.identity = identity
         self.pull_limit = pull_limit
@@ -453,6 +458,8 @@ class SyncEngine:
     def _on_revoked(self, exc: DeviceRevoked) -> None:
         self._token = None
         if exc.wipe:
+            if self._forget_key is not None:
+                self._forget_key()
             self.store.wipe()
         else:
             self.store.set_meta(META_RETIRED, "1")
