@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -27,13 +28,24 @@ class NoCamera:
         return None
 
 
+SHOT_PATTERN = "fieldloop-*.jpg"
+
+
 class PlyerCamera:
-    """Android's camera app through plyer: it writes a file, which is read, handed on, then removed."""
+    """Android's camera app through plyer: it writes a file, which is read, handed on, then removed.
+
+    Android often kills a cheap phone's app while the camera app is in front; the new process
+    never hears of the photo, which would stay behind in plain JPEG (EXIF position included).
+    Photos left so are removed when the camera is made, that is at every start of the app.
+    """
 
     available = True
 
     def __init__(self, folder: Path | None = None):
         self._folder = folder or Path(tempfile.gettempdir())
+        for shot in self._folder.glob(SHOT_PATTERN):
+            with contextlib.suppress(OSError):  # not ours to remove: the start must go on
+                shot.unlink()
 
     def take(self, on_photo: OnPhoto) -> None:
         from plyer import camera

@@ -16,11 +16,14 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import sys
 import tempfile
+import types
 from pathlib import Path
 
 import pytest
 
+from client.phone.camera import PlyerCamera
 from client.services import diary
 from client.vault import Vault
 from sync.client.identity import META_PRIVATE_KEY
@@ -281,3 +284,38 @@ def test_a_key_file_left_by_a_crash_mid_write_goes_with_a_sign_out(tmp_path, off
     session = setup.unlock(PIN)
     setup.sign_out(session, force=True)
     assert files_left(setup.data_dir.root) == ["settings.json"]
+
+
+class FakePlyerCamera:
+    """plyer's Android camera: the camera app writes the photo to the file it is given."""
+
+    def __init__(self, photo: bytes, app_killed: bool):
+        self.photo, self.app_killed = photo, app_killed
+
+    def take_picture(self, filename, on_complete):
+        Path(filename).write_bytes(self.photo)
+        if not self.app_killed:  # else Android killed the app behind the camera: no one hears back
+            on_complete(filename)
+
+
+def test_a_photo_the_camera_app_wrote_after_android_killed_the_app_goes_at_the_next_start(tmp_path, monkeypatch):
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    unrelated = folder / "someone-elses.jpg"
+    unrelated.write_bytes(b"not ours")
+    photo = photo_bytes(color=(1, 1, 1))
+    plyer = types.ModuleType("plyer")
+    monkeypatch.setitem(sys.modules, "plyer", plyer)
+
+    plyer.camera = FakePlyerCamera(photo, app_killed=False)
+    taken = []
+    PlyerCamera(folder).take(taken.append)
+    assert taken == [photo] and sorted(p.name for p in folder.iterdir()) == ["someone-elses.jpg"]
+
+    plyer.camera = FakePlyerCamera(photo, app_killed=True)
+    PlyerCamera(folder).take(taken.append)
+    [left] = [p for p in folder.iterdir() if p != unrelated]
+    assert left.read_bytes() == photo  # in plain JPEG, where the photo was taken in its EXIF
+
+    PlyerCamera(folder)  # the app starts again
+    assert sorted(p.name for p in folder.iterdir()) == ["someone-elses.jpg"]
