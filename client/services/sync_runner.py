@@ -47,6 +47,7 @@ class SyncOutcome:
     conflicts: int = 0
     photos_up: int = 0
     photos_down: int = 0
+    set_aside: int = 0  # records the server sent that this app cannot open yet
     pending_after: int = 0
     detail: str = ""
 
@@ -89,6 +90,7 @@ def outcome_from_report(report: Any, pending_after: int, now: str) -> SyncOutcom
         conflicts=int(_get(report, "conflicts", default=0) or 0),
         photos_up=int(_get(report, "blobs_uploaded", "photos_up", default=0) or 0),
         photos_down=int(_get(report, "blobs_downloaded", "photos_down", default=0) or 0),
+        set_aside=int(_get(report, "set_aside", default=0) or 0),
         pending_after=pending_after,
     )
 

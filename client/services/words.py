@@ -1,5 +1,5 @@
 """Sync results in plain words for the user: what went up and down, and for each conflict or
-rejection, what I wrote, what was kept, and why."""
+rejection, what I wrote, what was kept, and why; and the records this app cannot open yet."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from client.services.sync_runner import SyncOutcome, SyncState
 class Notice:
     """One conflict or rejection, ready for a label."""
 
-    key: str  # "conflict:<cid>" or "rejection:<mid>", for dismissing
+    key: str  # "conflict:<cid>", "rejection:<mid>" or "set_aside:<count>", for dismissing
     title: str
     body: str
 
@@ -52,6 +52,8 @@ def outcome_text(outcome: SyncOutcome | None) -> str:
             text += " " + tr("sync.photos", up=outcome.photos_up, down=outcome.photos_down)
         if outcome.conflicts or outcome.rejected:
             text += " " + tr("sync.attention", conflicts=outcome.conflicts, rejected=outcome.rejected)
+        if outcome.set_aside:
+            text += " " + tr("sync.set_aside", count=outcome.set_aside)
         return text
     return tr(f"sync.state.{outcome.state.value}", when=when, pending=outcome.pending_after)
 
@@ -148,9 +150,23 @@ def rejection_notices(session: Session) -> list[Notice]:
     return notices
 
 
+def set_aside_notices(session: Session) -> list[Notice]:
+    """One notice for the records the server sent that this app cannot open yet, until seen
+    (they are applied by the first sync after an upgrade that can read them)."""
+    unseen = session.store.set_aside(unseen_only=True)
+    if not unseen:
+        return []
+    count = session.store.set_aside_count()
+    title = tr("set_aside.title.one" if count == 1 else "set_aside.title", count=count)
+    # The reason is for whoever runs the server: technical, and the same for most of them.
+    return [Notice(f"set_aside:{count}", title, tr("set_aside.body", reason=unseen[-1].reason[:300]))]
+
+
 def dismiss(session: Session, notice: Notice) -> None:
     kind, _, ident = notice.key.partition(":")
-    if kind == "conflict":
+    if kind == "set_aside":
+        session.store.mark_set_aside_seen()
+    elif kind == "conflict":
         session.store.mark_conflicts_seen([int(ident)])
     elif kind == "rejection":
         session.store.dismiss_rejection(ident)

@@ -8,7 +8,7 @@ from kivy.uix.progressbar import ProgressBar
 
 from client.i18n import LANGUAGES, tr
 from client.services.setup import SetupError, UnsyncedEdits, normalise_server_url
-from client.services.words import conflict_notices, dismiss, outcome_text, rejection_notices
+from client.services.words import conflict_notices, dismiss, outcome_text, rejection_notices, set_aside_notices
 from client.ui.widgets import MUTED, PRIMARY, WARNING, BigButton, BigInput, BigLabel, BigToggle, Page, Question, plain
 
 
@@ -39,7 +39,7 @@ class SyncScreen(Page):
         self.outcome_label.text = tr("sync.running") if runner.running else outcome_text(runner.last or self._stored())
         self.pending_label.text = tr("home.pending", count=session.pending_count())
         self.notices_box.clear_widgets()
-        notices = conflict_notices(session, unseen_only=True) + rejection_notices(session)
+        notices = set_aside_notices(session) + conflict_notices(session, unseen_only=True) + rejection_notices(session)
         if notices:
             self.notices_box.add_widget(BigLabel(tr("sync.notices"), bold=True, color=PRIMARY))
         for notice in notices:

@@ -9,7 +9,9 @@ One round, in order:
 4. download the photos that pulled records name and this device lacks.
 
 Each push reply and pull page is checked (``server_replies``) before any of it is stored; one
-that no v1 server could have sent is refused whole as ``ProtocolError``.
+that no v1 server could have sent is refused whole as ``ProtocolError``. A record this app
+cannot hold (an entity or a value it does not know) is set aside while the rest is applied, and
+applied at the first round that can read it (after an upgrade).
 
 A crash or a cut connection anywhere repeats work on the next round and loses none: the same
 outbox entries go again with the same ``mid`` (the server answers with its first result), and
@@ -36,10 +38,18 @@ from typing import Any
 
 import msgspec
 
-from shared_schema.messages import MAX_PUSH_BYTES, MAX_PUSH_MUTATIONS, EnrollReply, MutationStatus, Result, ResultError
+from shared_schema.messages import (
+    MAX_PUSH_BYTES,
+    MAX_PUSH_MUTATIONS,
+    EnrollReply,
+    MutationStatus,
+    Record,
+    Result,
+    ResultError,
+)
 from sync.client.blobs import BlobTransfer
 from sync.client.identity import DeviceIdentity
-from sync.client.server_replies import check_pull_reply, check_push_reply
+from sync.client.server_replies import check_pull_reply, check_push_reply, check_record
 from sync.client.store import (
     META_CLOCK_LAST,
     META_CLOCK_OFFSET,
@@ -103,6 +113,8 @@ class SyncReport:
         pulled: records applied from pulled pages.
         conflicts: conflict entries stored for the user.
         blobs_uploaded, blobs_downloaded: photos moved.
+        set_aside: records this round kept apart because the app cannot hold them (see
+            ``server_replies``); ``readmitted``: those applied this round at last.
         errors: problems that did not stop the round (a photo the server would not give).
         duration: seconds the round took.
         finished_at: when it ended (UTC).
@@ -116,6 +128,8 @@ class SyncReport:
     conflicts: int = 0
     blobs_uploaded: int = 0
     blobs_downloaded: int = 0
+    set_aside: int = 0
+    readmitted: int = 0
     errors: list[str] = dataclasses.field(default_factory=list)
     duration: float = 0.0
     finished_at: datetime.datetime | None = None
@@ -513,12 +527,13 @@ class SyncEngine:
                 return 1
             half = len(entries) // 2
             return self._push_batch(entries[:half], report) + self._push_batch(entries[half:], report)
-        check_push_reply(entries, reply)
+        unfit = check_push_reply(entries, reply)
         self._observe_server_time(reply.server_time)
         for result in reply.results:
             if result.record:
                 self._observe_stamp(result.record.hlc, reply.server_time)
-        summary = self.store.apply_results(entries, reply.results)
+        summary = self.store.apply_results(entries, reply.results, unfit=unfit)
+        report.set_aside += len(unfit)
         answered = len(entries) - summary.unanswered
         report.pushed += answered
         report.applied += summary.applied
@@ -541,6 +556,7 @@ class SyncEngine:
     # ---- pull -------------------------------------------------------------------------
 
     def _pull_changes(self, report: SyncReport, notify: ProgressCallback) -> None:
+        self._readmit_set_aside(report)
         cursor = self.store.get_meta(META_CURSOR)
         started_over = False
         while True:
@@ -556,16 +572,26 @@ class SyncEngine:
                 # round: a server that refuses the cursors it just issued is not looped on.
                 cursor, started_over = None, True
                 continue
-            check_pull_reply(reply)
+            unfit = check_pull_reply(reply)
             self._observe_server_time(reply.server_time)
-            if reply.changes:
-                self._observe_stamp(max(r.hlc for r in reply.changes), reply.server_time)
-            self.store.apply_pulled(reply.changes, cursor=reply.cursor, meta=self._clock_meta())
+            stamps = [r.hlc for r in reply.changes] + [u.record.hlc for u in unfit]
+            if stamps:
+                self._observe_stamp(max(stamps), reply.server_time)
+            self.store.apply_pulled(reply.changes, unfit=unfit, cursor=reply.cursor, meta=self._clock_meta())
             report.pulled += len(reply.changes)
+            report.set_aside += len(unfit)
             notify(SyncProgress("pull", report.pulled, None))
             if not reply.more:
                 return
             cursor = reply.cursor
+
+    def _readmit_set_aside(self, report: SyncReport) -> None:
+        if not self.store.set_aside_count():
+            return
+        readable = [kept.record for kept in self.store.set_aside() if _readable(kept.record)]
+        if readable:
+            self.store.readmit(readable)
+            report.readmitted += len(readable)
 
     # ---- blobs down -------------------------------------------------------------------
 
@@ -599,6 +625,13 @@ class SyncEngine:
         except DeviceRevoked as exc:
             self._on_revoked(exc)
             raise
+
+
+def _readable(record: Record) -> bool:
+    try:
+        return check_record(record) is None
+    except ProtocolError:
+        return False  # never stored so; kept for whoever looks, not a reason to stop every round
 
 
 def _close_transport(transport: Transport) -> None:

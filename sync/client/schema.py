@@ -57,6 +57,19 @@ CREATE TABLE IF NOT EXISTS conflicts (
     created_at TEXT NOT NULL,
     UNIQUE (mid, field)
 );
+-- Records a server sent that this app cannot hold (an entity or a value it does not know: a
+-- newer server, or data stored before the server's checks tightened), while the rest of their
+-- page is applied: the newest version of each, sealed with why it was set aside, applied once
+-- the app can read it.
+CREATE TABLE IF NOT EXISTS set_aside (
+    entity TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    seen INTEGER NOT NULL DEFAULT 0,
+    received_at TEXT NOT NULL,
+    PRIMARY KEY (entity, id)
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL

@@ -133,6 +133,22 @@ class RejectedEdit(msgspec.Struct, frozen=True, kw_only=True):
     received_at: str
 
 
+class Unfit(msgspec.Struct, frozen=True):
+    """A record a server sent that this app cannot hold, and why (``server_replies``)."""
+
+    record: Record
+    reason: str
+
+
+class SetAsideRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A record kept apart until the app can read it (see ``server_replies``)."""
+
+    record: Record
+    reason: str
+    seen: bool
+    received_at: str
+
+
 class PushSummary(msgspec.Struct, kw_only=True):
     """What one ``apply_results`` call stored."""
 
@@ -164,11 +180,16 @@ class _ConflictValues(msgspec.Struct, array_like=True):
 
 
 _decode_payload = msgspec.msgpack.Decoder(_Payload).decode
+_decode_unfit = msgspec.msgpack.Decoder(Unfit).decode
 _decode_conflict = msgspec.msgpack.Decoder(_ConflictValues).decode
 
 
 def _record_aad(entity: str, id_: str) -> bytes:
     return f"rec:{entity}/{id_}".encode()
+
+
+def _set_aside_aad(entity: str, id_: str) -> bytes:
+    return f"set:{entity}/{id_}".encode()
 
 
 def _check_stamp(hlc: str) -> None:
@@ -563,7 +584,9 @@ class LocalStore:
         with self._read() as db:
             return self._entries(db, "SELECT * FROM outbox ORDER BY seq LIMIT ?", (limit,))
 
-    def apply_results(self, entries: Sequence[OutboxEntry], results: Sequence[Result]) -> PushSummary:
+    def apply_results(
+        self, entries: Sequence[OutboxEntry], results: Sequence[Result], *, unfit: Sequence[Unfit] = ()
+    ) -> PushSummary:
         """Store a push's results and retire the answered entries, all in one transaction.
 
         For each result: the result is kept (with its conflicts, sealed); an ``applied`` or
@@ -575,6 +598,8 @@ class LocalStore:
         Args:
             entries: the entries that were pushed.
             results: the server's results (matched to entries by ``mid``).
+            unfit: the results' records this app cannot hold (taken out of their results):
+                set aside in the same transaction.
 
         Returns:
             Counts of what was stored.
@@ -599,6 +624,9 @@ class LocalStore:
                     self._adopt_result_record(db, entry, result)
                     summary.conflicts += self._store_conflicts(db, entry, result, now)
                 self._retire_entry(db, entry)
+            # After the results' records: a record replayed from an edit at the set-aside
+            # version must not clear the set-aside copy, which is the server's.
+            self._set_aside_in(db, unfit, now)
         return summary
 
     def _store_result(self, db: sqlite3.Connection, entry: OutboxEntry, result: Result, now: str) -> None:
@@ -768,7 +796,12 @@ class LocalStore:
     # ---- pulled records -------------------------------------------------------------
 
     def apply_pulled(
-        self, records: Sequence[Record], *, cursor: str | None = None, meta: dict[str, str | None] | None = None
+        self,
+        records: Sequence[Record],
+        *,
+        unfit: Sequence[Unfit] = (),
+        cursor: str | None = None,
+        meta: dict[str, str | None] | None = None,
     ) -> int:
         """Apply one pulled page and move the cursor, in one transaction.
 
@@ -778,6 +811,7 @@ class LocalStore:
 
         Args:
             records: the page's changes.
+            unfit: the page's changes this app cannot hold: set aside in the same transaction.
             cursor: the cursor that follows this page; stored in the same transaction.
             meta: other meta values to store in the same transaction (the clock's stamp).
 
@@ -786,6 +820,7 @@ class LocalStore:
         """
         with self._write() as db:
             self._upsert_records(db, records)
+            self._set_aside_in(db, unfit, _now_iso())
             values = dict(meta or {})
             if cursor is not None:
                 values[META_CURSOR] = cursor
@@ -827,11 +862,64 @@ class LocalStore:
             " WHERE excluded.version >= records.version",
             rows,
         )
+        if db.execute("SELECT 1 FROM set_aside LIMIT 1").fetchone():
+            # A version this app can read replaces what was set aside of the record until then.
+            db.executemany("DELETE FROM set_aside WHERE entity = ? AND id = ? AND version <= ?",
+                           [(r.entity, r.id, r.version) for r in records])
         if blob_rows:
             db.executemany("INSERT OR IGNORE INTO blobs (sha256, state, created_at) VALUES (?, ?, ?)", blob_rows)
             # The same photo held for a draft here is now a record's (the server has it): never dropped.
             db.executemany("UPDATE blobs SET state = ? WHERE sha256 = ? AND state = ?",
                            [(BLOB_REMOTE, sha, BLOB_HELD) for sha, _, _ in blob_rows])
+
+    # ---- records set aside -----------------------------------------------------------
+
+    def _set_aside_in(self, db: sqlite3.Connection, unfit: Sequence[Unfit], now: str) -> None:
+        # The newest version of each; none older than what the store holds of the record.
+        rows = [
+            (u.record.entity, u.record.id, u.record.version,
+             self._cipher.encrypt(_encode(u), _set_aside_aad(u.record.entity, u.record.id)), now,
+             u.record.entity, u.record.id, u.record.version)
+            for u in unfit
+        ]
+        db.executemany(
+            "INSERT INTO set_aside (entity, id, version, payload, seen, received_at)"
+            " SELECT ?, ?, ?, ?, 0, ?"
+            " WHERE NOT EXISTS (SELECT 1 FROM records WHERE entity = ? AND id = ? AND version > ?)"
+            " ON CONFLICT (entity, id) DO UPDATE SET version = excluded.version, payload = excluded.payload,"
+            " seen = 0, received_at = excluded.received_at WHERE excluded.version > set_aside.version",
+            rows,
+        )
+
+    def set_aside(self, *, unseen_only: bool = False) -> list[SetAsideRecord]:
+        """The records kept apart because this app cannot hold them, oldest first."""
+        sql = "SELECT entity, id, payload, seen, received_at FROM set_aside"
+        if unseen_only:
+            sql += " WHERE seen = 0"
+        with self._read() as db:
+            rows = db.execute(sql + " ORDER BY received_at, entity, id").fetchall()
+        out = []
+        for entity, id_, sealed, seen, received in rows:
+            unfit = _decode_unfit(self._cipher.decrypt(sealed, _set_aside_aad(entity, id_)))
+            out.append(SetAsideRecord(record=unfit.record, reason=unfit.reason, seen=bool(seen), received_at=received))
+        return out
+
+    def set_aside_count(self, *, unseen_only: bool = False) -> int:
+        """How many records are set aside (without opening them)."""
+        sql = "SELECT count(*) FROM set_aside" + (" WHERE seen = 0" if unseen_only else "")
+        with self._read() as db:
+            return db.execute(sql).fetchone()[0]
+
+    def readmit(self, records: Sequence[Record]) -> None:
+        """Apply set-aside records the app can now read (their set-aside copies go with it);
+        like a pulled record, none rolls back a later version."""
+        with self._write() as db:
+            self._upsert_records(db, records)
+
+    def mark_set_aside_seen(self) -> None:
+        """The user was told of every record set aside so far."""
+        with self._write() as db:
+            db.execute("UPDATE set_aside SET seen = 1")
 
     def record_count(self, entity: str | None = None) -> int:
         """How many server records (tombstones included) the store holds."""
@@ -964,7 +1052,7 @@ class LocalStore:
                     # Overwrite freed pages before the files go, for storage that keeps them.
                     self._db.execute("PRAGMA secure_delete=ON")
                     self._db.execute("BEGIN IMMEDIATE")
-                    for table in ("records", "outbox", "results", "conflicts", "meta", "blobs"):
+                    for table in ("records", "outbox", "results", "conflicts", "set_aside", "meta", "blobs"):
                         self._db.execute(f"DELETE FROM {table}")
                     self._db.execute("COMMIT")
                     self._db.execute("VACUUM")

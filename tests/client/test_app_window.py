@@ -202,6 +202,45 @@ def test_conflicting_edit_shows_the_merged_result_and_the_conflict_notice(app_dr
     driver.screenshot("visit_merged_with_conflict")
 
 
+def test_a_record_this_app_cannot_open_is_set_aside_said_and_opened_after_an_upgrade(
+    app_driver, own_office, monkeypatch
+):
+    # The server holds a household this version of the app cannot read (here: an app that does
+    # not know the new compound yet). Before, the phone refused every page holding it and the
+    # whole grid's phones stopped syncing.
+    from shared_schema.entities import FieldsInvalid, validate_fields
+    from sync.client import server_replies
+
+    new_household = "0190a000-0000-7000-8000-00000000a402"
+    own_office.write("household", new_household, {"grid_id": own_office.grid_id, "address": "滨江新苑 1 幢",
+                                                  "head_name": "陈新华"})
+
+    def older_app(entity, fields):  # noqa: ANN001, ANN202
+        if "滨江新苑" in str(fields.get("address", "")):
+            raise FieldsInvalid("address: a compound this app does not know")
+        return validate_fields(entity, fields)
+
+    monkeypatch.setattr(server_replies, "validate_fields", older_app)
+    driver = app_driver()
+    enroll_in_window(driver, own_office)
+    sync_in_window(driver)
+    session = driver.app.session
+    assert driver.app.sync.last.state.value == "done"
+    assert session.households.get(HOUSEHOLD) is not None and session.get("household", new_household) is None
+    sync_screen = driver.screen
+    notices = [w.text for w in sync_screen.notices_box.children if hasattr(w, "markup") and w.markup]
+    assert any("有1条记录本机暂时打不开" in t and "请升级应用" in t and "does not know" in t for t in notices), notices
+    driver.screenshot("sync_record_set_aside")
+    understood = next(w for w in sync_screen.notices_box.children if getattr(w, "text", "") == "知道了")
+    driver.tap(understood)
+    assert not [w for w in sync_screen.notices_box.children if hasattr(w, "markup") and w.markup]
+
+    monkeypatch.setattr(server_replies, "validate_fields", validate_fields)  # the app is upgraded
+    sync_in_window(driver)
+    assert session.get("household", new_household).fields["head_name"] == "陈新华"
+    assert session.store.set_aside_count() == 0
+
+
 def test_revocation_with_wipe_empties_the_store_and_says_why(app_driver, own_office, tmp_path):
     data_dir = tmp_path / "lost-phone"
     driver = app_driver(data_dir=data_dir)

@@ -141,10 +141,13 @@ def _push(phone, batch: list[dict]) -> list[dict]:  # noqa: ANN001
 
 
 def _readable_by_a_phone(record: dict) -> None:
+    # A phone sets aside a record it cannot hold (and refuses the page of one no server sends):
+    # either way the server stored what its phones will not show.
     try:
-        check_record(msgspec.convert(record, Record))
+        unfit = check_record(msgspec.convert(record, Record))
     except ProtocolError as exc:
         raise AssertionError(f"the server stored what no phone will take: {exc}") from None
+    assert unfit is None, f"the server stored what no phone will show: {unfit}"
 
 
 def _everything_reads_back(phone, browser, record_ids: list[str]) -> None:  # noqa: ANN001
