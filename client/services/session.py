@@ -18,11 +18,10 @@ counted "due" on the wrong day, is wrong for everyone who reads it later. Decisi
   (5 minutes), so small drift is not corrected, and the home screen speaks up only past that
   same 5 minutes (``wrong_clock_offset``): the size of the difference in words, and that the times
   are corrected, until the offset is back to 0.
-- The offset is only as new as the last sync: a user who puts the phone clock right after
-  seeing the notice has their records corrected by the old offset until the phone syncs again
-  (the notice stays until then too). Telling a clock change apart from time passing offline
-  needs a clock the user cannot set that also counts sleep (Android's elapsedRealtime) and a
-  way to know a reboot happened; that is left for later.
+- A user who puts the phone clock right (or wrong) after the last sync, offline, is followed:
+  ``corrected_clock_offset_ms`` takes off how far the wall clock was moved since the offset was
+  learned, told by a clock nobody sets that counts sleep too (``sync.client.boot_clock``). After
+  a reboot that cannot be told, and the offset of the last sync stands until the next one.
 - "Today" is that corrected moment in the phone's time zone. A zone set wrong by hand is not
   corrected (the server's time says nothing of zones): the moment is right, but the day may
   turn at the wrong hour.
@@ -79,6 +78,8 @@ class Session:
         account: the enrolled user.
         clock: the phone's wall clock (UTC), which the server's offset corrects; injected so
             tests can pin "today" and play a phone whose clock is wrong.
+        boot_clock: the clock that tells whether ``clock`` was moved by hand since the last
+            sync (``sync.client.boot_clock.read_boot_clock``); injected with ``clock``.
     """
 
     def __init__(
@@ -88,6 +89,7 @@ class Session:
         account: Account,
         clock: Callable[[], datetime.datetime] = utc_now,
         transport_factory: Callable[[str], Any] | None = None,
+        boot_clock: Callable[[], Any] | None = None,
     ):
         self.store = store
         # An engine, or a function that makes one: the engine pulls in the HTTP stack (0.4 s of
@@ -97,6 +99,7 @@ class Session:
         self._engine_lock = threading.Lock()
         self.account = account
         self.clock = clock
+        self.boot_clock = boot_clock
         self.transport_factory = transport_factory
         # The UI thread edits while the sync thread pulls; the index swap is guarded.
         self._index_lock = threading.Lock()
@@ -133,9 +136,11 @@ class Session:
         return offset if abs(offset) > CLOCK_NOTICE_AFTER else None
 
     def _clock_offset_at(self, wall: datetime.datetime) -> datetime.timedelta:
-        from sync.client.engine import stored_clock_offset_ms
+        from sync.client.boot_clock import read_boot_clock
+        from sync.client.engine import corrected_clock_offset_ms
 
-        offset_ms = stored_clock_offset_ms(self.store, int(wall.timestamp() * 1000))
+        reading = (self.boot_clock or read_boot_clock)()
+        offset_ms = corrected_clock_offset_ms(self.store, int(wall.timestamp() * 1000), reading)
         return datetime.timedelta(milliseconds=offset_ms or 0)
 
     # ---- records ---------------------------------------------------------------------

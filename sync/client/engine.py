@@ -39,6 +39,7 @@ from typing import Any
 import msgspec
 
 from shared_schema.messages import (
+    MAX_CLOCK_SKEW_MS,
     MAX_PUSH_BYTES,
     MAX_PUSH_MUTATIONS,
     EnrollReply,
@@ -48,9 +49,11 @@ from shared_schema.messages import (
     ResultError,
 )
 from sync.client.blobs import BlobTransfer
+from sync.client.boot_clock import BootClock, BootReading, clock_anchor, read_boot_clock, wall_moved_ms
 from sync.client.identity import DeviceIdentity
 from sync.client.server_replies import check_pull_reply, check_push_reply, check_record
 from sync.client.store import (
+    META_CLOCK_ANCHOR,
     META_CLOCK_LAST,
     META_CLOCK_OFFSET,
     META_CURSOR,
@@ -156,6 +159,8 @@ class SyncEngine:
             False leaves them for ``fetch_blob``.
         sleep: how ``sync_with_retry`` waits (injected by tests).
         wall: the physical clock in ms (injected by tests).
+        boot_clock: a clock nobody sets, to tell later whether ``wall`` was moved by hand
+            (``sync.client.boot_clock``; injected by tests).
         forget_key: called first when the server orders a wipe, before the store is erased:
             an app keeping the store's key outside it (wrapped under a PIN) forgets it there,
             so a wipe cut short (the app killed mid-erase) leaves nothing anyone can read.
@@ -173,6 +178,7 @@ class SyncEngine:
         download_blobs: bool = True,
         sleep: Callable[[float], None] = time.sleep,
         wall: Callable[[], int] = wall_now_ms,
+        boot_clock: BootClock = read_boot_clock,
         forget_key: Callable[[], None] | None = None,
     ):
         self.store = store
@@ -184,6 +190,8 @@ class SyncEngine:
         self.download_blobs = download_blobs
         self._sleep = sleep
         self._wall = wall
+        self._boot_clock = boot_clock
+        self._anchor: str | None = None  # where the wall and boot clocks stood at the last server_time
         self.blobs = BlobTransfer(store, transport)
         self._sync_lock = threading.Lock()
         self._token: str | None = None
@@ -232,6 +240,7 @@ class SyncEngine:
             # unreadable (each local edit refused, the stored clock fatal at the next start).
             return
         changed = self.clock.observe_server_time(server_ms)
+        self._anchor = clock_anchor(self._wall(), self._boot_clock())
         if is_too_far_ahead(self.clock.last(), server_ms):
             # Stamps issued while our wall clock ran far ahead would pin every later stamp there
             # (a clock never goes back); the protocol wants new edits stamped from the
@@ -251,7 +260,10 @@ class SyncEngine:
             pass
 
     def _clock_meta(self) -> dict[str, str | None]:
-        return {META_CLOCK_LAST: self.clock.last(), META_CLOCK_OFFSET: str(self.clock.offset_ms)}
+        meta = {META_CLOCK_LAST: self.clock.last(), META_CLOCK_OFFSET: str(self.clock.offset_ms)}
+        if self._anchor is not None:
+            meta[META_CLOCK_ANCHOR] = self._anchor
+        return meta
 
     # ---- local edits, stamped ---------------------------------------------------------
 
@@ -663,6 +675,26 @@ def stored_clock_offset_ms(store: LocalStore, wall_ms: int) -> int | None:
     except ValueError:
         return 0
     return offset if _is_usable_server_time(wall_ms + offset) else 0
+
+
+def corrected_clock_offset_ms(store: LocalStore, wall_ms: int, reading: BootReading | None) -> int | None:
+    """``stored_clock_offset_ms``, less however far the wall clock was set by hand since the
+    offset was learned (``sync.client.boot_clock``): the correction for "now" on a phone whose
+    user put its clock right (or wrong) while offline.
+
+    Args:
+        store: the device's store.
+        wall_ms: the wall clock now.
+        reading: the boot clock now (``read_boot_clock()``).
+
+    Returns:
+        The offset in ms, or None when the device has not yet heard the server's time.
+    """
+    offset = stored_clock_offset_ms(store, wall_ms)
+    if offset is None:
+        return None
+    moved = wall_moved_ms(store.get_meta(META_CLOCK_ANCHOR), wall_ms, reading, MAX_CLOCK_SKEW_MS)
+    return offset - moved if moved and _is_usable_server_time(wall_ms + offset - moved) else offset
 
 
 def _is_usable_server_time(server_ms: int) -> bool:

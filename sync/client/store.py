@@ -44,6 +44,7 @@ from sync.sqlite_binding import bind_plain_values_directly
 META_CURSOR = "sync.cursor"
 META_CLOCK_LAST = "clock.last"
 META_CLOCK_OFFSET = "clock.offset_ms"
+META_CLOCK_ANCHOR = "clock.anchor"  # the wall and boot clocks when the offset was learned (boot_clock)
 META_DEVICE_ID = "device.id"
 META_SERVER_URL = "server.url"
 META_RETIRED = "device.retired"

@@ -12,6 +12,7 @@ from client.services.session import Session, utc_now
 from client.services.setup import account_from_enroll_reply
 from client.services.words import clock_notice
 from sync.client import AesGcmCipher, DeviceIdentity, HttpTransport, LocalStore, SyncEngine
+from sync.client.boot_clock import BootReading, read_boot_clock
 from sync.client.store import META_CLOCK_OFFSET
 from tests.client.test_services_flow import add_household
 
@@ -19,20 +20,30 @@ HOUR = datetime.timedelta(hours=1)
 YEARS_26 = datetime.timedelta(days=round(26 * 365.25))
 # The server runs on this machine: its time is the real time, give or take the test's own run.
 CLOSE_ENOUGH = datetime.timedelta(minutes=1)
+EPOCH_2000_MS = 946_684_800_000
 
 
-def phone_behind(tmp_path, office, name: str, behind: datetime.timedelta) -> Session:
-    """A phone enrolled with the live server whose one wall clock (the engine's and the app's) is ``behind``."""
+def phone_behind(tmp_path, office, name: str, behind: datetime.timedelta, boot_clock=None) -> Session:
+    """A phone enrolled with the live server whose one wall clock (the engine's and the app's) is ``behind``.
+
+    Its boot clock follows whatever wall clock the test gives the session (time passes, nobody
+    sets the clock by hand) unless ``boot_clock`` is given."""
 
     def wall() -> datetime.datetime:
         return utc_now() - behind
 
+    def boot_follows_the_wall() -> BootReading:
+        return BootReading("boot-1", int(session.clock().timestamp() * 1000) - EPOCH_2000_MS)
+
     office.add_user(name)
     store = LocalStore(tmp_path / f"{name}.sqlite", AesGcmCipher(AesGcmCipher.generate_key()))
+    boot = boot_clock or boot_follows_the_wall
     engine = SyncEngine(store, HttpTransport(office.server.url), DeviceIdentity(store),
-                        wall=lambda: int(wall().timestamp() * 1000))
+                        wall=lambda: int(wall().timestamp() * 1000), boot_clock=lambda: boot())
+    session = Session(store, engine, None, clock=wall, boot_clock=boot)
     reply = engine.enroll(office.code(name), label=name)  # the server's time arrives here first
-    return Session(store, engine, account_from_enroll_reply(reply, office.server.url), clock=wall)
+    session.account = account_from_enroll_reply(reply, office.server.url)
+    return session
 
 
 def assert_server_time(iso: str) -> None:
@@ -97,6 +108,48 @@ def test_the_notice_shows_only_past_five_minutes_and_goes_when_the_clock_is_righ
     session.store.set_meta(META_CLOCK_OFFSET, "0")  # the next sync, after the user set the clock right
     assert home.home_summary(session).clock_off_by is None
     session.close()
+
+
+class BootClock:
+    """A phone's boot clock: real time since a boot, which the test can restart."""
+
+    def __init__(self):
+        self.boot_id, self.booted = "boot-1", utc_now()
+
+    def __call__(self) -> BootReading:
+        return BootReading(self.boot_id, int((utc_now() - self.booted).total_seconds() * 1000))
+
+    def reboot(self) -> None:
+        self.boot_id, self.booted = "boot-2", utc_now()
+
+
+def test_a_clock_put_right_offline_after_the_notice_is_followed_at_once(tmp_path, office):
+    boot = BootClock()
+    session = phone_behind(tmp_path, office, "地下室里校时", 3 * HOUR, boot_clock=boot)
+    assert abs(session.wrong_clock_offset() - 3 * HOUR) < CLOSE_ENOUGH
+    # In the basement, offline (nothing below asks the server until the sync at the end):
+    session.clock = utc_now  # the user set the phone's clock right, as the notice asked
+    assert session.wrong_clock_offset() is None
+    assert abs(session.now() - utc_now()) < CLOSE_ENOUGH  # not 3 hours ahead by the stale offset
+    diary_id = diary.write_diary(session, "校时以后写的")
+    assert_server_time(session.get("diary", diary_id).fields["written_at"])
+
+    session.clock = lambda: utc_now() - 5 * HOUR  # and later moved it wrong again, by hand
+    assert abs(session.now() - utc_now()) < CLOSE_ENOUGH
+    assert abs(session.wrong_clock_offset() - 5 * HOUR) < CLOSE_ENOUGH
+
+    # After a reboot nothing tells a moved clock from time passing: the last sync's offset stands.
+    boot.reboot()
+    assert abs(session.now() - (utc_now() - 2 * HOUR)) < CLOSE_ENOUGH
+    session.engine.sync()  # ... until the next sync learns the offset again
+    assert abs(session.now() - utc_now()) < CLOSE_ENOUGH
+    session.close()
+
+
+def test_this_machine_has_a_boot_clock():
+    # Linux (and so Android) names each boot and counts time since it, sleep included.
+    first, second = read_boot_clock(), read_boot_clock()
+    assert first is not None and first.boot_id == second.boot_id and second.since_boot_ms >= first.since_boot_ms
 
 
 def test_the_size_of_the_difference_in_words():
