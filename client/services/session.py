@@ -21,7 +21,9 @@ counted "due" on the wrong day, is wrong for everyone who reads it later. Decisi
 - A user who puts the phone clock right (or wrong) after the last sync, offline, is followed:
   ``corrected_clock_offset_ms`` takes off how far the wall clock was moved since the offset was
   learned, told by a clock nobody sets that counts sleep too (``sync.client.boot_clock``). After
-  a reboot that cannot be told, and the offset of the last sync stands until the next one.
+  a reboot that cannot be told, and the offset of the last sync stands until the next one. The
+  hlc stamps keep the last sync's offset until then (they only order edits; a stamp too far
+  ahead is re-stamped by the server), so in that window they and ``visited_at`` may disagree.
 - "Today" is that corrected moment in the phone's time zone. A zone set wrong by hand is not
   corrected (the server's time says nothing of zones): the moment is right, but the day may
   turn at the wrong hour.
