@@ -2,6 +2,7 @@
 
     fieldloop [--data DIR] [--db URL] serve [--host H] [--port P] [--workers N]
     fieldloop db upgrade
+    fieldloop db check                       (stored records a phone could not hold; exit 1 if any)
     fieldloop grid add NAME --community C
     fieldloop user add NAME --role ROLE [--grid GRID_NAME]... [--password-stdin]
     fieldloop user password NAME            (new password from stdin)
@@ -155,6 +156,20 @@ def db_upgrade(settings: Settings) -> None:
     click.echo("database is up to date")
 
 
+@db.command("check")
+@pass_settings
+def db_check(settings: Settings) -> None:
+    """List stored records a phone could not hold (after a schema change); exit 1 if any."""
+    from server.records.check import check_stored_records
+
+    found = _run(settings, check_stored_records)
+    for unfit in found.unfit:
+        click.echo(f"{unfit.entity} {unfit.id} version {unfit.version}: {unfit.reason}")
+    click.echo(f"{found.read} records read, {len(found.unfit)} a phone could not hold")
+    if found.unfit:
+        raise click.exceptions.Exit(1)
+
+
 @cli.group()
 def grid() -> None:
     """Grids (网格)."""
@@ -282,7 +297,10 @@ def demo(settings: Settings, households: int, seed: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one-line errors, exit 2 for bad arguments, 1 for failures."""
     try:
-        cli.main(args=argv, prog_name="fieldloop", standalone_mode=False)
+        # Without standalone mode, click returns a command's Exit status instead of exiting.
+        status = cli.main(args=argv, prog_name="fieldloop", standalone_mode=False)
+        if isinstance(status, int) and status:
+            sys.exit(status)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:

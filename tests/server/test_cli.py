@@ -157,3 +157,47 @@ def test_a_wipe_order_cannot_be_taken_back_from_the_command_line(tmp_path):
         assert refused.returncode == 2 and "cannot be undone" in refused.stderr
         assert "Traceback" not in refused.stderr
     assert f"{device_id}\twang\trevoked+wipe\t" in fieldloop(tmp_path, "device", "list").stdout
+
+
+def test_db_check_names_the_stored_records_a_phone_could_not_hold(tmp_path, backend):
+    import msgspec
+    from sqlalchemy import update
+
+    from server.db.models import RecordRow
+    from server.records.writes import SERVER, commit_mutations, server_clock
+    from shared_schema.messages import Mutation, Record
+    from sync.client.ids import new_id
+
+    grid = fieldloop(tmp_path, "grid", "add", "所前社区第1网格", "--community", "所前社区", db=backend)
+    grid_id = grid.stdout.strip()
+    households = [new_id(), new_id()]
+
+    async def write(tighten: bool) -> None:
+        engine = create_engine(Settings(tmp_path / "data", backend).url)
+        try:
+            if not tighten:
+                mutations = [Mutation(mid=new_id(), entity="household", id=hid, op="upsert", base_version=0,
+                                      hlc=server_clock().now(), fields={"grid_id": grid_id, "address": f"{n}号"})
+                             for n, hid in enumerate(households)]
+                assert {r.status.value for r in await commit_mutations(session_factory(engine), mutations, SERVER)} \
+                    == {"applied"}
+                return
+            # Stored before the schema tightened: a value no phone of this version takes.
+            old = Record(entity="household", id=households[1], version=1, hlc=server_clock().now(), deleted=False,
+                         fields={"grid_id": grid_id, "address": "1号", "members": "many"})
+            async with session_factory(engine)() as session, session.begin():
+                await session.execute(update(RecordRow).where(RecordRow.id == households[1])
+                                      .values(wire=msgspec.msgpack.encode(old)))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(write(tighten=False))
+    clean = fieldloop(tmp_path, "db", "check", db=backend)
+    # The grid is a record too.
+    assert clean.returncode == 0 and clean.stdout.strip() == "3 records read, 0 a phone could not hold", clean
+    asyncio.run(write(tighten=True))
+    found = fieldloop(tmp_path, "db", "check", db=backend)
+    assert found.returncode == 1, found
+    [line, summary] = found.stdout.strip().splitlines()
+    assert line.startswith(f"household {households[1]} version 1: ") and "members" in line
+    assert summary == "3 records read, 1 a phone could not hold"
