@@ -132,27 +132,31 @@ def apply_mutation(
             RejectCode.READ_ONLY_FIELD,
             f"{mutation.entity} records are written by administrators only",
         )
-    if state is not None and mutation.base_version > state.version:
-        # No writer can have seen a version that was never written; taken at its word, it would
-        # make every later change look seen, and overwrite it without a conflict entry (G1).
+    if mutation.base_version > (state.version if state is not None else 0):
+        # No writer can have seen a version that was never written (of a record never stored:
+        # any version above 0); taken at its word, it would make every later change look seen,
+        # and overwrite it without a conflict entry (G1).
         return _reject(
             state,
             RejectCode.INVALID,
-            f"base_version {mutation.base_version} is ahead of the record's version {state.version}",
+            f"base_version {mutation.base_version} is ahead of the record's version {state.version if state else 0}",
         )
     if mutation.op == "delete":
         return _apply_delete(state, mutation, stamp, origin)
+    rules = field_rules(entity_type)
+    if actor is _DEVICE:
+        # Before the values are validated: a device that sends a server field is refused as
+        # read_only_field whatever the value (protocol section 4), not as invalid when the value
+        # would not fit.
+        read_only = sorted(f for f in mutation.fields if f in rules and rules[f] is SERVER)
+        if read_only:
+            return _reject(state, RejectCode.READ_ONLY_FIELD, f"written by the server only: {', '.join(read_only)}")
     try:
         fields = validate_fields(mutation.entity, mutation.fields)
     except FieldsInvalid as exc:
         return _reject(state, RejectCode.INVALID, str(exc))
     if not fields:
         return _reject(state, RejectCode.INVALID, "an upsert must change at least one field")
-    rules = field_rules(entity_type)
-    if actor is _DEVICE:
-        read_only = sorted(f for f in fields if rules[f] is SERVER)
-        if read_only:
-            return _reject(state, RejectCode.READ_ONLY_FIELD, f"written by the server only: {', '.join(read_only)}")
     if "grid_id" in fields:
         if scope is not None and fields["grid_id"] not in scope:
             return _reject(state, RejectCode.FORBIDDEN_SCOPE, "the grid named is not one you are assigned to")

@@ -89,7 +89,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """(start, end exclusive) for a ``Range: bytes=a-b`` header, None for the whole blob."""
     if not header:
         return None
-    match = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
+    match = re.fullmatch(r"bytes=([0-9]*)-([0-9]*)", header.strip())
     if not match or (not match[1] and not match[2]):
         raise Malformed("Range must be bytes=start-end")
     if match[1]:

@@ -6,6 +6,7 @@ import time
 
 from litestar import Request, Response, Router, get, head, patch, post
 from litestar.datastructures import State
+from litestar.exceptions import InternalServerException
 from litestar.params import FromPath
 from sqlalchemy import Connection
 
@@ -38,6 +39,14 @@ from sync.hlc import wall_now_ms
 MAX_SMALL_BODY = 16 * 1024
 
 
+def _ascii_digits(text: str) -> bool:
+    """Whether ``int(text)`` reads a plain decimal integer: 0-9 only, at most 30 of them.
+    ``str.isdigit`` also takes ``²`` (which ``int`` then refuses: a 500) and other scripts'
+    digits (which ``int`` reads: ``limit=５`` was a limit of 5), and ``int`` refuses more than
+    4,300 digits (another 500)."""
+    return len(text) <= 30 and text.isascii() and text.isdigit()
+
+
 def _reply(request: Request, value: object, status: int = 200) -> Response:
     content, media_type = encode_reply(request, value)
     return Response(content=content, media_type=media_type, status_code=status)
@@ -45,14 +54,19 @@ def _reply(request: Request, value: object, status: int = 200) -> Response:
 
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and _ascii_digits(declared) and int(declared) > limit:
         raise TooLarge(f"the body may have at most {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"the body may have at most {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"the body may have at most {limit} bytes")
+            chunks.append(chunk)
+    except InternalServerException:
+        # Litestar's word for a client that hung up before the end of its body: the client's
+        # doing, not a server fault (it was logged as one, with a 500); nothing was applied.
+        raise Malformed("the body ended early: the client disconnected") from None
     return b"".join(chunks)
 
 
@@ -61,7 +75,7 @@ async def check_protocol(request: Request) -> None:
     value = request.headers.get("sync-protocol")
     if value is None:
         raise Malformed("the Sync-Protocol header is required", {"supported": [PROTOCOL_VERSION]})
-    if not value.strip().isdigit():
+    if not _ascii_digits(value.strip()):
         raise Malformed("Sync-Protocol must be an integer", {"supported": [PROTOCOL_VERSION]})
     version = int(value)
     if version < PROTOCOL_VERSION:
@@ -166,7 +180,7 @@ def _authenticated_page(
 def _pull_limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_PULL_LIMIT
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PULL_LIMIT:
+    if not _ascii_digits(text) or not 1 <= int(text) <= MAX_PULL_LIMIT:
         raise Invalid(f"limit must be an integer from 1 to {MAX_PULL_LIMIT}", {"path": "limit"})
     return int(text)
 
@@ -185,7 +199,7 @@ async def blob_head(request: Request, state: State, sha256: FromPath[str]) -> Re
 
 def _int_header(request: Request, name: str) -> int:
     value = request.headers.get(name)
-    if value is None or not value.strip().isdigit():
+    if value is None or not _ascii_digits(value.strip()):
         raise Malformed(f"the {name} header must be a non-negative integer")
     return int(value)
 

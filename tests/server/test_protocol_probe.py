@@ -1,0 +1,156 @@
+"""Defects an outside probe found by holding the running server to docs/protocol.md alone
+(2026-12-02, fifth session), on both databases: numbers written in other digits, a base_version
+for a record never stored, a server field sent with a value that does not fit, and a client
+that hangs up in the middle of its body."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import time
+import uuid
+
+import msgspec
+import pytest
+
+from tests.support.device import WireDevice
+from tests.support.servers import LiveServer
+
+
+@pytest.fixture
+def phone(field):
+    grid = field.grid("所前社区第1网格")
+    field.user("wang", ["所前社区第1网格"])
+    return grid, field.device("wang")
+
+
+def household(grid: str, **extra) -> dict:
+    return {"grid_id": grid, "address": "台苑新村3幢", "head_name": "顾", **extra}
+
+
+def _error(response) -> dict:  # noqa: ANN001
+    body = response.json()
+    assert isinstance(body["server_time"], int)
+    return body["error"]
+
+
+# Superscripts pass str.isdigit and then fail int() (a 500); other scripts' digits pass both.
+OTHER_DIGITS = ["²", "¹", "５", "١", "1" * 5000]
+
+
+@pytest.mark.parametrize("value", OTHER_DIGITS)
+def test_sync_protocol_in_other_digits_is_400_malformed(phone, value):
+    _, wang = phone
+    response = wang.call("GET", "/v1/sync/pull", headers={"Sync-Protocol": value.encode("utf-8")})
+    assert response.status_code == 400, response.text
+    assert _error(response)["code"] == "malformed"
+
+
+@pytest.mark.parametrize("value", OTHER_DIGITS)
+def test_a_pull_limit_in_other_digits_is_422_invalid(phone, value):
+    _, wang = phone
+    response = wang.call("GET", "/v1/sync/pull", params={"limit": value})
+    assert response.status_code == 422, response.text
+    assert _error(response)["code"] == "invalid"
+
+
+@pytest.mark.parametrize("header", ["Upload-Offset", "Upload-Length"])
+@pytest.mark.parametrize("value", OTHER_DIGITS)
+def test_upload_headers_in_other_digits_are_400_malformed_and_keep_nothing(phone, header, value):
+    _, wang = phone
+    data = b"a chunk of a photo"
+    sha = hashlib.sha256(data).hexdigest()
+    headers = {"Upload-Offset": b"0", "Upload-Length": str(len(data)).encode(), header: value.encode("utf-8")}
+    response = wang.call("PATCH", f"/v1/blobs/{sha}", headers=headers, content=data)
+    assert response.status_code == 400, response.text
+    assert _error(response)["code"] == "malformed"
+    assert wang.call("HEAD", f"/v1/blobs/{sha}").status_code == 404
+
+
+def test_a_range_in_other_digits_is_400_malformed(phone):
+    grid, wang = phone
+    data = b"0123456789" * 10
+    sha = hashlib.sha256(data).hexdigest()
+    upload = wang.call("PATCH", f"/v1/blobs/{sha}", content=data,
+                       headers={"Upload-Offset": "0", "Upload-Length": str(len(data))})
+    assert upload.status_code == 201
+    wang.push([wang.mutation("visit", fields={"grid_id": grid, "household_id": str(uuid.uuid4()), "method": "sit",
+                                              "photos": [sha], "visited_at": "2026-12-02T10:00:00+08:00"})])
+    assert wang.call("GET", f"/v1/blobs/{sha}", headers={"Range": "bytes=1-2"}).content == b"12"
+    response = wang.call("GET", f"/v1/blobs/{sha}", headers={"Range": "bytes=١-٢".encode("utf-8")})
+    assert response.status_code == 400, response.status_code
+    assert _error(response)["code"] == "malformed"
+
+
+@pytest.mark.parametrize("op", ["upsert", "delete"])
+def test_a_base_version_above_zero_for_a_record_never_stored_is_rejected_invalid(field, phone, op):
+    """Section 5: a base_version ahead of the record's version is invalid; a record never stored
+    has had no version a device could have seen."""
+    grid, wang = phone
+    m = wang.mutation("household", fields=household(grid) if op == "upsert" else {}, op=op, base_version=3)
+    [result] = wang.push([m])["results"]
+    assert result["status"] == "rejected" and result["error"]["code"] == "invalid"
+    assert "record" not in result
+    assert m["id"] not in {r["id"] for r in wang.pull_all()}
+    # The same record made as new (base_version 0) is applied.
+    [fresh] = wang.push([wang.mutation("household", m["id"], household(grid), base_version=0)])["results"]
+    assert fresh["status"] == "applied" and fresh["version"] == 1
+
+
+@pytest.mark.parametrize(("entity", "fields"), [
+    ("visit", {"review": {"verdict": "not a verdict"}}),
+    ("visit", {"review": 7}),
+    ("case", {"rating": "five"}),
+    ("case", {"due_at": "not a time"}),
+    ("case", {"department": ["a", "list"]}),
+])
+def test_a_server_field_is_read_only_field_whatever_its_value(phone, entity, fields):
+    """Section 4: a device that sends a `server` field is rejected with read_only_field; a value
+    that would not fit must not turn it into `invalid` (the device would show the wrong reason)."""
+    grid, wang = phone
+    if entity == "visit":
+        create = {"grid_id": grid, "household_id": str(uuid.uuid4()), "method": "sit",
+                  "visited_at": "2026-12-02T10:00:00+08:00"}
+    else:
+        create = {"grid_id": grid, "category": "noise", "title": "楼上噪音", "status": "reported"}
+    record_id = str(uuid.uuid4())
+    [made] = wang.push([wang.mutation(entity, record_id, create)])["results"]
+    assert made["status"] == "applied"
+    [edit, new] = wang.push([
+        wang.mutation(entity, record_id, fields, base_version=1),
+        wang.mutation(entity, fields={**create, **fields}),
+    ])["results"]
+    for result in (edit, new):
+        assert result["status"] == "rejected", result
+        assert result["error"]["code"] == "read_only_field", result
+
+
+def _send_part_and_hang_up(server: LiveServer, device: WireDevice, body: bytes, cut: int) -> None:
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall((f"POST /v1/sync/push HTTP/1.1\r\nHost: 127.0.0.1\r\nSync-Protocol: 1\r\n"
+                   f"Authorization: Bearer {device.token}\r\nContent-Type: application/msgpack\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body[:cut])
+        time.sleep(0.3)
+
+
+@pytest.mark.slow
+def test_a_push_cut_off_mid_body_is_no_server_fault_and_its_retry_applies_once(live_server: LiveServer):
+    """A phone that loses the network halfway through its body: nothing is applied, the server
+    logs no fault (it logged a 500 with a traceback), and the same push again applies once."""
+    import httpx
+
+    from tests.server.test_guarantees_live import enroll
+
+    grid = live_server.cli("grid", "add", "所前社区第1网格", "--community", "所前社区").stdout.strip()
+    wang = enroll(live_server, "wang", "所前社区第1网格", client=httpx.Client(base_url=live_server.url, timeout=30))
+    mutations = [wang.mutation("household", fields=household(grid, notes="x" * 2000)) for _ in range(50)]
+    body = msgspec.msgpack.encode({"mutations": mutations})
+    for cut in (10, len(body) // 2, len(body) - 1):
+        _send_part_and_hang_up(live_server, wang, body, cut)
+    time.sleep(0.5)
+    results = wang.push(mutations)["results"]
+    assert [r["status"] for r in results] == ["applied"] * 50
+    assert {r["version"] for r in results} == {1}
+    assert {r["version"] for r in wang.push(mutations)["results"]} == {1}
+    log = live_server.log_path.read_text()
+    assert "server fault" not in log and "Traceback" not in log, log[-3000:]
