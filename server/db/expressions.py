@@ -1,0 +1,106 @@
+"""SQL expressions over a record's JSON fields that indexes serve (see ``models.RecordRow``).
+
+An index on an expression serves only a query that spells the expression the same way: a JSON
+path sent as a bound parameter (what ``RecordRow.fields["status"].as_string()`` compiles to)
+does not match the path written in the index. These write the path into the SQL.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import String, literal_column
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+_KEY = re.compile(r"\A[a-z_]{1,40}\Z")
+
+# PostgreSQL indexes only IMMUTABLE expressions, and a cast of text to timestamptz is STABLE (a time
+# without an offset is read in the session's zone). Every entity time carries an offset
+# (``shared_schema.types.Timestamp``), so the cast of a stored one is the same in any zone.
+PG_INSTANT_FUNCTION = (
+    "CREATE OR REPLACE FUNCTION fieldloop_instant(text) RETURNS timestamptz "
+    "LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT CAST($1 AS timestamptz) $$"
+)
+
+
+class JsonText(FunctionElement):
+    """The text of a top-level JSON field: ``json_text(RecordRow.fields, "household_id")``."""
+
+    inherit_cache = True
+    type = String()
+    name = "json_text"
+
+
+def json_text(column, key: str) -> JsonText:  # noqa: ANN001
+    if not _KEY.match(key):
+        raise ValueError(f"not a field name: {key!r}")
+    return JsonText(column, literal_column(key))
+
+
+def _parts(element: JsonText) -> tuple:
+    column, key = element.clauses.clauses
+    # Alembic's comparison of index expressions hands the key back as a plain column of that name.
+    return column, getattr(key, "text", None) or key.name
+
+
+@compiles(JsonText, "sqlite")
+def _json_text_on_sqlite(element, compiler, **kw):  # noqa: ANN001, ANN202
+    column, key = _parts(element)
+    return f"json_extract({compiler.process(column, **kw)}, '$.{key}')"
+
+
+@compiles(JsonText, "postgresql")
+def _json_text_on_postgresql(element, compiler, **kw):  # noqa: ANN001, ANN202
+    column, key = _parts(element)
+    return f"({compiler.process(column, **kw)} ->> '{key}')"
+
+
+class Instant(FunctionElement):
+    """An ISO 8601 time with a UTC offset, as the moment it names: as text, "09:00+08:00" sorts after
+    "02:00+00:00", an hour earlier, and phones send their own zone's offset."""
+
+    inherit_cache = True
+    name = "instant"
+
+
+@compiles(Instant, "postgresql")
+def _instant_on_postgresql(element, compiler, **kw):  # noqa: ANN001, ANN202
+    inner = compiler.process(element.clauses, **kw)
+    if isinstance(element.clauses.clauses[0], JsonText):  # as PostgreSQL prints the index back
+        inner = inner[1:-1]
+    return f"fieldloop_instant({inner})"
+
+
+@compiles(Instant, "sqlite")
+def _instant_on_sqlite(element, compiler, **kw):  # noqa: ANN001, ANN202
+    # SQLite's date functions read the offset and answer in UTC (to the second; seq breaks ties).
+    return f"datetime({compiler.process(element.clauses, **kw)})"
+
+
+class NotIndexed(FunctionElement):
+    """A column the query planner must not look up through an index: SQLite's unary ``+``
+    (https://sqlite.org/optoverview.html#disqualifying_where_clause_terms_using_unary_), for a
+    list read a page at a time along another index. Without statistics SQLite takes any index
+    whose first column a condition names, then sorts everything it found: the whole year."""
+
+    inherit_cache = True
+    name = "not_indexed"
+
+    @property
+    def type(self):  # noqa: ANN201
+        return self.clauses.clauses[0].type
+
+
+def not_indexed(column) -> NotIndexed:  # noqa: ANN001
+    return NotIndexed(column)
+
+
+@compiles(NotIndexed)
+def _not_indexed(element, compiler, **kw):  # noqa: ANN001, ANN202
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(NotIndexed, "sqlite")
+def _not_indexed_on_sqlite(element, compiler, **kw):  # noqa: ANN001, ANN202
+    return f"+{compiler.process(element.clauses, **kw)}"
