@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from server.accounts.service import FIELD_ROLES, AccountError, user_by_name, user_grid_ids
 from server.db.driver_sql import DriverStatement
 from server.db.models import AuthChallenge, Device, EnrollmentCode, Grid, User, UserGrid
+from server.devices.ed25519 import usable_public_key
 from server.devices.tokens import make_token, read_token
 from server.errors import DeviceRevoked, Forbidden, Invalid, NotFound, Unauthenticated
 from shared_schema.messages import (
@@ -92,6 +93,9 @@ def _public_key(text: str) -> bytes:
         raise Invalid("public_key is not base64", {"path": "$.public_key"}) from None
     if len(raw) != 32:
         raise Invalid("public_key must be a raw 32-byte Ed25519 key", {"path": "$.public_key"})
+    if not usable_public_key(raw):
+        # A key of small order: anyone could sign for it, without its private key.
+        raise Invalid("public_key is not a usable Ed25519 key", {"path": "$.public_key"})
     return raw
 
 
@@ -176,6 +180,8 @@ async def issue_token(
         if row is None or _aware(row.expires_at) < utcnow():
             raise Unauthenticated("this challenge is unknown, used or expired; ask for a new one")
         try:
+            if not usable_public_key(device.public_key):  # stored before enrollment refused such keys
+                raise InvalidSignature
             key = Ed25519PublicKey.from_public_bytes(device.public_key)
             key.verify(base64.b64decode(signature, validate=True), token_message(device_id, nonce))
         except (InvalidSignature, binascii.Error, ValueError):

@@ -1,10 +1,11 @@
 """Defects an outside probe found by holding the running server to docs/protocol.md alone
 (2026-12-02, fifth session), on both databases: numbers written in other digits, a base_version
 for a record never stored, a server field sent with a value that does not fit, and a client
-that hangs up in the middle of its body."""
+that hangs up in the middle of its body, and Ed25519 public keys anyone can sign for."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import socket
 import time
@@ -154,3 +155,56 @@ def test_a_push_cut_off_mid_body_is_no_server_fault_and_its_retry_applies_once(l
     assert {r["version"] for r in wang.push(mutations)["results"]} == {1}
     log = live_server.log_path.read_text()
     assert "server fault" not in log and "Traceback" not in log, log[-3000:]
+
+
+# Ed25519 public keys of small order (RFC 8032 encodings; the last three are the same points with
+# the sign bit set or y not reduced). For the identity, R = identity and S = 0 is a valid
+# signature of every message: OpenSSL verifies it.
+WEAK_KEYS = [
+    "01" + "00" * 31,
+    "00" * 32,
+    "ec" + "ff" * 30 + "7f",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    "ee" + "ff" * 30 + "7f",
+    "01" + "00" * 30 + "80",
+]
+FORGED_FOR_IDENTITY = base64.b64encode(bytes.fromhex("01" + "00" * 63)).decode()
+
+
+@pytest.mark.parametrize("weak", WEAK_KEYS)
+def test_a_public_key_of_small_order_is_refused_at_enrollment_and_the_code_kept(field, weak):
+    """G6: with such a key anyone who learns the device's id could sign in as it."""
+    field.grid("所前社区第1网格")
+    field.user("wang", ["所前社区第1网格"])
+    code = field.code("wang")
+    device = WireDevice(field.client)
+    response = device.call("POST", "/v1/devices/enroll", {
+        "code": code, "public_key": base64.b64encode(bytes.fromhex(weak)).decode(), "label": "phone",
+        "app_version": "1"}, auth=False)
+    assert response.status_code == 422, response.text
+    assert _error(response)["code"] == "invalid"
+    device.enroll(code)  # the code was not spent
+
+
+def test_a_device_stored_with_a_small_order_key_gets_no_token_for_a_forged_signature(field):
+    from sqlalchemy import update
+
+    from server.db.models import Device
+    from tests.conftest import run
+
+    field.grid("所前社区第1网格")
+    field.user("wang", ["所前社区第1网格"])
+    wang = field.device("wang")
+
+    async def weaken() -> None:
+        async with field.sessionmaker() as session, session.begin():
+            await session.execute(update(Device).where(Device.id == wang.device_id)
+                                  .values(public_key=bytes.fromhex(WEAK_KEYS[0])))
+
+    run(field.client, weaken)
+    nonce = wang.decode(wang.call("POST", "/v1/auth/challenge", {"device_id": wang.device_id}, auth=False))["nonce"]
+    response = wang.call("POST", "/v1/auth/token", {"device_id": wang.device_id, "nonce": nonce,
+                                                    "signature": FORGED_FOR_IDENTITY}, auth=False)
+    assert response.status_code == 401, response.text
+    assert _error(response)["code"] == "unauthenticated"
