@@ -78,11 +78,34 @@ def _instant_on_sqlite(element, compiler, **kw):  # noqa: ANN001, ANN202
     return f"datetime({compiler.process(element.clauses, **kw)})"
 
 
+def entity_is(column, *names: str):  # noqa: ANN001, ANN201
+    """``records.entity`` is one of the names, as the partial indexes on records spell their
+    condition (``entity_condition``): the names written into the SQL (a bound name proves nothing
+    to the planner) and, on SQLite, the column behind a unary ``+``
+    (https://sqlite.org/optoverview.html#disqualifying_where_clause_terms_using_unary_): without
+    statistics SQLite takes any index whose first column a condition names (``ix_records_entity_grid``)
+    and sorts everything it found, the whole year, where a partial index reads a page in order."""
+    for name in names:
+        if not _KEY.match(name):
+            raise ValueError(f"not an entity: {name!r}")
+    literals = [literal_column(f"'{name}'") for name in names]
+    if len(literals) == 1:
+        return not_indexed(column) == literals[0]
+    return not_indexed(column).in_(literals)
+
+
+def entity_condition(dialect_name: str, *names: str, column: str = "entity") -> str:
+    """The same condition as DDL text, for an index's WHERE (``models``; the migration writes it out)."""
+    plus = "+" if dialect_name == "sqlite" else ""
+    if len(names) == 1:
+        return f"{plus}{column} = '{names[0]}'"
+    return f"{plus}{column} IN ({', '.join(repr(n) for n in names)})"
+
+
 class NotIndexed(FunctionElement):
-    """A column the query planner must not look up through an index: SQLite's unary ``+``
-    (https://sqlite.org/optoverview.html#disqualifying_where_clause_terms_using_unary_), for a
-    list read a page at a time along another index. Without statistics SQLite takes any index
-    whose first column a condition names, then sorts everything it found: the whole year."""
+    """A column the query planner must not look up through an index: SQLite's unary ``+``, for
+    a list read a page at a time along another index (the grids of a scope, which
+    ``ix_records_grid_seq`` would otherwise serve by reading all their records)."""
 
     inherit_cache = True
     name = "not_indexed"

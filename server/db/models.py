@@ -20,11 +20,12 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    and_,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from server.db.expressions import Instant, json_text
+from server.db.expressions import Instant, entity_condition, json_text
 
 
 def utcnow() -> datetime.datetime:
@@ -147,32 +148,28 @@ class RecordRow(Base):
 
 
 # The console's lists of a year of records, each read a page at a time in its own order instead of
-# sorting or filtering every record of the entity (migration 0004). Each is partial: a push of
-# other entities writes no entry in it, and a visit or a case one entry more.
+# sorting or filtering every record of the entity (migration 0004). Each is partial on the entity
+# (spelled as ``expressions.entity_is`` spells it): a push of other entities writes no entry in it.
 _records = RecordRow.__table__
-_CASES_ONLY = text("entity = 'case'")
-_household_id = json_text(_records.c.fields, "household_id")
-# Visits newest first by the moment they name (the visit lists, and their export). Partial on the
-# field only visits have, not on the entity: a query may then name the entity in a way no index
-# serves (``expressions.not_indexed``), and SQLite reads this one in order instead of all visits.
-_visited_at = json_text(_records.c.fields, "visited_at")
-Index("ix_records_visit_time", Instant(_visited_at), _records.c.seq,
-      sqlite_where=_visited_at.is_not(None), postgresql_where=_visited_at.is_not(None))
-# The follow-ups due (the dashboard's and their list): a window of days, soonest first. Only the
-# visits with a follow-up day have an entry.
+
+
+def _partial(*names: str, also: Any = None) -> dict[str, Any]:
+    where = {d: text(entity_condition(d, *names)) for d in ("sqlite", "postgresql")}
+    return {f"{d}_where": w if also is None else and_(w, also) for d, w in where.items()}
+
+
 _follow_up_on = json_text(_records.c.fields, "follow_up_on")
-Index("ix_records_follow_up", _follow_up_on, _records.c.seq,
-      sqlite_where=_follow_up_on.is_not(None), postgresql_where=_follow_up_on.is_not(None))
+# Visits newest first by the moment they name (the visit lists, and their export).
+Index("ix_records_visit_time", Instant(json_text(_records.c.fields, "visited_at")), _records.c.seq,
+      **_partial("visit"))
+# The follow-ups due (the dashboard's and their list): a window of days, soonest first.
+Index("ix_records_follow_up", _follow_up_on, _records.c.seq, **_partial("visit", also=_follow_up_on.is_not(None)))
 # A case board column, a status's list: the cases of one status, newest first.
-Index("ix_records_case_status", json_text(_records.c.fields, "status"), _records.c.seq,
-      sqlite_where=_CASES_ONLY, postgresql_where=_CASES_ONLY)
-# The households by address (their list, a page at a time). Only households have an address.
-_address = json_text(_records.c.fields, "address")
-Index("ix_records_address", _address, _records.c.id,
-      sqlite_where=_address.is_not(None), postgresql_where=_address.is_not(None))
+Index("ix_records_case_status", json_text(_records.c.fields, "status"), _records.c.seq, **_partial("case"))
+# The households by address (their list, a page at a time).
+Index("ix_records_address", json_text(_records.c.fields, "address"), _records.c.id, **_partial("household"))
 # A household's history: its visits and cases.
-Index("ix_records_household", _household_id, sqlite_where=_household_id.is_not(None),
-      postgresql_where=_household_id.is_not(None))
+Index("ix_records_household", json_text(_records.c.fields, "household_id"), **_partial("visit", "case"))
 
 
 class ChangeLogEntry(Base):
