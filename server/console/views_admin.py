@@ -383,7 +383,7 @@ async def device_list(
                 "col.open_conflicts",
             )
         ]
-        rows = [
+        rows = (
             [
                 d.label,
                 n,
@@ -393,8 +393,9 @@ async def device_list(
                 fmt_time(d.enrolled_at),
                 c,
             ]
-            for d, n, c in result.items
-        ]
+            async for chunk in result
+            for d, n, c in chunk
+        )
         return export_response(format, "devices", headers, rows)
     stale = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=3)
     error = error if error in ("bad_action", "device_shut_out") else None

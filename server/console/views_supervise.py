@@ -5,6 +5,7 @@ a record outside the user's grids is answered 404, exactly like one that does no
 from __future__ import annotations
 
 import datetime
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
@@ -76,7 +77,7 @@ def _scoped_choice(value: str | None, allowed: dict) -> str | None:
 async def dashboard(request: Request, me: NamedDependency[ConsoleUser], screen: Query = None) -> Response:
     """The big screen: the closed loop's figures and charts for the user's grids."""
     _ = translator(language(request))
-    d = await stats.dashboard(sessionmaker_of(request), me)
+    d = await stats.dashboard(sessionmaker_of(request), me, screen=screen == "1")
     figures = {
         "status": charts.hbars([(_(f"case.status.{s}"), n) for s, n in d.by_status.items()], colour=charts.PALETTE[0]),
         "grid": charts.columns(
@@ -154,7 +155,7 @@ async def sync_log(
                 "col.duration",
             )
         ]
-        rows = [
+        rows = (
             [
                 fmt_time(e.at),
                 e.kind,
@@ -169,8 +170,9 @@ async def sync_log(
                 e.error or "",
                 e.duration_ms,
             ]
-            for e, n, d in result.items
-        ]
+            async for chunk in result
+            for e, n, d in chunk
+        )
         return export_response(format, "sync-log", headers, rows)
     return render(
         request,
@@ -219,7 +221,7 @@ async def change_log(
                 "col.after",
             )
         ]
-        rows = [
+        rows = (
             [
                 e.version,
                 e.op,
@@ -232,9 +234,10 @@ async def change_log(
                 str(ba[0]),
                 str(ba[1]),
             ]
-            for e, n, d in result.items
+            async for chunk in result
+            for e, n, d in chunk
             for field, ba in sorted((e.changes or {}).items())
-        ]
+        )
         return export_response(format, "changes", headers, rows)
     return render(request, "changes.html", row=row, page=result, grids=await _grid_names(request, me))
 
@@ -259,10 +262,11 @@ async def households(
         _ = translator(language(request))
         cols = ("address", "building", "unit", "room", "head_name", "phone", "members", "tags", "notes")
         headers = [_("col.grid")] + [_(f"household.{c}") for c in cols] + [_("col.version")]
-        rows = [
+        rows = (
             [grids.get(r.grid_id, "")] + [(r.fields or {}).get(c, "") for c in cols] + [r.version]
-            for (r,) in result.items
-        ]
+            async for chunk in result
+            for (r,) in chunk
+        )
         return export_response(format, "households", headers, rows)
     return render(request, "households.html", page=result, grids=grids, f={"grid": grid, "q": q})
 
@@ -324,9 +328,6 @@ async def visits(
         page=page_number(page),
         size=None if _export(format) else PAGE_SIZE,
     )
-    rows = [r for (r,) in result.items]
-    households = await queries.records_by_id(sm, me, [(r.fields or {}).get("household_id") for r in rows])
-    authors = await queries.authors(sm, [r.id for r in rows])
     _ = translator(language(request))
     if _export(format):
         headers = [
@@ -345,26 +346,10 @@ async def visits(
                 "col.reviewer",
             )
         ]
-        out = []
-        for r in rows:
-            f, rv = r.fields or {}, (r.fields or {}).get("review") or {}
-            hh = households.get(f.get("household_id"))
-            out.append(
-                [
-                    fmt_time(f.get("visited_at")),
-                    grids.get(r.grid_id, ""),
-                    (hh.fields or {}).get("address", "") if hh else "",
-                    _(f"visit.method.{f.get('method')}"),
-                    f.get("topics", []),
-                    authors.get(r.id, ""),
-                    len(f.get("photos", [])),
-                    f.get("follow_up_on") or "",
-                    rv.get("verdict", ""),
-                    rv.get("comment", ""),
-                    rv.get("reviewer", ""),
-                ]
-            )
-        return export_response(format, "visits", headers, out)
+        return export_response(format, "visits", headers, _visit_rows(sm, me, result, grids, _))
+    rows = [r for (r,) in result.items]
+    households = await queries.records_by_id(sm, me, [(r.fields or {}).get("household_id") for r in rows])
+    authors = await queries.authors(sm, [r.id for r in rows])
     return render(
         request,
         "visits.html",
@@ -376,6 +361,31 @@ async def visits(
         methods=[m.value for m in VisitMethod],
         f={"review": review, "grid": grid, "method": method, "due": "1" if window else None},
     )
+
+
+async def _visit_rows(sm, me: ConsoleUser, chunks, grids: dict[str, str], _) -> AsyncIterator[list]:  # noqa: ANN001
+    """The visits export's rows, with each chunk's households and authors read for that chunk."""
+    async for chunk in chunks:
+        rows = [r for (r,) in chunk]
+        addresses = await queries.addresses(sm, me, [(r.fields or {}).get("household_id") for r in rows])
+        authors = await queries.authors(sm, [r.id for r in rows])
+        for r in rows:
+            f, rv = r.fields or {}, (r.fields or {}).get("review") or {}
+            yield (
+                [
+                    fmt_time(f.get("visited_at")),
+                    grids.get(r.grid_id, ""),
+                    addresses.get(f.get("household_id"), ""),
+                    _(f"visit.method.{f.get('method')}"),
+                    f.get("topics", []),
+                    authors.get(r.id, ""),
+                    len(f.get("photos", [])),
+                    f.get("follow_up_on") or "",
+                    rv.get("verdict", ""),
+                    rv.get("comment", ""),
+                    rv.get("reviewer", ""),
+                ]
+            )
 
 
 @get("/visits/{record_id:str}", name="console:visit")
@@ -501,7 +511,7 @@ async def conflicts(
                 "col.status",
             )
         ]
-        rows = [
+        rows = (
             [
                 fmt_time(c.created_at),
                 grids.get(c.grid_id, ""),
@@ -514,8 +524,9 @@ async def conflicts(
                 d or "",
                 c.status,
             ]
-            for c, n, d in result.items
-        ]
+            async for chunk in result
+            for c, n, d in chunk
+        )
         return export_response(format, "conflicts", headers, rows)
     return render(request, "conflicts.html", page=result, grids=grids, f={"state": state})
 
@@ -607,24 +618,7 @@ async def cases(
                 "col.reporter",
             )
         ]
-        rows = [r for (r,) in result.items]
-        authors = await queries.authors(sm, [r.id for r in rows])
-        out = [
-            [
-                fmt_hlc((r.meta or {}).get("grid_id", [0, ""])[1]),
-                grids.get(r.grid_id, ""),
-                _(f"case.category.{(r.fields or {}).get('category')}"),
-                (r.fields or {}).get("title", ""),
-                _(f"case.status.{(r.fields or {}).get('status')}"),
-                (r.fields or {}).get("department") or "",
-                fmt_time((r.fields or {}).get("due_at")),
-                (r.fields or {}).get("feedback", ""),
-                (r.fields or {}).get("rating") or "",
-                authors.get(r.id, ""),
-            ]
-            for r in rows
-        ]
-        return export_response(format, "cases", headers, out)
+        return export_response(format, "cases", headers, _case_rows(sm, result, grids, _))
     f = {"status": status, "grid": grid, "category": category}
     categories = [c.value for c in CaseCategory]
     if status:
@@ -641,10 +635,10 @@ async def cases(
             categories=categories,
             statuses=queries.CASE_STATUSES,
         )
-    counts = await queries.case_counts(sm, me, grid_id=grid)
+    counts = await stats.case_counts(sm, me, grid_id=grid)
     columns = {}
     for s in queries.CASE_STATUSES:
-        first = await queries.cases(sm, me, status=s, grid_id=grid, category=category, page=1, size=12)
+        first = await queries.cases(sm, me, status=s, grid_id=grid, category=category, size=12, counted=False)
         columns[s] = [r for (r,) in first.items]
     return render(
         request,
@@ -656,6 +650,26 @@ async def cases(
         categories=categories,
         statuses=queries.CASE_STATUSES,
     )
+
+
+async def _case_rows(sm, chunks, grids: dict[str, str], _) -> AsyncIterator[list]:  # noqa: ANN001
+    """The cases export's rows, with each chunk's reporters read for that chunk."""
+    async for chunk in chunks:
+        rows = [r for (r,) in chunk]
+        authors = await queries.authors(sm, [r.id for r in rows])
+        for r in rows:
+            yield [
+                fmt_hlc((r.meta or {}).get("grid_id", [0, ""])[1]),
+                grids.get(r.grid_id, ""),
+                _(f"case.category.{(r.fields or {}).get('category')}"),
+                (r.fields or {}).get("title", ""),
+                _(f"case.status.{(r.fields or {}).get('status')}"),
+                (r.fields or {}).get("department") or "",
+                fmt_time((r.fields or {}).get("due_at")),
+                (r.fields or {}).get("feedback", ""),
+                (r.fields or {}).get("rating") or "",
+                authors.get(r.id, ""),
+            ]
 
 
 @get("/cases/{record_id:str}", name="console:case")

@@ -267,6 +267,8 @@ class Page:
     number: int
     size: int
     total: int
+    # ``total`` is a lower bound: the list goes on past it (it was not counted to its end).
+    more: bool = False
 
     @property
     def pages(self) -> int:

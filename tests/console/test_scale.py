@@ -1,0 +1,173 @@
+"""The console at a sub-district's scale: a page reads its page, not the year of records behind it,
+and an export streams. The times are bench/console_scale.py's; these check the behaviour."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import re
+import sqlite3
+from collections.abc import Iterator
+
+import pytest
+from openpyxl import load_workbook
+from sqlalchemy import event
+
+from server.console import queries
+
+
+@contextlib.contextmanager
+def statements(site) -> Iterator[list[tuple[str, object]]]:  # noqa: ANN001
+    """Every SQL statement the app runs meanwhile, with its parameters."""
+    engine = site.sessionmaker.kw["bind"].sync_engine
+    seen: list[tuple[str, object]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001, ARG001
+        seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def sqlite_plan(site, statement: str, parameters) -> str:  # noqa: ANN001
+    settings = site.field.client.app.state.settings
+    with contextlib.closing(sqlite3.connect(settings.data_dir / "fieldloop.db")) as db:
+        return " | ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {statement}", parameters or ()))
+
+
+def on_sqlite(site) -> bool:  # noqa: ANN001
+    return site.field.client.app.state.settings.db is None
+
+
+def push_all(phone, mutations: list[dict]) -> None:  # noqa: ANN001
+    results = phone.push(mutations)["results"]
+    assert all(r["status"] == "applied" for r in results), results
+
+
+def households(site, n: int) -> list[dict]:  # noqa: ANN001
+    made = [
+        site.phone_a.mutation("household", fields={"grid_id": site.grid_a, "address": f"台苑新村{i}幢", "head_name": "顾"})
+        for i in range(n)
+    ]
+    push_all(site.phone_a, made)
+    return made
+
+
+def visits(site, household_id: str, n: int) -> None:  # noqa: ANN001
+    push_all(site.phone_a, [
+        site.phone_a.mutation("visit", fields={
+            "grid_id": site.grid_a, "household_id": household_id, "method": "inquiry",
+            "visited_at": f"2026-11-{1 + i % 28:02d}T09:30:00+08:00", "follow_up_on": "2026-12-03",
+        })
+        for i in range(n)
+    ])
+
+
+def test_list_pages_are_read_along_an_index_not_sorted_out_of_the_whole_year(site):
+    # At 200,000 visits a sort of every visit in scope was 2 s a page; read in order along an
+    # index, a page stops after its 50 rows.
+    if not on_sqlite(site):
+        pytest.skip("SQLite's plans: PostgreSQL's planner chooses by its statistics")
+    [home] = households(site, 1)
+    visits(site, home["id"], 3)
+    site.case(site.phone_a, site.grid_a)
+    site.browser.login("sup_a")
+    paths = ["/console/visits", "/console/visits?review=all", "/console/visits?review=all&method=inquiry",
+             "/console/visits?due=1", "/console/households", "/console/cases?status=reported", "/console/cases",
+             "/console/sync-log"]
+    with statements(site) as seen:
+        for path in paths:
+            assert site.browser.get(path).status_code == 200
+    pages = [(s, p) for s, p in seen if "LIMIT" in s and "ORDER BY" in s and "count(" not in s]
+    assert len(pages) >= len(paths) + 5  # the board reads six columns
+    for statement, parameters in pages:
+        plan = sqlite_plan(site, statement, parameters)
+        assert "TEMP B-TREE FOR ORDER BY" not in plan, (statement, plan)
+
+
+def test_a_households_history_finds_its_visits_and_cases_through_its_index(site):
+    if not on_sqlite(site):
+        pytest.skip("SQLite's plans: PostgreSQL's planner chooses by its statistics")
+    [home, other] = households(site, 2)
+    visits(site, home["id"], 2)
+    visits(site, other["id"], 3)
+    site.case(site.phone_a, site.grid_a, household_id=home["id"])
+    site.browser.login("sup_a")
+    with statements(site) as seen:
+        page = site.browser.get(f"/console/households/{home['id']}")
+    assert page.status_code == 200 and page.text.count("/console/visits/") == 2
+    reads = [(s, p) for s, p in seen if "household_id" in s and "FROM records" in s]
+    assert len(reads) == 4  # the visits and the cases, each a count and a page
+    for statement, parameters in reads:
+        assert "USING INDEX ix_records_household" in sqlite_plan(site, statement, parameters), statement
+
+
+def test_a_long_list_is_counted_only_so_far_past_the_page_shown(site, monkeypatch):
+    # 930,000 sync log rows were counted for every page of the sync log.
+    monkeypatch.setattr(queries, "COUNT_AHEAD", 60)
+    households(site, 120)
+    site.browser.login("sup_a")
+    first = site.browser.get("/console/households")
+    assert "第 1 页,超过 60 条" in first.text and "page=2" in first.text
+    assert first.text.count("/console/households/") == 50
+    second = site.browser.get("/console/households?page=2")
+    assert "第 2 页,超过 110 条" in second.text and "page=3" in second.text  # counted to 60 past its start
+    third = site.browser.get("/console/households?page=3")
+    assert "第 3 / 3 页,共 120 条" in third.text and third.text.count("/console/households/") == 20
+
+
+def test_the_case_board_counts_its_columns_once_not_each(site):
+    site.case(site.phone_a, site.grid_a)
+    site.browser.login("sup_a")
+    with statements(site) as seen:
+        assert site.browser.get("/console/cases").status_code == 200
+    assert len([s for s, _ in seen if "count(" in s and "FROM records" in s]) == 1
+
+
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_an_export_streams_its_rows_a_chunk_at_a_time(site, monkeypatch, fmt):
+    # 200,000 visits were read whole (and cut at 100,000): 1 GB of server memory for one CSV.
+    monkeypatch.setattr(queries, "EXPORT_CHUNK", 4)
+    looked_up: list[int] = []
+    real = queries.addresses
+
+    async def addresses_of(sm, me, ids):  # noqa: ANN001, ANN202
+        ids = list(ids)
+        looked_up.append(len(ids))
+        return await real(sm, me, ids)
+
+    monkeypatch.setattr(queries, "addresses", addresses_of)
+    [home] = households(site, 1)
+    visits(site, home["id"], 10)
+    site.browser.login("sup_a")
+    reply = site.browser.get(f"/console/visits?review=all&format={fmt}")
+    assert reply.status_code == 200 and "content-length" not in reply.headers  # streamed, not built whole
+    if fmt == "csv":
+        rows = list(csv.reader(io.StringIO(reply.content.decode("utf-8-sig"))))
+    else:
+        rows = list(load_workbook(io.BytesIO(reply.content)).worksheets[0].values)
+    assert len(rows) == 11 and all("台苑新村0幢" in row for row in rows[1:])
+    assert looked_up == [4, 4, 2]  # each chunk's households, as the chunk is written
+
+
+def test_the_dashboard_counts_a_year_of_records_again_only_after_a_record_changes(site):
+    site.case(site.phone_a, site.grid_a)
+    site.browser.login("sup_a")
+    assert site.browser.get("/console/").status_code == 200
+
+    def aggregates(seen: list) -> list[str]:
+        return [s for s, _ in seen if "GROUP BY" in s and "FROM records" in s]
+
+    with statements(site) as seen:
+        assert site.browser.get("/console/").status_code == 200
+    assert aggregates(seen) == []
+    site.case(site.phone_a, site.grid_a)
+    with statements(site) as seen:
+        page = site.browser.get("/console/").text
+    assert aggregates(seen)
+    figures = {label: int(n) for n, label in re.findall(r'<span class="num">(\d+)</span><span>([^<]+)</span>', page)}
+    assert figures["受理事件"] == 2
