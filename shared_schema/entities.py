@@ -7,6 +7,7 @@ what a new record must carry.
 
 from __future__ import annotations
 
+import datetime
 import enum
 from typing import Annotated, ClassVar
 
@@ -191,6 +192,10 @@ UNION_LIMITS: dict[str, dict[str, int]] = {
 # Times and dates an entity may hold. Python (the server's console, the app) cannot move year 1 or 9999 into
 # another zone, so one such visit would fail every page that lists it; a phone whose clock was reset says 1970.
 EARLIEST_YEAR, LATEST_YEAR = 1900, 2999
+# UTC offsets an entity time may carry: the zones there are (UTC-12:00 to UTC+14:00). Python reads up
+# to 23:59 either way, PostgreSQL's timestamptz only below 16 hours, and the console's index of
+# visits by the moment they name casts each one (a push of a visit at +23:59 was a 500 there).
+EARLIEST_OFFSET, LATEST_OFFSET = datetime.timedelta(hours=-12), datetime.timedelta(hours=14)
 
 
 def _holds_time(kind: msgspec.inspect.Type) -> bool:
@@ -221,8 +226,12 @@ def validate_fields(entity: str, fields: dict) -> dict:
         raise FieldsInvalid(str(exc).replace(" - at `$", " - at `$.fields", 1)) from None
     for name in TIME_FIELDS[entity]:
         moment = getattr(value, name)
-        if moment is not UNSET and moment is not None and not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
+        if moment is UNSET or moment is None:
+            continue
+        if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
             raise FieldsInvalid(f"Expected a time in the years {EARLIEST_YEAR} to {LATEST_YEAR} - at `$.fields.{name}`")
+        if isinstance(moment, datetime.datetime) and not EARLIEST_OFFSET <= moment.utcoffset() <= LATEST_OFFSET:
+            raise FieldsInvalid(f"Expected a UTC offset from -12:00 to +14:00 - at `$.fields.{name}`")
     normalised = msgspec.to_builtins(value)
     for name in UNION_FIELDS[entity] & normalised.keys():
         normalised[name] = sorted(set(normalised[name]))

@@ -1,7 +1,8 @@
 """Defects an outside probe found by holding the running server to docs/protocol.md alone
 (2026-12-02, fifth session), on both databases: numbers written in other digits, a base_version
 for a record never stored, a server field sent with a value that does not fit, and a client
-that hangs up in the middle of its body, and Ed25519 public keys anyone can sign for."""
+that hangs up in the middle of its body, Ed25519 public keys anyone can sign for, and times
+at UTC offsets no zone has."""
 
 from __future__ import annotations
 
@@ -208,3 +209,30 @@ def test_a_device_stored_with_a_small_order_key_gets_no_token_for_a_forged_signa
                                                     "signature": FORGED_FOR_IDENTITY}, auth=False)
     assert response.status_code == 401, response.text
     assert _error(response)["code"] == "unauthenticated"
+
+
+@pytest.mark.parametrize(("moment", "taken"), [
+    ("2026-12-02T10:00:00+14:00", True),
+    ("2026-12-02T10:00:00-12:00", True),
+    ("1900-01-01T00:00:00+14:00", True),
+    ("2999-12-31T23:59:59-12:00", True),
+    ("2026-12-02T10:00:00+14:01", False),
+    ("2026-12-02T10:00:00-12:01", False),
+    ("2026-12-02T10:00:00+15:00", False),
+    ("2026-12-02T10:00:00+23:59", False),
+    ("2026-12-02T10:00:00-23:59", False),
+])
+def test_entity_times_carry_an_offset_of_a_real_zone(phone, moment, taken):
+    """A visit at +23:59 was a 500 on PostgreSQL (its timestamptz, which the console's index of
+    visits by time casts each one to, ends below 16 hours); the zones there are span -12:00 to
+    +14:00, and each of those is stored and read back."""
+    grid, wang = phone
+    fields = {"grid_id": grid, "household_id": str(uuid.uuid4()), "method": "sit", "visited_at": moment}
+    [result] = wang.push([wang.mutation("visit", fields=fields)])["results"]
+    if taken:
+        assert result["status"] == "applied", result
+        pulled = {r["id"]: r for r in wang.pull_all()}
+        assert pulled[result["record"]["id"]]["fields"]["visited_at"] == result["record"]["fields"]["visited_at"]
+    else:
+        assert result["status"] == "rejected" and result["error"]["code"] == "invalid", result
+        assert "visited_at" in result["error"]["message"]
