@@ -69,7 +69,9 @@ async def _paginate(db: AsyncSession, stmt: Select, page: int, size: int, counte
         rows = (await db.execute(stmt.limit(size).offset(offset))).all()
         return Page(items=list(rows), number=page, size=size, total=offset + len(rows), more=len(rows) == size)
     bound = offset + COUNT_AHEAD
-    found = await db.scalar(select(func.count()).select_from(stmt.order_by(None).limit(bound + 1).subquery())) or 0
+    # Counted in the list's own order: along its index the first rows that match come first (the
+    # visits to review are the newest), where a scan in any order may pass half the table first.
+    found = await db.scalar(select(func.count()).select_from(stmt.limit(bound + 1).subquery())) or 0
     rows = (await db.execute(stmt.limit(size).offset(offset))).all()
     return Page(items=list(rows), number=page, size=size, total=min(found, bound), more=found > bound)
 
