@@ -1,8 +1,8 @@
 """Defects an outside probe found by holding the running server to docs/protocol.md alone
 (2026-12-02, fifth session), on both databases: numbers written in other digits, a base_version
-for a record never stored, a server field sent with a value that does not fit, and a client
-that hangs up in the middle of its body, Ed25519 public keys anyone can sign for, and times
-at UTC offsets no zone has."""
+for a record never stored, a server field sent with a value that does not fit, a client that
+hangs up in the middle of its body, Ed25519 public keys anyone can sign for, and times at UTC
+offsets no zone has."""
 
 from __future__ import annotations
 
