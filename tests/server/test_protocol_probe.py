@@ -169,6 +169,9 @@ WEAK_KEYS = [
     "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
     "ee" + "ff" * 30 + "7f",
     "01" + "00" * 30 + "80",
+    # A real key plus a point of order 8: of mixed order, outside the prime-order subgroup where
+    # every key a real key pair makes lies.
+    "cde1e6558ffd60240cd4ae36134f0c494e314172a71dca9e3cbf23a6670d5c6b",
 ]
 FORGED_FOR_IDENTITY = base64.b64encode(bytes.fromhex("01" + "00" * 63)).decode()
 
