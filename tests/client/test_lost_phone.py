@@ -4,8 +4,8 @@ The app promises that data on the device is encrypted at rest and a lost phone l
 Here the real app and the real sync engine go through a working day against a real server,
 then every place the app and its libraries write (the data folder, Kivy's home, the temp
 folder, the logs) is searched for what must not be there; then the phone is wiped from the
-office, killed halfway through erasing, or loses a photo to Android killing it while the
-camera app was open.
+office, killed while it writes or halfway through erasing, or loses a photo to Android
+killing it while the camera app was open.
 
 What the store keeps in the clear by design (``sync.client.schema``) is not searched for here:
 record ids, versions, hlc stamps (with the device id as their node), photo hashes and sizes.
@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import struct
+import subprocess
 import sys
 import tempfile
 import types
@@ -319,3 +321,41 @@ def test_a_photo_the_camera_app_wrote_after_android_killed_the_app_goes_at_the_n
 
     PlyerCamera(folder)  # the app starts again
     assert sorted(p.name for p in folder.iterdir()) == ["someone-elses.jpg"]
+
+
+KEEPS_WRITING = """
+import sys
+from pathlib import Path
+from sync.client.cipher import AesGcmCipher
+from sync.client.store import BLOB_HELD, LocalStore
+from tests.client.conftest import photo_bytes
+
+store = LocalStore(Path(sys.argv[1]) / "store.sqlite", AesGcmCipher(bytes(32)))
+photo = photo_bytes(1600, 1200, color=(3, 1, 4))
+for i in range(1, 10_000):
+    store.edit("diary", f"0190a000-0000-7000-8000-{i:012d}",
+               {"grid_id": "0190a000-0000-7000-8000-000000000001", "text": f"沈美娟 13588887777 第{i}条",
+                "written_at": "2026-11-25T09:30:00+08:00"}, hlc=f"{1795000000000 + i:013d}-0000-phone")
+    store.put_blob(photo + i.to_bytes(4, "big"), state=BLOB_HELD)
+    store.set_meta("app.drafts", "顾建国 13912345678 " * 40 + str(i))
+    print(i, flush=True)
+"""
+
+
+def test_a_phone_killed_while_it_writes_leaves_only_sealed_bytes(tmp_path):
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    writer = subprocess.Popen([sys.executable, "-c", KEEPS_WRITING, str(folder)], stdout=subprocess.PIPE,
+                              cwd=Path(__file__).parents[2], text=True)
+    try:
+        while int(writer.stdout.readline() or 0) < 5:  # five rounds done; killed inside the sixth
+            assert writer.poll() is None, "the writer stopped"
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    secrets = Secrets()
+    secrets.add("沈美娟", "13588887777", "顾建国", "13912345678")
+    secrets.add_photo("the photo", photo_bytes(1600, 1200, color=(3, 1, 4)))
+    files = written_files(folder)
+    assert any(p.name.endswith("-wal") for p in files)
+    assert secrets.found_in(files) == []
