@@ -215,7 +215,11 @@ class DeviceSetup:
         return store, make_engine
 
     def _session(self, store: Any, engine: Any, account: Account) -> Session:
-        extra = {"clock": self._session_clock} if self._session_clock is not None else {}
+        extra = {}
+        if self._session_clock is not None:
+            # A test's own clock, not the engine's wall: where the boot clock stood against the
+            # engine's wall (sync.client.boot_clock) says nothing of how this one was moved.
+            extra = {"clock": self._session_clock, "boot_clock": lambda: None}
         return Session(store, engine, account, transport_factory=self._transport_factory, **extra)
 
     def enroll(self, server_url: str, code_text: str, label: str = "") -> PendingEnrollment:

@@ -556,14 +556,18 @@ def test_a_phone_clock_three_hours_slow_is_told_on_home_until_it_is_put_right(ap
     import datetime
 
     from client.services.session import utc_now
-    from sync.client.store import META_CLOCK_OFFSET
+    from sync.client.boot_clock import clock_anchor, read_boot_clock
+    from sync.client.store import META_CLOCK_ANCHOR, META_CLOCK_OFFSET
 
     driver = app_driver()
     enroll_in_window(driver, own_office)
     session = driver.app.session
-    # The phone's clock is 3 hours slow, and its last sync measured that.
+    # The phone's clock is 3 hours slow, and its last sync measured that (and where the clocks stood).
     session.clock = lambda: utc_now() - datetime.timedelta(hours=3)
-    session.store.set_meta(META_CLOCK_OFFSET, str(3 * 3600 * 1000))
+    session.store.set_meta_many({
+        META_CLOCK_OFFSET: str(3 * 3600 * 1000),
+        META_CLOCK_ANCHOR: clock_anchor(int(session.clock().timestamp() * 1000), read_boot_clock()),
+    })
     driver.app.go("home")
     [notice] = driver.screen.clock_box.children
     assert notice.text == "手机时间不准（慢了约3小时）。记录的时间已按服务器时间校正，请在手机“设置”里校正时间。"
