@@ -187,14 +187,15 @@ async def record(
 
 
 async def addresses(sm: async_sessionmaker, me: ConsoleUser, ids) -> dict[str, str]:
-    """household id -> its address (an export's column: no record decoded for it)."""
+    """household id -> its address (an export's column: no record decoded for it); found by id,
+    the scope only checked, as in ``records_by_id``."""
     ids = sorted({i for i in ids if i})
     if not ids:
         return {}
     async with sm() as db:
         stmt = _grid_scoped(
             select(RecordRow.id, json_text(RecordRow.fields, "address")).where(RecordRow.id.in_(ids)),
-            RecordRow.grid_id,
+            not_indexed(RecordRow.grid_id),
             me,
         )
         return {i: a or "" for i, a in (await db.execute(stmt)).all()}
@@ -205,7 +206,10 @@ async def records_by_id(sm: async_sessionmaker, me: ConsoleUser, ids) -> dict[st
     if not ids:
         return {}
     async with sm() as db:
-        stmt = _grid_scoped(select(RecordRow).where(RecordRow.id.in_(ids)), RecordRow.grid_id, me)
+        # Found by their ids; the scope only checked. Given an index to use, SQLite would read
+        # every record of the scope's grids through ix_records_grid_seq instead (0.8 s for an
+        # export's chunk of 1,000 at a year's scale, against some milliseconds).
+        stmt = _grid_scoped(select(RecordRow).where(RecordRow.id.in_(ids)), not_indexed(RecordRow.grid_id), me)
         return {r.id: r for r in (await db.scalars(stmt)).all()}
 
 
