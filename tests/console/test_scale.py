@@ -15,6 +15,7 @@ from openpyxl import load_workbook
 from sqlalchemy import event
 
 from server.console import queries
+from tests.conftest import BACKENDS
 
 
 @contextlib.contextmanager
@@ -39,8 +40,9 @@ def sqlite_plan(site, statement: str, parameters) -> str:  # noqa: ANN001
         return " | ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {statement}", parameters or ()))
 
 
-def on_sqlite(site) -> bool:  # noqa: ANN001
-    return site.field.client.app.state.settings.db is None
+def only_on(name: str):  # noqa: ANN201
+    """Run a test on one of the backends under test only (not run and skipped on the other)."""
+    return pytest.mark.parametrize("backend", [b for b in BACKENDS if b == name], indirect=True)
 
 
 def push_all(phone, mutations: list[dict]) -> None:  # noqa: ANN001
@@ -67,11 +69,10 @@ def visits(site, household_id: str, n: int) -> None:  # noqa: ANN001
     ])
 
 
+@only_on("sqlite")  # SQLite's plans: PostgreSQL's planner chooses by its statistics
 def test_list_pages_are_read_along_an_index_not_sorted_out_of_the_whole_year(site):
     # At 200,000 visits a sort of every visit in scope was 2 s a page; read in order along an
     # index, a page stops after its 50 rows.
-    if not on_sqlite(site):
-        pytest.skip("SQLite's plans: PostgreSQL's planner chooses by its statistics")
     [home] = households(site, 1)
     visits(site, home["id"], 3)
     site.case(site.phone_a, site.grid_a)
@@ -89,10 +90,9 @@ def test_list_pages_are_read_along_an_index_not_sorted_out_of_the_whole_year(sit
         assert "TEMP B-TREE FOR ORDER BY" not in plan, (statement, plan)
 
 
+@only_on("postgres")  # PostgreSQL's planner setting
 def test_on_postgresql_a_list_read_along_its_index_is_not_sorted(site):
     # With no statistics on a JSON condition PostgreSQL sorted every visit to count 1,001 of them.
-    if on_sqlite(site):
-        pytest.skip("PostgreSQL's planner setting")
     [home] = households(site, 1)
     visits(site, home["id"], 2)
     site.browser.login("sup_a")
@@ -103,9 +103,8 @@ def test_on_postgresql_a_list_read_along_its_index_is_not_sorted(site):
         assert any("enable_sort = off" in s for s, _ in seen) is walks, path
 
 
+@only_on("sqlite")  # SQLite's plans: PostgreSQL's planner chooses by its statistics
 def test_a_households_history_finds_its_visits_and_cases_through_its_index(site):
-    if not on_sqlite(site):
-        pytest.skip("SQLite's plans: PostgreSQL's planner chooses by its statistics")
     [home, other] = households(site, 2)
     visits(site, home["id"], 2)
     visits(site, other["id"], 3)
@@ -187,13 +186,12 @@ def test_the_dashboard_counts_a_year_of_records_again_only_after_a_record_change
     assert figures["受理事件"] == 2
 
 
+@only_on("sqlite")  # SQLite's plans: PostgreSQL's planner chooses by its statistics
 def test_records_looked_up_by_id_are_found_by_their_key_not_through_the_scopes_grids(site):
     # An export looks up each chunk's 1,000 households by id, a page its rows' households: with
     # the scope's grids in the same condition SQLite read every record of those grids through
     # ix_records_grid_seq instead (0.8 s a chunk at a year's scale: a 200,000-visit export took
     # minutes).
-    if not on_sqlite(site):
-        pytest.skip("SQLite's plans: PostgreSQL's planner chooses by its statistics")
     homes = households(site, 60)  # a page's worth: with a few ids SQLite takes the key anyway
     push_all(site.phone_a, [
         site.phone_a.mutation("visit", fields={"grid_id": site.grid_a, "household_id": home["id"], "method": "inquiry",
