@@ -132,14 +132,14 @@ def apply_mutation(
             RejectCode.READ_ONLY_FIELD,
             f"{mutation.entity} records are written by administrators only",
         )
-    if mutation.base_version > (state.version if state is not None else 0):
-        # No writer can have seen a version that was never written (of a record never stored:
-        # any version above 0); taken at its word, it would make every later change look seen,
-        # and overwrite it without a conflict entry (G1).
+    stored_version = state.version if state is not None else 0  # a record never stored: 0
+    if mutation.base_version > stored_version:
+        # No writer can have seen a version that was never written; taken at its word, it would
+        # make every later change look seen, and overwrite it without a conflict entry (G1).
         return _reject(
             state,
             RejectCode.INVALID,
-            f"base_version {mutation.base_version} is ahead of the record's version {state.version if state else 0}",
+            f"base_version {mutation.base_version} is ahead of the record's version {stored_version}",
         )
     if mutation.op == "delete":
         return _apply_delete(state, mutation, stamp, origin)

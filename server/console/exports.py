@@ -1,6 +1,6 @@
 """Every console list exports as CSV (UTF-8 with a BOM, so Excel reads Chinese) or XLSX.
 
-An export streams: rows are read from the database a chunk at a time (``queries.chunks``) and
+An export streams: rows are read from the database a chunk at a time (``queries._streamed``) and
 written out as they come, so a year of 200,000 visits costs the server the memory of one chunk,
 not of the whole list. A CSV goes to the client chunk by chunk; an XLSX is a zip whose parts
 openpyxl's write-only workbook writes to temporary files, then sent from the saved file.

@@ -15,15 +15,6 @@ from sqlalchemy.sql.functions import FunctionElement
 
 _KEY = re.compile(r"\A[a-z_]{1,40}\Z")
 
-# PostgreSQL indexes only IMMUTABLE expressions, and a cast of text to timestamptz is STABLE (a time
-# without an offset is read in the session's zone). Every entity time carries an offset
-# (``shared_schema.types.Timestamp``), so the cast of a stored one is the same in any zone.
-PG_INSTANT_FUNCTION = (
-    "CREATE OR REPLACE FUNCTION fieldloop_instant(text) RETURNS timestamptz "
-    "LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT CAST($1 AS timestamptz) $$"
-)
-
-
 class JsonText(FunctionElement):
     """The text of a top-level JSON field: ``json_text(RecordRow.fields, "household_id")``."""
 
@@ -64,6 +55,10 @@ class Instant(FunctionElement):
     name = "instant"
 
 
+# On PostgreSQL through fieldloop_instant() (migration 0004): an index takes only IMMUTABLE
+# expressions, and a cast of text to timestamptz is STABLE (a time without an offset is read in the
+# session's zone). Every entity time carries an offset, so the cast of a stored one is the same in
+# any zone.
 @compiles(Instant, "postgresql")
 def _instant_on_postgresql(element, compiler, **kw):  # noqa: ANN001, ANN202
     inner = compiler.process(element.clauses, **kw)
