@@ -59,15 +59,33 @@ def decode_body(request: Request, data: bytes, struct_type: type[T]) -> T:
         decoder = _json_decoder(struct_type)
     else:
         raise Malformed(f"unsupported Content-Type {media!r}: use application/json or application/msgpack")
+    encoding = "msgpack" if body_is_msgpack(request) else "JSON"
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
+        # A typed decoder stops at the first value of the wrong type, before it has read the
+        # rest: JSON sent as msgpack starts with `{`, the msgpack integer 123, and truncated
+        # JSON may fail on its first value too. Only a body that is whole in its format is
+        # `invalid`; one that is not is `malformed`, whatever its first value looked like.
+        _raise_if_not_whole(decoder, data, encoding)
         raise Invalid(str(exc), {"path": _path_of(str(exc))}) from None
     except msgspec.DecodeError as exc:
-        raise Malformed(f"body is not valid {'msgpack' if body_is_msgpack(request) else 'JSON'}: {exc}") from None
+        raise Malformed(f"body is not valid {encoding}: {exc}") from None
     except RecursionError:
         # msgspec decodes nested values recursively: a thousand levels of {"a": {"a": ...}} run
         # out of stack. No message of the protocol nests deeper than a few levels.
+        raise Malformed("the body is nested too deeply") from None
+
+
+def _raise_if_not_whole(decoder: msgspec.json.Decoder | msgspec.msgpack.Decoder, data: bytes, encoding: str) -> None:
+    from server.errors import Malformed
+
+    untyped = msgspec.msgpack.decode if isinstance(decoder, msgspec.msgpack.Decoder) else msgspec.json.decode
+    try:
+        untyped(data)
+    except msgspec.DecodeError as exc:
+        raise Malformed(f"body is not valid {encoding}: {exc}") from None
+    except RecursionError:
         raise Malformed("the body is nested too deeply") from None
 
 

@@ -239,3 +239,36 @@ def test_entity_times_carry_an_offset_of_a_real_zone(phone, moment, taken):
     else:
         assert result["status"] == "rejected" and result["error"]["code"] == "invalid", result
         assert "visited_at" in result["error"]["message"]
+
+
+def _push_body(grid: str) -> dict:
+    return {"mutations": [{"mid": str(uuid.uuid4()), "entity": "household", "id": str(uuid.uuid4()), "op": "upsert",
+                           "base_version": 0, "hlc": f"{int(time.time() * 1000):013d}-0000-probe",
+                           "fields": household(grid)}]}
+
+
+@pytest.mark.parametrize(("content_type", "encode", "cut"), [
+    # JSON under the msgpack label: `{` is the msgpack integer 123, then bytes that are no msgpack.
+    ("application/msgpack", msgspec.json.encode, None),
+    # Truncated bodies whose first value is already of the wrong type for a push.
+    ("application/json", lambda body: msgspec.json.encode([body]), -3),
+    ("application/msgpack", lambda body: msgspec.msgpack.encode([body]), -3),
+])
+def test_a_body_not_whole_in_its_format_is_400_malformed_whatever_its_first_value(field, phone, content_type,
+                                                                                   encode, cut):
+    grid, wang = phone
+    body = encode(_push_body(grid))[:cut]
+    response = wang.call("POST", "/v1/sync/push", content=body, headers={"Content-Type": content_type})
+    assert response.status_code == 400, response.text
+    assert wang.decode(response)["error"]["code"] == "malformed"  # a reply in the request's type
+    assert [r["entity"] for r in wang.pull_all()] == ["grid"]  # nothing of the push was written
+
+
+@pytest.mark.parametrize("encode", [msgspec.json.encode, msgspec.msgpack.encode])
+def test_a_whole_body_of_the_wrong_shape_is_still_422_invalid(phone, encode):
+    grid, wang = phone
+    content_type = "application/json" if encode is msgspec.json.encode else "application/msgpack"
+    response = wang.call("POST", "/v1/sync/push", content=encode([_push_body(grid)]),
+                         headers={"Content-Type": content_type})
+    assert response.status_code == 422, response.text
+    assert wang.decode(response)["error"]["code"] == "invalid"
