@@ -663,6 +663,22 @@ def test_deleting_an_unknown_record_is_rejected_and_deleting_twice_changes_nothi
     assert later.state.to_record().fields == {} and later.state.fields == gone.fields
 
 
+
+@pytest.mark.parametrize(("editor", "base", "stamp_ms"), [
+    ("dev-c", 2, 1),  # another writer that had pulled the tombstone, even with an earlier stamp
+    ("dev-b", 1, 1),  # the deleter itself, whatever base it names
+])
+def test_an_edit_made_after_seeing_the_delete_brings_the_record_back_with_no_conflict(editor, base, stamp_ms):
+    """Protocol Changes 22: how a supervisor brings back a record deleted by mistake."""
+    state = new_household()
+    gone = apply(state, mutation("household", state.id, base=1, stamp=hlc(5, "dev-b"), op="delete"), "dev-b").state
+    back = apply(gone, mutation("household", state.id, {"notes": "搬回来了"}, base=base,
+                                stamp=hlc(stamp_ms, editor)), editor)
+    assert back.status is MutationStatus.APPLIED and back.conflicts == []
+    assert not back.state.deleted and back.state.version == 3
+    assert back.state.to_record().fields == {**state.fields, "notes": "搬回来了"}
+
+
 edits_and_a_delete = st.lists(
     st.tuples(st.sampled_from(["notes", "tags", "members"]), st.integers(0, 40)),
     min_size=1,
