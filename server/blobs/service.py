@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from server.blobs.store import BlobStore, OffsetMismatch, StorageFull
-from server.db.models import BlobRef
+from server.db.models import BlobRef, RecordRow
 from server.errors import Conflict, Invalid, Malformed, TooLarge, Unavailable
 from shared_schema.messages import MAX_BLOB_BYTES
 from shared_schema.types import SHA256_PATTERN
@@ -75,14 +75,21 @@ async def receive_chunk(store: BlobStore, sha256: str, offset: int, length: int,
 
 
 async def may_read(sessionmaker: async_sessionmaker, sha256: str, scope: frozenset[str]) -> bool:
-    """A device may read a blob only when a record of its grids refers to it."""
+    """A device may read a blob only when a record of its grids refers to it now.
+
+    ``blob_refs`` names every record that ever held the blob (a row is written when a photo is
+    added and kept): the record's current photos decide. A photo taken off the record by an edit
+    that had seen it, or a deleted record (pulled with empty fields), no longer refers to it.
+    """
     if not scope:
         return False
     async with sessionmaker() as session:
-        found = await session.scalar(
-            select(BlobRef.record_id).where(BlobRef.sha256 == sha256, BlobRef.grid_id.in_(sorted(scope))).limit(1)
+        held = await session.scalars(
+            select(RecordRow.fields)
+            .join(BlobRef, BlobRef.record_id == RecordRow.id)
+            .where(BlobRef.sha256 == sha256, BlobRef.grid_id.in_(sorted(scope)), RecordRow.deleted.is_(False))
         )
-    return found is not None
+        return any(sha256 in (fields.get("photos") or ()) for fields in held)
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
