@@ -30,10 +30,44 @@ def database_url(db: str | None, data_dir: Path) -> URL:
         raise BadDatabaseUrl(f"not a database URL: {db!r}") from exc
     backend = url.get_backend_name()
     if backend in ("postgresql", "postgres"):
-        return url.set(drivername="postgresql+asyncpg")
+        return _postgres_url(url)
     if backend == "sqlite":
+        if url.database in (None, "", ":memory:") or "mode=memory" in (url.database or ""):
+            # Each connection (the server has several) would open an empty database of its own.
+            raise BadDatabaseUrl("an in-memory SQLite database is empty for every connection and gone at exit: "
+                                 "give a file (sqlite:////srv/fieldloop.db), or no --db for the data folder's")
         return url.set(drivername="sqlite+aiosqlite")
     raise BadDatabaseUrl(f"unsupported database {backend!r}: use sqlite or postgresql")
+
+
+# libpq's URL parameters an operator may copy from a hosting provider, as asyncpg takes them
+# (SQLAlchemy hands every query parameter to asyncpg.connect, which takes no ``sslmode``).
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _postgres_url(url: URL) -> URL:
+    try:
+        port = url.port
+    except ValueError:
+        port = -1
+    if port is not None and not 0 < port < 65536:
+        raise BadDatabaseUrl("the port in the database URL must be 1 to 65535")
+    query = dict(url.query)
+    unknown = sorted(set(query) - {"sslmode", "ssl", "connect_timeout", "host"})
+    if unknown:
+        raise BadDatabaseUrl(f"the database URL's parameter {unknown[0]!r} is not supported: "
+                             "use sslmode, connect_timeout or host")
+    sslmode = query.pop("sslmode", None) or query.pop("ssl", None)
+    if sslmode is not None:
+        if sslmode not in _SSLMODES:
+            raise BadDatabaseUrl(f"sslmode={sslmode!r} in the database URL: one of {', '.join(_SSLMODES)}")
+        query["ssl"] = sslmode
+    timeout = query.pop("connect_timeout", None)
+    if timeout is not None:
+        if not (isinstance(timeout, str) and timeout.isascii() and timeout.isdigit() and int(timeout) > 0):
+            raise BadDatabaseUrl(f"connect_timeout={timeout!r} in the database URL: a whole number of seconds")
+        query["timeout"] = timeout
+    return url.set(drivername="postgresql+asyncpg", query=query)
 
 
 def _json_dumps(value: object) -> str:
@@ -58,7 +92,15 @@ def create_engine(url: URL, *, pool_size: int = 10) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
+        connect_args=_connect_timeout(url),
     )
+
+
+def _connect_timeout(url: URL) -> dict:
+    """``timeout`` from the URL (``connect_timeout`` as written) as the number asyncpg wants:
+    SQLAlchemy hands it the URL's text."""
+    timeout = url.query.get("timeout")
+    return {"timeout": float(timeout)} if isinstance(timeout, str) else {}
 
 
 def create_postgres_read_engine(url: URL, *, pool_size: int = 5) -> AsyncEngine:
@@ -86,7 +128,7 @@ def create_postgres_read_engine(url: URL, *, pool_size: int = 5) -> AsyncEngine:
         isolation_level="AUTOCOMMIT",
         pool_size=pool_size,
         max_overflow=0,
-        connect_args={"server_settings": {"enable_sort": "off"}},
+        connect_args={"server_settings": {"enable_sort": "off"}, **_connect_timeout(url)},
     )
 
 
