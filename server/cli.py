@@ -10,8 +10,9 @@
     fieldloop device list | revoke DEVICE_ID [--wipe] | retire DEVICE_ID
     fieldloop demo
 
-``--data`` and ``--db`` may come from FIELDLOOP_DATA and FIELDLOOP_DB. A bad argument gets a
-one-line error and exit status 2; a failure of the database or the machine, exit status 1.
+``--data`` and ``--db`` may come from FIELDLOOP_DATA and FIELDLOOP_DB; a flag wins, before or after
+the command. A bad argument gets a one-line error and exit status 2; a failure of the database or
+the machine, exit status 1. ``serve`` ends with status 0 after SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import click
@@ -30,10 +35,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from server.accounts import service as accounts
 from server.accounts.service import AccountError, Role
 from server.db.engine import BadDatabaseUrl, create_engine, session_factory
-from server.db.migrate import upgrade
+from server.db.migrate import UnknownRevision, upgrade
 from server.db.outage import database_unreachable
 from server.devices import service as devices
-from server.settings import Settings
+from server.settings import DEFAULT_DATA_DIR, Settings
 
 T = TypeVar("T")
 
@@ -46,7 +51,6 @@ def _run(settings: Settings, job: Callable[..., Awaitable[T]]) -> T:
     """Run ``job(sessionmaker)`` on a migrated database."""
 
     async def main() -> T:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine(settings.url)
         try:
             await upgrade(engine)
@@ -54,14 +58,36 @@ def _run(settings: Settings, job: Callable[..., Awaitable[T]]) -> T:
         finally:
             await engine.dispose()
 
+    _prepare_data_folder(settings.data_dir)
     try:
         return asyncio.run(main())
+    except UnknownRevision as exc:
+        raise CliFailure(str(exc)) from exc
     except (OSError, SQLAlchemyError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        if settings.url.get_backend_name() == "sqlite" and reason in _SQLITE_CANNOT_OPEN:
+            raise CliFailure(f"cannot open the SQLite database {settings.url.database}: {reason}") from exc
         if isinstance(exc, OSError) or database_unreachable(exc):
             # The driver's own words, without SQLAlchemy's "(module.Error)" prefix and link.
-            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
             raise CliFailure(f"cannot reach the database: {reason}") from exc
         raise
+
+
+# sqlite3's words for a file it cannot open as a database (not for a statement that failed).
+_SQLITE_CANNOT_OPEN = frozenset({"unable to open database file", "file is not a database",
+                                 "database disk image is malformed", "attempt to write a readonly database"})
+
+
+def _prepare_data_folder(data_dir: Path) -> None:
+    """Make the data folder and check that this process can write into it (the SQLite database,
+    its WAL and the photos live there), before any database is opened."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=data_dir):
+            pass
+    except OSError as exc:
+        raise CliFailure(f"the data folder {data_dir} cannot be written ({exc.strerror}): give --data a folder "
+                         "this user can write") from None
 
 
 def _check_can_listen(host: str, port: int) -> None:
@@ -82,39 +108,63 @@ def _check_can_listen(host: str, port: int) -> None:
             raise CliFailure(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-def _settings(data_dir: str, db: str | None) -> Settings:
-    settings = Settings.from_env(data_dir, db)
+@dataclass(frozen=True)
+class _Given:
+    """``--data`` and ``--db`` as given before the command, and where each came from (a flag, the
+    environment, the default). Checked only once the command's own flags are known: a flag after
+    the command wins over a bad value in the environment."""
+
+    data: str
+    data_from: str
+    db: str | None
+    db_from: str
+
+
+def _settings(given: _Given, data_here: str | None, db_here: str | None) -> Settings:
+    data, data_from = (data_here, "--data") if data_here is not None else (given.data, given.data_from)
+    db, db_from = (db_here, "--db") if db_here is not None else (given.db, given.db_from)
+    if data == "":
+        raise click.BadParameter("empty: give a folder, or leave it out for ./data", param_hint=data_from)
+    if Path(data).exists() and not Path(data).is_dir():
+        raise click.BadParameter(f"{data} is a file, not a folder", param_hint=data_from)
+    if db == "":
+        # An empty variable in a script ("--db $DB") must not quietly mean SQLite in the data folder.
+        raise click.BadParameter("empty: give a database URL, or leave it out for SQLite in the data folder",
+                                 param_hint=db_from)
+    settings = Settings(data_dir=Path(data), db=db)
     try:
         settings.url  # noqa: B018 - validates the URL before any command runs
     except BadDatabaseUrl as exc:
-        raise click.BadParameter(str(exc), param_hint="--db") from None
+        raise click.BadParameter(str(exc), param_hint=db_from) from None
     return settings
+
+
+def _source(ctx: click.Context, name: str, flag: str, variable: str) -> str:
+    return variable if ctx.get_parameter_source(name) == click.core.ParameterSource.ENVIRONMENT else flag
 
 
 def pass_settings(command: Callable) -> Callable:
     """Hand a command the settings; ``--data`` and ``--db`` may also follow the command itself."""
 
-    @click.option("--data", "data_here", default=None, type=click.Path(file_okay=False), help="data folder")
+    @click.option("--data", "data_here", default=None, help="data folder")
     @click.option("--db", "db_here", default=None, help="database URL, e.g. postgresql://user@host/db")
     @click.pass_context
     @functools.wraps(command)
     def with_settings(ctx: click.Context, data_here: str | None, db_here: str | None, **kwargs):  # noqa: ANN202
-        settings = ctx.obj
-        if data_here or db_here:
-            settings = _settings(data_here or str(settings.data_dir), db_here or settings.db)
-        return command(settings, **kwargs)
+        return command(_settings(ctx.obj, data_here, db_here), **kwargs)
 
     return with_settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data", "data_dir", envvar="FIELDLOOP_DATA", default="data", show_default=True,
-              type=click.Path(file_okay=False), help="data folder (SQLite file, photos)")
+@click.option("--data", "data_dir", envvar="FIELDLOOP_DATA", default=str(DEFAULT_DATA_DIR), show_default=True,
+              help="data folder (SQLite file, photos)")
 @click.option("--db", envvar="FIELDLOOP_DB", default=None, help="database URL, e.g. postgresql://user@host/db")
 @click.pass_context
 def cli(ctx: click.Context, data_dir: str, db: str | None) -> None:
     """FieldLoop server: sync API, web console, administration."""
-    ctx.obj = _settings(data_dir, db)
+    ctx.obj = _Given(data_dir, _source(ctx, "data_dir", "--data", "FIELDLOOP_DATA"),
+                     db, _source(ctx, "db", "--db", "FIELDLOOP_DB"))
 
 
 @cli.command()
@@ -130,6 +180,7 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
         raise click.BadParameter("several workers need PostgreSQL (--db postgresql://...)", param_hint="--workers")
     _check_can_listen(host, port)
     _run(settings, lambda _sm: asyncio.sleep(0))  # migrate once, before any worker starts
+    _end_sigterm_like_sigint()
     os.environ["FIELDLOOP_DATA"] = str(settings.data_dir)
     if settings.db:
         os.environ["FIELDLOOP_DB"] = settings.db
@@ -141,6 +192,18 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     # closes it fails with a reset (the engine retries it, but it costs a round of backoff).
     uvicorn.run("server.asgi:app_from_env", factory=True, host=host, port=port, workers=workers,
                 log_level="warning", timeout_graceful_shutdown=5, timeout_keep_alive=75)
+
+
+def _end_sigterm_like_sigint() -> None:
+    """uvicorn shuts down gracefully on SIGTERM or SIGINT, then raises the signal again with the
+    handler it found: SIGINT's ends in a KeyboardInterrupt that ``uvicorn.run`` takes as a normal
+    end (status 0), while SIGTERM's default killed the process after its clean shutdown (status
+    -15, 143 in a shell; what systemd and docker send to stop a service)."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 @cli.group()
@@ -307,7 +370,14 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("fieldloop: aborted", err=True)
         sys.exit(1)
     except click.UsageError as exc:
-        click.echo(f"fieldloop: error: {exc.format_message()}".replace("\n", " "), err=True)
+        if exc.ctx is not None and isinstance(exc.ctx.command, click.Group) and (
+                isinstance(exc, click.exceptions.NoArgsIsHelpError) or exc.message == "Missing command."):
+            # A group without its command; NoArgsIsHelpError's message is the whole help.
+            names = ", ".join(exc.ctx.command.list_commands(exc.ctx))
+            message = f"missing command after '{exc.ctx.command_path}': one of {names} (see --help)"
+        else:
+            message = " ".join(exc.format_message().split())
+        click.echo(f"fieldloop: error: {message}", err=True)
         sys.exit(2)
     except AccountError as exc:
         click.echo(f"fieldloop: error: {exc}", err=True)

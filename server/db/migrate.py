@@ -6,12 +6,18 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script.revision import ResolutionError
+from alembic.util import CommandError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any fixed number: several server processes starting at once migrate one at a time.
 _PG_MIGRATION_LOCK = 0x0F1E1D
+
+
+class UnknownRevision(RuntimeError):
+    """The database stands at a revision this FieldLoop does not have: a newer one migrated it."""
 
 
 def alembic_config() -> Config:
@@ -30,6 +36,12 @@ async def upgrade(engine: AsyncEngine) -> None:
         try:
             await connection.run_sync(_upgrade_on)
             await connection.commit()
+        except CommandError as exc:
+            if not isinstance(exc.__cause__, ResolutionError):
+                raise
+            raise UnknownRevision(
+                f"the database is at revision {exc.__cause__.argument}, which this FieldLoop does not have: a newer "
+                "FieldLoop migrated it; run that version, or restore the backup taken before it upgraded") from exc
         finally:
             if postgres:
                 await connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_MIGRATION_LOCK})

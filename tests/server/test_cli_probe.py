@@ -4,18 +4,34 @@ What these hold, each found broken by the probe:
 - a database URL the driver cannot take (a port past 65535, a query parameter asyncpg does not
   know, an in-memory SQLite database) is a bad argument: one line, exit 2, never a traceback;
   libpq's ``sslmode`` and ``connect_timeout`` in a PostgreSQL URL work as written;
+- flags win over FIELDLOOP_DATA and FIELDLOOP_DB, wherever they stand, even when the
+  environment's value is bad; an empty ``--data`` is a bad argument;
+- a command group without its command (``fieldloop``, ``fieldloop db``) is one line, not the help
+  folded into one;
+- a data folder that cannot be written, a SQLite file that is not a database, or a database a
+  newer FieldLoop migrated is one line that says so, exit 1;
+- ``serve`` ends with status 0 after SIGTERM as after SIGINT, its WAL checkpointed (SIGINT did
+  already; so did two ``serve`` commands started at once on a new PostgreSQL database, kept here);
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.support.databases import PG_ADMIN_URL, _admin
 from tests.support.servers import free_port
 
 
@@ -60,3 +76,159 @@ def test_libpq_url_parameters_work_as_written(tmp_path, postgres_url):
     result = fieldloop("--data", str(tmp_path / "data"), "--db", url.render_as_string(hide_password=False),
                        "grid", "add", "g", "--community", "c")
     assert result.returncode == 0, result.stderr
+
+
+def test_flags_win_over_the_environment_even_when_its_value_is_bad(tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    bad = {"FIELDLOOP_DB": "no-such-database-kind://x", "FIELDLOOP_DATA": str(a_file)}
+    data = tmp_path / "data"
+    after = fieldloop("grid", "add", "g1", "--community", "c", "--data", str(data), "--db",
+                      f"sqlite:///{tmp_path / 'flag.db'}", env=bad)
+    assert after.returncode == 0, after.stderr
+    before = fieldloop("--data", str(data), "--db", f"sqlite:///{tmp_path / 'flag.db'}", "grid", "add", "g2",
+                       "--community", "c", env=bad)
+    assert before.returncode == 0, before.stderr
+    names = {n for (n,) in sqlite3.connect(tmp_path / "flag.db").execute("SELECT name FROM grids")}
+    assert names == {"g1", "g2"}
+    # Without a flag, the environment's bad value is the operator's argument.
+    assert "FIELDLOOP_DB" in one_line_error(fieldloop("device", "list", "--data", str(data), env=bad), 2)
+
+
+def test_an_empty_data_folder_argument_is_a_bad_argument(tmp_path):
+    # It fell back to ./data without a word.
+    for args in (["--data", "", "device", "list"], ["device", "list", "--data", ""]):
+        assert "--data" in one_line_error(fieldloop(*args, cwd=tmp_path), 2)
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("args", [(), ("db",), ("device",), ("user",)])
+def test_a_command_group_without_its_command_is_one_line(tmp_path, args):
+    line = one_line_error(fieldloop("--data", str(tmp_path / "data"), *args), 2)
+    assert "missing command" in line and "--help" in line and len(line) < 200
+
+
+def test_a_missing_choice_is_one_line_without_tabs(tmp_path):
+    line = one_line_error(fieldloop("--data", str(tmp_path / "data"), "user", "add", "bob"), 2)
+    assert "\t" not in line and "grid_worker, red_steward, supervisor, admin" in line
+
+
+def _read_only_folder(path: Path) -> None:
+    """A folder this process cannot write into, as root too (immutable) when it runs as root."""
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        return
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)], check=False).returncode != 0:
+        pytest.skip("running as root without chattr: no folder is read-only")
+
+
+def _writable_again(path: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(path)], check=False)
+    else:
+        path.chmod(0o755)
+
+
+def test_a_data_folder_that_cannot_be_written_is_one_line_and_exit_1(tmp_path):
+    # "cannot reach the database: unable to open database file" did not say which folder, nor why.
+    locked = tmp_path / "locked"
+    _read_only_folder(locked)
+    try:
+        for data in (locked, locked / "sub"):
+            for command in (("device", "list"), ("serve", "--port", str(free_port()))):
+                line = one_line_error(fieldloop("--data", str(data), *command), 1)
+                assert f"the data folder {data} cannot be written" in line, line
+    finally:
+        _writable_again(locked)
+
+
+def test_a_sqlite_file_that_cannot_be_opened_is_named(tmp_path):
+    not_a_database = tmp_path / "notes.db"
+    not_a_database.write_text("hello\n" * 1000)
+    line = one_line_error(fieldloop("--data", str(tmp_path / "data"), "--db", f"sqlite:///{not_a_database}",
+                                    "device", "list"), 1)
+    assert line == f"fieldloop: error: cannot open the SQLite database {not_a_database}: file is not a database"
+    nowhere = tmp_path / "no-such-folder" / "x.db"
+    line = one_line_error(fieldloop("--data", str(tmp_path / "data"), "--db", f"sqlite:///{nowhere}",
+                                    "device", "list"), 1)
+    assert line == f"fieldloop: error: cannot open the SQLite database {nowhere}: unable to open database file"
+
+
+def test_a_database_a_newer_fieldloop_migrated_is_one_line_and_exit_1(tmp_path, backend):
+    data = tmp_path / "data"
+    db = ["--db", backend] if backend else []
+    assert fieldloop("--data", str(data), *db, "db", "upgrade").returncode == 0
+    if backend:
+        asyncio.run(_set_revision_on_postgres(backend, "0999"))
+    else:
+        with sqlite3.connect(data / "fieldloop.db") as connection:
+            connection.execute("UPDATE alembic_version SET version_num = '0999'")
+    for command in (("db", "upgrade"), ("device", "list"), ("serve", "--port", str(free_port()))):
+        line = one_line_error(fieldloop("--data", str(data), *db, *command), 1)
+        assert "revision 0999" in line and "newer" in line, line
+
+
+async def _set_revision_on_postgres(url: str, revision: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute("UPDATE alembic_version SET version_num = $1", revision)
+    finally:
+        await connection.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_ends_with_status_0_and_a_checkpointed_wal_on_sigterm_and_sigint(tmp_path, sig):
+    # SIGINT ended in 0, SIGTERM (systemd's, docker's stop) killed the process by the signal: -15.
+    data, port = tmp_path / "data", free_port()
+    server = subprocess.Popen([sys.executable, "-m", "server.cli", "--data", str(data), "serve", "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert fieldloop("--data", str(data), "grid", "add", "g", "--community", "c").returncode == 0
+        server.send_signal(sig)
+        _, err = server.communicate(timeout=30)
+    finally:
+        server.kill()
+    assert server.returncode == 0, err
+    assert "Traceback" not in err and "ERROR" not in err, err
+    assert sorted(p.name for p in data.iterdir()) == ["blobs", "fieldloop.db"]  # no -wal, no -shm left
+
+
+def test_two_serve_commands_started_at_once_on_a_new_postgresql_database_migrate_once(tmp_path, postgres_databases):
+    name = f"fl_t_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    ports = [free_port(), free_port()]
+    servers = [subprocess.Popen([sys.executable, "-m", "server.cli", "--data", str(tmp_path / f"data{p}"), "--db", url,
+                                 "serve", "--port", str(p)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for p in ports]
+    try:
+        for port in ports:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and all(s.poll() is None for s in servers):
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        for server in servers:
+            server.send_signal(signal.SIGINT)
+        errors = [server.communicate(timeout=30)[1] for server in servers]
+        assert [s.returncode for s in servers] == [0, 0], errors
+        assert not any("Traceback" in e or "ERROR" in e for e in errors), errors
+        checked = fieldloop("--data", str(tmp_path / "data"), "--db", url, "db", "check")
+        assert checked.returncode == 0, checked.stderr
+    finally:
+        for server in servers:
+            server.kill()
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
