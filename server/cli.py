@@ -37,6 +37,7 @@ from server.accounts.service import AccountError, Role
 from server.db.engine import BadDatabaseUrl, create_engine, session_factory
 from server.db.migrate import UnknownRevision, upgrade
 from server.db.outage import database_unreachable
+from server.demo import DemoRefused
 from server.devices import service as devices
 from server.settings import DEFAULT_DATA_DIR, Settings
 
@@ -379,7 +380,7 @@ def main(argv: list[str] | None = None) -> None:
             message = " ".join(exc.format_message().split())
         click.echo(f"fieldloop: error: {message}", err=True)
         sys.exit(2)
-    except AccountError as exc:
+    except (AccountError, DemoRefused) as exc:
         click.echo(f"fieldloop: error: {exc}", err=True)
         sys.exit(2)
     except (CliFailure, SQLAlchemyError, BadDatabaseUrl) as exc:

@@ -8,8 +8,7 @@ import os
 import random
 import uuid
 
-from faker import Faker
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from server.accounts import service as accounts
@@ -42,17 +41,33 @@ CASES = [
 ]
 DEPARTMENTS = ["街道城管中队", "社区物业办", "住建局", "派出所", "综合执法局", "供电公司"]
 BATCH = 500
+# Made last: a database that has this user holds the whole demo.
+LAST_USER = "zhangdaye"
+
+
+class DemoRefused(ValueError):
+    """The database holds grids or users that are not a whole demo: the demo is not loaded into it."""
 
 
 async def load_demo(sessionmaker: async_sessionmaker, *, households: int = 3000, seed: int = 2018) -> list[str]:
-    """Load the demo and return the lines to print (console login, an enrollment code)."""
+    """Load the demo into an empty database and return the lines to print (console login, an
+    enrollment code); on a database that holds the demo already, only those lines."""
+    from faker import Faker
+
     fake = Faker("zh_CN")
     Faker.seed(seed)
     rng = random.Random(seed)
     async with sessionmaker() as session:
-        loaded = await session.scalar(select(User.id).where(User.name == "admin"))
-    if loaded:
+        users = await session.scalar(select(func.count()).select_from(User))
+        grid_count = await session.scalar(select(func.count()).select_from(Grid))
+        loaded = await session.scalar(select(User.id).where(User.name == LAST_USER))
+    if loaded and grid_count:
         return ["the demo is loaded already", *await _logins(sessionmaker)]
+    if users or grid_count:
+        # Real data, or a demo stopped halfway: the demo's names would collide with them, after
+        # some of it had been written.
+        raise DemoRefused(f"the demo loads into an empty database only, and this one has {grid_count} grid(s) and "
+                          f"{users} user(s): give another --data folder (or --db)")
 
     grids: list[Grid] = []
     for community in COMMUNITIES:
@@ -67,7 +82,6 @@ async def load_demo(sessionmaker: async_sessionmaker, *, households: int = 3000,
         worker = await accounts.create_user(sessionmaker, f"grid{i + 1:02d}", "grid_worker", [g.name])
         steward = await accounts.create_user(sessionmaker, fake.name(), "red_steward", [g.name])
         workers[g.id] += [worker, steward]
-    await accounts.create_user(sessionmaker, "zhangdaye", "red_steward", grid_names[:2])
 
     clock = HybridClock(node="demo")
     now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
@@ -203,6 +217,7 @@ async def load_demo(sessionmaker: async_sessionmaker, *, households: int = 3000,
     await _commit(sessionmaker, mutations)
 
     await _phones(sessionmaker, [w for pair in workers.values() for w in pair], rng, now)
+    await accounts.create_user(sessionmaker, LAST_USER, "red_steward", grid_names[:2])
     return await _logins(sessionmaker)
 
 
@@ -243,9 +258,9 @@ async def _commit(sessionmaker: async_sessionmaker, mutations: list[tuple[Sender
 
 
 async def _logins(sessionmaker: async_sessionmaker) -> list[str]:
-    code = await create_enrollment_code(sessionmaker, "zhangdaye", 24 * 3600)
+    code = await create_enrollment_code(sessionmaker, LAST_USER, 24 * 3600)
     return [
         f"console login: admin / {DEMO_PASSWORD}   (supervisor: supervisor / {DEMO_PASSWORD})",
-        "enrollment code for red steward zhangdaye (24 h):",
+        f"enrollment code for red steward {LAST_USER} (24 h):",
         code,
     ]

@@ -12,6 +12,7 @@ What these hold, each found broken by the probe:
   newer FieldLoop migrated is one line that says so, exit 1;
 - ``serve`` ends with status 0 after SIGTERM as after SIGINT, its WAL checkpointed (SIGINT did
   already; so did two ``serve`` commands started at once on a new PostgreSQL database, kept here);
+- ``demo`` loads only into an empty database, and writes nothing when it refuses.
 """
 
 from __future__ import annotations
@@ -201,6 +202,18 @@ def test_serve_ends_with_status_0_and_a_checkpointed_wal_on_sigterm_and_sigint(t
     assert server.returncode == 0, err
     assert "Traceback" not in err and "ERROR" not in err, err
     assert sorted(p.name for p in data.iterdir()) == ["blobs", "fieldloop.db"]  # no -wal, no -shm left
+
+
+def test_demo_loads_only_into_an_empty_database_and_writes_nothing_when_it_refuses(tmp_path, backend):
+    # A database with a user named like one of the demo's got the demo's twelve grids and its admin,
+    # then "a user named 'supervisor' exists already"; every later run, "a grid named ... exists".
+    data = tmp_path / "data"
+    db = ["--db", backend] if backend else []
+    assert fieldloop("--data", str(data), *db, "user", "add", "supervisor", "--role", "supervisor").returncode == 0
+    line = one_line_error(fieldloop("--data", str(data), *db, "demo", "--households", "10"), 2)
+    assert "empty database" in line and "1 user" in line, line
+    users = fieldloop("--data", str(data), *db, "db", "check")
+    assert users.stdout.strip() == "0 records read, 0 a phone could not hold"  # not a grid written
 
 
 def test_two_serve_commands_started_at_once_on_a_new_postgresql_database_migrate_once(tmp_path, postgres_databases):
