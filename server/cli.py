@@ -35,7 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from server.accounts import service as accounts
 from server.accounts.service import AccountError, Role
 from server.db.engine import BadDatabaseUrl, create_engine, session_factory
-from server.db.migrate import UnknownRevision, upgrade
+from server.db.migrate import MigrationRefused, upgrade
 from server.db.outage import database_unreachable
 from server.demo import DemoRefused
 from server.devices import service as devices
@@ -62,7 +62,7 @@ def _run(settings: Settings, job: Callable[..., Awaitable[T]]) -> T:
     _prepare_data_folder(settings.data_dir)
     try:
         return asyncio.run(main())
-    except UnknownRevision as exc:
+    except MigrationRefused as exc:
         raise CliFailure(str(exc)) from exc
     except (OSError, SQLAlchemyError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]

@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.script.revision import ResolutionError
 from alembic.util import CommandError
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -16,8 +16,16 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 _PG_MIGRATION_LOCK = 0x0F1E1D
 
 
-class UnknownRevision(RuntimeError):
+class MigrationRefused(RuntimeError):
+    """The database is not one this FieldLoop can bring to its newest revision."""
+
+
+class UnknownRevision(MigrationRefused):
     """The database stands at a revision this FieldLoop does not have: a newer one migrated it."""
+
+
+class NotFieldLoopDatabase(MigrationRefused):
+    """The database has tables named like FieldLoop's that FieldLoop's migrations did not make."""
 
 
 def alembic_config() -> Config:
@@ -49,6 +57,14 @@ async def upgrade(engine: AsyncEngine) -> None:
 
 
 def _upgrade_on(connection) -> None:  # noqa: ANN001
+    from server.db.models import Base
+
+    tables = set(inspect(connection).get_table_names())
+    taken = sorted(tables & set(Base.metadata.tables)) if "alembic_version" not in tables else []
+    if taken:
+        # The first migration would stop at CREATE TABLE with "relation ... already exists".
+        raise NotFieldLoopDatabase(f"the database has tables FieldLoop would make ({', '.join(taken)}) but was never "
+                                   "migrated by FieldLoop: give FieldLoop a database of its own")
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, "head")

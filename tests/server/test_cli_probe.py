@@ -8,8 +8,9 @@ What these hold, each found broken by the probe:
   environment's value is bad; an empty ``--data`` is a bad argument;
 - a command group without its command (``fieldloop``, ``fieldloop db``) is one line, not the help
   folded into one;
-- a data folder that cannot be written, a SQLite file that is not a database, or a database a
-  newer FieldLoop migrated is one line that says so, exit 1;
+- a data folder that cannot be written, a SQLite file that is not a database, a database a newer
+  FieldLoop migrated, or one whose tables another application made under FieldLoop's names is one
+  line that says so, exit 1;
 - ``serve`` ends with status 0 after SIGTERM as after SIGINT, its WAL checkpointed (SIGINT did
   already; so did two ``serve`` commands started at once on a new PostgreSQL database, kept here);
 - ``demo`` loads only into an empty database, and writes nothing when it refuses.
@@ -245,3 +246,31 @@ def test_two_serve_commands_started_at_once_on_a_new_postgresql_database_migrate
         for server in servers:
             server.kill()
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_a_database_holding_tables_of_another_application_is_one_line_and_exit_1(tmp_path, postgres_databases):
+    # "(sqlalchemy.dialects.postgresql.asyncpg.ProgrammingError) relation "users" already exists".
+    name = f"fl_t_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    sqlite_file = tmp_path / "other.db"
+    with sqlite3.connect(sqlite_file) as connection:
+        connection.execute("CREATE TABLE users (login TEXT)")
+    try:
+        asyncio.run(_execute_on_postgres(url, "CREATE TABLE users (login text)"))
+        for db in (url, f"sqlite:///{sqlite_file}"):
+            line = one_line_error(fieldloop("--data", str(tmp_path / "data"), "--db", db, "db", "upgrade"), 1)
+            assert line == ("fieldloop: error: the database has tables FieldLoop would make (users) but was never "
+                            "migrated by FieldLoop: give FieldLoop a database of its own"), line
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _execute_on_postgres(url: str, sql: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
