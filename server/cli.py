@@ -147,8 +147,8 @@ def _source(ctx: click.Context, name: str, flag: str, variable: str) -> str:
 def pass_settings(command: Callable) -> Callable:
     """Hand a command the settings; ``--data`` and ``--db`` may also follow the command itself."""
 
-    @click.option("--data", "data_here", default=None, help="data folder")
-    @click.option("--db", "db_here", default=None, help="database URL, e.g. postgresql://user@host/db")
+    @click.option("--data", "data_here", default=None, metavar="DIR", help="data folder (as before the command)")
+    @click.option("--db", "db_here", default=None, metavar="URL", help="database URL (as before the command)")
     @click.pass_context
     @functools.wraps(command)
     def with_settings(ctx: click.Context, data_here: str | None, db_here: str | None, **kwargs):  # noqa: ANN202
@@ -158,9 +158,10 @@ def pass_settings(command: Callable) -> Callable:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data", "data_dir", envvar="FIELDLOOP_DATA", default=str(DEFAULT_DATA_DIR), show_default=True,
-              help="data folder (SQLite file, photos)")
-@click.option("--db", envvar="FIELDLOOP_DB", default=None, help="database URL, e.g. postgresql://user@host/db")
+@click.option("--data", "data_dir", envvar="FIELDLOOP_DATA", show_envvar=True, default=str(DEFAULT_DATA_DIR),
+              show_default=True, metavar="DIR", help="data folder (SQLite file, photos)")
+@click.option("--db", envvar="FIELDLOOP_DB", show_envvar=True, default=None, metavar="URL",
+              show_default="SQLite in the data folder", help="database URL, e.g. postgresql://user@host/db")
 @click.pass_context
 def cli(ctx: click.Context, data_dir: str, db: str | None) -> None:
     """FieldLoop server: sync API, web console, administration."""
@@ -169,12 +170,15 @@ def cli(ctx: click.Context, data_dir: str, db: str | None) -> None:
 
 
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on (0.0.0.0: all)")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="server processes; more than 1 needs PostgreSQL")
 @pass_settings
 def serve(settings: Settings, host: str, port: int, workers: int) -> None:
-    """Run the server (migrations are applied first)."""
+    """Run the server (migrations are applied first).
+
+    SIGTERM or SIGINT (Ctrl-C) shuts it down gracefully, exit status 0."""
     import uvicorn
 
     if workers > 1 and settings.url.get_backend_name() == "sqlite":

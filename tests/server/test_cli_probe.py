@@ -274,3 +274,10 @@ async def _execute_on_postgres(url: str, sql: str) -> None:
         await connection.execute(sql)
     finally:
         await connection.close()
+
+
+def test_the_help_names_the_environment_variables_and_that_workers_need_postgresql(tmp_path):
+    top = fieldloop("--help", cwd=tmp_path)
+    assert top.returncode == 0 and "FIELDLOOP_DATA" in top.stdout and "FIELDLOOP_DB" in top.stdout, top.stdout
+    serve = fieldloop("serve", "--help", cwd=tmp_path)
+    assert serve.returncode == 0 and "PostgreSQL" in serve.stdout and "SIGTERM" in serve.stdout, serve.stdout
