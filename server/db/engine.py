@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import msgspec
@@ -27,7 +28,9 @@ def database_url(db: str | None, data_dir: Path) -> URL:
     try:
         url = make_url(db)
     except Exception as exc:  # noqa: BLE001 - sqlalchemy raises several kinds for a bad URL
-        raise BadDatabaseUrl(f"not a database URL: {db!r}") from exc
+        # Echoed to a terminal and its logs: without the password.
+        shown = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", db)
+        raise BadDatabaseUrl(f"not a database URL: {shown!r}") from exc
     backend = url.get_backend_name()
     if backend in ("postgresql", "postgres"):
         return _postgres_url(url)

@@ -281,3 +281,10 @@ def test_the_help_names_the_environment_variables_and_that_workers_need_postgres
     assert top.returncode == 0 and "FIELDLOOP_DATA" in top.stdout and "FIELDLOOP_DB" in top.stdout, top.stdout
     serve = fieldloop("serve", "--help", cwd=tmp_path)
     assert serve.returncode == 0 and "PostgreSQL" in serve.stdout and "SIGTERM" in serve.stdout, serve.stdout
+
+
+def test_a_url_that_is_not_one_is_echoed_without_its_password(tmp_path):
+    # The error went to the operator's terminal and logs with the password in it.
+    line = one_line_error(fieldloop("--data", str(tmp_path / "data"), "--db", "postgresql://li:s3cret@db:5x32/fl",
+                                    "device", "list"), 2)
+    assert "s3cret" not in line and "postgresql://li:***@db:5x32/fl" in line, line
