@@ -29,18 +29,54 @@ def _media(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
 
 
+_MSGPACK_TYPES = (MSGPACK, "application/x-msgpack", "application/vnd.msgpack")
+
+
 def body_is_msgpack(request: Request) -> bool:
     media = _media(request.headers.get("content-type"))
-    return media in (MSGPACK, "application/x-msgpack", "application/vnd.msgpack")
+    return media in _MSGPACK_TYPES
+
+
+def _quality(media_range: str) -> float:
+    for param in media_range.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                return min(max(float(value.strip()), 0.0), 1.0)
+            except ValueError:
+                return 1.0
+    return 1.0
+
+
+@functools.lru_cache(maxsize=64)
+def _accepted(accept: str) -> bool | None:
+    """Whether an Accept header asks for msgpack (True), JSON (False), or names neither (None).
+
+    A type's weight is its ``q`` (1 when absent; ``q=0`` refuses it); one the header does not
+    name weighs what a ``*/*`` or ``application/*`` range gives it. The heavier of the two wins,
+    msgpack on a tie (the app's format); when both weigh nothing, the one not refused.
+    """
+    named: dict[bool, float] = {}
+    wildcard = 0.0
+    for media_range in accept.split(","):
+        media = _media(media_range)
+        if media in _MSGPACK_TYPES or media == JSON:
+            is_msgpack = media in _MSGPACK_TYPES
+            named[is_msgpack] = max(named.get(is_msgpack, 0.0), _quality(media_range))
+        elif media in ("*/*", "application/*"):
+            wildcard = max(wildcard, _quality(media_range))
+    if not named:
+        return None
+    msgpack_q, json_q = named.get(True, wildcard), named.get(False, wildcard)
+    if msgpack_q == json_q == 0.0:
+        return None if len(named) == 2 else True not in named
+    return msgpack_q >= json_q
 
 
 def reply_is_msgpack(request: Request) -> bool:
-    accept = request.headers.get("accept", "")
-    if MSGPACK in accept or "application/x-msgpack" in accept:
-        return True
-    if JSON in accept:
-        return False
-    return body_is_msgpack(request)
+    """Replies follow the request's Accept, else its Content-Type (protocol section 2)."""
+    accepted = _accepted(request.headers.get("accept", ""))
+    return body_is_msgpack(request) if accepted is None else accepted
 
 
 def decode_body(request: Request, data: bytes, struct_type: type[T]) -> T:

@@ -842,6 +842,27 @@ def test_replies_and_errors_follow_accept_else_content_type(phone):
         _check_reply_format(wang, grid, content_type, accept, reply)
 
 
+# Accept as HTTP weighs it: `q=0` refuses a type, the heavier one wins; the msgpack types a body may
+# be labelled with are read in Accept too.
+WEIGHED_ACCEPTS = [
+    ("application/msgpack", "application/msgpack;q=0, application/json", "application/json"),
+    ("application/msgpack", "application/msgpack;q=0.2, application/json;q=0.9", "application/json"),
+    ("application/msgpack", "application/msgpack;q=0", "application/json"),
+    ("application/json", "application/vnd.msgpack", "application/msgpack"),
+    ("application/json", "application/json;q=0.5, application/msgpack", "application/msgpack"),
+    ("application/json", "application/json;q=0", "application/msgpack"),
+]
+
+
+def test_replies_follow_the_weights_of_accept(phone):
+    """Section 2: 'replies follow the request's Accept'. A client that refused msgpack (q=0) or
+    weighed JSON higher got msgpack whenever the header named msgpack at all, and one asking for
+    application/vnd.msgpack, a label the server reads on bodies, got JSON."""
+    grid, wang, _ = phone
+    for content_type, accept, reply in WEIGHED_ACCEPTS:
+        _check_reply_format(wang, grid, content_type, accept, reply)
+
+
 def _check_reply_format(wang: WireDevice, grid: str, content_type: str, accept: str | None, reply: str) -> None:
     encode = msgspec.msgpack.encode if "msgpack" in content_type else msgspec.json.encode
     headers = {"Content-Type": content_type, **({"Accept": accept} if accept else {})}
