@@ -68,10 +68,15 @@ def _run(settings: Settings, job: Callable[..., Awaitable[T]]) -> T:
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         if settings.url.get_backend_name() == "sqlite" and reason in _SQLITE_CANNOT_OPEN:
             raise CliFailure(f"cannot open the SQLite database {settings.url.database}: {reason}") from exc
+        # The driver's own words, without SQLAlchemy's "(module.Error)" prefix and link.
         if isinstance(exc, OSError) or database_unreachable(exc):
-            # The driver's own words, without SQLAlchemy's "(module.Error)" prefix and link.
             raise CliFailure(f"cannot reach the database: {reason}") from exc
-        raise
+        orig = getattr(exc, "orig", None)
+        if orig is None:
+            raise
+        if str(getattr(orig, "sqlstate", None) or "").startswith("28"):  # invalid authorization
+            raise CliFailure(f"cannot log in to the database: {reason}") from exc
+        raise CliFailure(f"the database refused: {reason}") from exc
 
 
 # sqlite3's words for a file it cannot open as a database (not for a statement that failed).

@@ -52,6 +52,9 @@ async def upgrade(engine: AsyncEngine) -> None:
                 "FieldLoop migrated it; run that version, or restore the backup taken before it upgraded") from exc
         finally:
             if postgres:
+                # After a failed statement the transaction is aborted: the unlock would fail in it,
+                # and its error would replace the one that says why (permission denied...).
+                await connection.rollback()
                 await connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_MIGRATION_LOCK})
                 await connection.commit()
 

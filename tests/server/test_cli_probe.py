@@ -288,3 +288,26 @@ def test_a_url_that_is_not_one_is_echoed_without_its_password(tmp_path):
     line = one_line_error(fieldloop("--data", str(tmp_path / "data"), "--db", "postgresql://li:s3cret@db:5x32/fl",
                                     "device", "list"), 2)
     assert "s3cret" not in line and "postgresql://li:***@db:5x32/fl" in line, line
+
+
+def test_a_postgresql_user_that_cannot_log_in_or_create_tables_is_told_so(tmp_path, postgres_databases):
+    # A role without CREATE on the schema got "current transaction is aborted, commands ignored until
+    # end of transaction block" (the advisory unlock, run in the failed transaction, hid the cause);
+    # a role that does not exist, SQLAlchemy's "(sqlalchemy.dialects.postgresql.asyncpg.Error)" prefix.
+    suffix = uuid.uuid4().hex[:12]
+    name, role = f"fl_t_{suffix}", f"fl_role_{suffix}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(_admin(f'CREATE ROLE "{role}" LOGIN'))
+    admin_url = make_url(PG_ADMIN_URL).set(database=name)
+    try:
+        asyncio.run(_execute_on_postgres(admin_url.render_as_string(hide_password=False),
+                                         f'REVOKE CREATE ON SCHEMA public FROM PUBLIC, "{role}"'))
+        as_role = admin_url.set(username=role, password=None).render_as_string(hide_password=False)
+        line = one_line_error(fieldloop("--data", str(tmp_path / "data"), "--db", as_role, "db", "upgrade"), 1)
+        assert line == "fieldloop: error: the database refused: permission denied for schema public", line
+        nobody = admin_url.set(username=f"fl_nobody_{suffix}", password=None).render_as_string(hide_password=False)
+        line = one_line_error(fieldloop("--data", str(tmp_path / "data"), "--db", nobody, "db", "upgrade"), 1)
+        assert line == f'fieldloop: error: cannot log in to the database: role "fl_nobody_{suffix}" does not exist'
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(_admin(f'DROP ROLE IF EXISTS "{role}"'))
