@@ -200,8 +200,13 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     # Keep-alive of 75 s (uvicorn's default is 5): a phone's sync is several requests some seconds
     # apart (push, pull pages, photos), and a request sent on a connection just as the server
     # closes it fails with a reset (the engine retries it, but it costs a round of backoff).
-    uvicorn.run("server.asgi:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", timeout_graceful_shutdown=5, timeout_keep_alive=75)
+    try:
+        uvicorn.run("server.asgi:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning", timeout_graceful_shutdown=5, timeout_keep_alive=75)
+    except SystemExit as exc:
+        if exc.code != 3:  # uvicorn's "Application startup failed", after logging the error
+            raise
+        raise CliFailure("the server did not start (the error is above)") from None
 
 
 def _end_sigterm_like_sigint() -> None:

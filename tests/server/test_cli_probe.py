@@ -311,3 +311,14 @@ def test_a_postgresql_user_that_cannot_log_in_or_create_tables_is_told_so(tmp_pa
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         asyncio.run(_admin(f'DROP ROLE IF EXISTS "{role}"'))
+
+
+def test_serve_that_fails_to_start_ends_with_status_1_not_uvicorns_3(tmp_path):
+    # Any failure in the app's start (here a file where the photo folder goes) was uvicorn's
+    # "Application startup failed. Exiting." and status 3, which the README does not know.
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "blobs").write_text("not a folder")
+    result = fieldloop("--data", str(data), "serve", "--port", str(free_port()))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "fieldloop: error: the server did not start (the error is above)"
