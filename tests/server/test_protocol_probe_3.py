@@ -594,8 +594,10 @@ def test_limits_1_and_1000_page_and_every_record_arrives_at_its_latest_version(p
 
 
 @pytest.mark.slow
-def test_paging_across_two_processes_while_another_phone_writes_skips_nothing(tmp_path, backend):
-    """G4 on PostgreSQL with two server processes (SQLite: one), pages of 7 while a phone writes."""
+def test_two_processes_page_while_a_phone_writes_and_hold_the_union_cap_under_concurrent_pushes(tmp_path, backend):
+    """On PostgreSQL with two server processes (SQLite: one): G4 with pages of 7 while a phone
+    writes; then two phones' unions that together pass the cap, pushed at once: one is refused
+    naming the field, and the stored set holds at most the cap."""
     from tests.support.servers import LiveServer
     server = LiveServer(tmp_path / "live", backend, workers=2 if backend else 1).start()
     try:
@@ -636,6 +638,27 @@ def test_paging_across_two_processes_while_another_phone_writes_skips_nothing(tm
         li.pull_all(limit=7)
         held = {i: r["version"] for i, r in li.records.items() if r["entity"] == "household"}
         assert held == written
+
+        [made] = wang.push([wang.mutation("visit", fields=visit(grid, photos=[sha(i) for i in range(10)]))])["results"]
+        vid = made["record"]["id"]
+        li.pull_all()
+        results: dict[str, dict] = {}
+
+        def add(device: WireDevice, first: int) -> None:
+            photos = [sha(i) for i in range(10)] + [sha(first + i) for i in range(12)]
+            [results[device.device_id]] = device.push(
+                [device.mutation("visit", vid, {"photos": photos}, base_version=1)])["results"]
+
+        threads = [threading.Thread(target=add, args=(d, 100 * (k + 1))) for k, d in enumerate(devices)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(r["status"] for r in results.values()) == ["applied", "rejected"], results
+        [refused] = [r for r in results.values() if r["status"] == "rejected"]
+        assert refused["error"]["code"] == "invalid" and "photos" in refused["error"]["message"]
+        stored = {r["id"]: r for r in li.pull_all()}[vid]
+        assert len(stored["fields"]["photos"]) == 22 and stored["version"] == 2
         for client in clients:
             client.close()
     finally:
@@ -894,4 +917,5 @@ def test_a_call_the_protocol_does_not_have_is_still_in_the_error_format(phone):
         body = response.json()
         assert set(body) == {"error", "server_time"} and isinstance(body["error"]["detail"], dict), body
         assert response.headers.get("server-time", "").isdigit()
+
 
