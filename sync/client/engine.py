@@ -191,7 +191,8 @@ class SyncEngine:
         self._sleep = sleep
         self._wall = wall
         self._boot_clock = boot_clock
-        self._anchor: str | None = None  # where the wall and boot clocks stood at the last server_time
+        # Where the wall and boot clocks stood at the last server_time (kept in the store's meta).
+        self._anchor: str | None = store.get_meta(META_CLOCK_ANCHOR)
         self.blobs = BlobTransfer(store, transport)
         self._sync_lock = threading.Lock()
         self._token: str | None = None
@@ -226,9 +227,21 @@ class SyncEngine:
         # to start at all; the next reply's server_time corrects it.
         offset = stored_clock_offset_ms(self.store, self._wall()) or 0
         try:
-            return HybridClock(node=node, wall=self._wall, offset_ms=offset, last=self.store.get_meta(META_CLOCK_LAST))
+            return HybridClock(node=node, wall=self._stamp_wall, offset_ms=offset,
+                               last=self.store.get_meta(META_CLOCK_LAST))
         except ValueError:
-            return HybridClock(node=node, wall=self._wall, offset_ms=offset)
+            return HybridClock(node=node, wall=self._stamp_wall, offset_ms=offset)
+
+    def _stamp_wall(self) -> int:
+        """The wall clock the stamps read: the phone's, less however far it was set by hand since
+        the offset was learned (``sync.client.boot_clock``). Without it a clock set a year ahead
+        while offline stamped a year ahead (re-stamped on arrival, such an edit beat every edit
+        made before it arrived), and one set back stamped at the last stamp seen (losing to edits
+        made before it): protocol section 2 wants edits stamped from the server-corrected time."""
+        wall = self._wall()
+        if self._anchor is None:
+            return wall
+        return wall - wall_moved_ms(self._anchor, wall, self._boot_clock(), MAX_CLOCK_SKEW_MS)
 
     def stamp(self) -> str:
         """The hlc for a new local edit (later than every stamp issued or seen before)."""
@@ -239,13 +252,14 @@ class SyncEngine:
             # Negative, or past what a stamp can hold: followed, it would make every later stamp
             # unreadable (each local edit refused, the stored clock fatal at the next start).
             return
-        changed = self.clock.observe_server_time(server_ms)
+        # The anchor first: the offset is learned against the wall as it reads now.
         self._anchor = clock_anchor(self._wall(), self._boot_clock())
+        changed = self.clock.observe_server_time(server_ms)
         if is_too_far_ahead(self.clock.last(), server_ms):
             # Stamps issued while our wall clock ran far ahead would pin every later stamp there
             # (a clock never goes back); the protocol wants new edits stamped from the
             # server-corrected time, so start the clock again from it.
-            self.clock = HybridClock(node=self.clock.node, wall=self._wall, offset_ms=self.clock.offset_ms)
+            self.clock = HybridClock(node=self.clock.node, wall=self._stamp_wall, offset_ms=self.clock.offset_ms)
             self.clock.observe_server_time(server_ms)
             changed = True
         if changed:
@@ -310,7 +324,8 @@ class SyncEngine:
         previous_device = self.identity.device_id
         self.identity.set_device_id(reply.device_id)
         previous = self.clock.last()
-        self.clock = HybridClock(node=reply.device_id, wall=self._wall, offset_ms=self.clock.offset_ms, last=previous)
+        self.clock = HybridClock(node=reply.device_id, wall=self._stamp_wall, offset_ms=self.clock.offset_ms,
+                                 last=previous)
         self._observe_server_time(reply.server_time)
         meta: dict[str, str | None] = {
             META_USER: json.dumps(msgspec.to_builtins(reply.user)),
