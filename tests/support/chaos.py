@@ -704,7 +704,7 @@ def check(r: Round) -> list[str]:
                                                           status != "rejected"):
                 problems.append(f"G2: {phone.name} holds {status} for {mid}, the server {applied.get(mid)}")
             n = len(by_mid.get(mid, []))
-            if status == "merged" and n == 0 and _changed_nothing(m, result):
+            if status in ("applied", "merged") and n == 0 and _changed_nothing(m, result):
                 pass  # lost every field it sent, or to the same value, or united sets holding its items
             elif status in ("applied", "merged") and n != 1:
                 problems.append(f"G2: {mid} {status} on {phone.name} but {n} times in the change log:"
@@ -775,10 +775,13 @@ def check(r: Round) -> list[str]:
 
 
 def _changed_nothing(mutation: dict, result: Any) -> bool:
-    """Whether a merged result without a change log entry is one that changed nothing: each field
-    it sent lost (a conflict entry) or lost to the same value, or was a set already holding it."""
+    """Whether a result without a change log entry is one that changed nothing: a delete of a
+    record deleted already, or an edit each of whose fields lost (a conflict entry), lost to the
+    same value, or was a set already holding its items."""
     if result.record is None:
         return False
+    if mutation["op"] == "delete":
+        return result.record.deleted  # a second delete, stamped before the first: nothing to do
     logged = {c.field for c in (result.conflicts or [])}
     for name, value in mutation["fields"].items():
         stored = result.record.fields.get(name)
@@ -797,6 +800,20 @@ def _lost_values(r: Round, server, changes, applied, conflicts) -> list[str]:  #
             sent[mid] = m
             origin[mid] = phone.name
     version_of = {mid: v for _, _, v, _, mid, _, _ in changes if mid}
+    history: dict[str, list[tuple[int, dict]]] = {}
+    for _, rid, v, _, _, _, ch in changes:
+        history.setdefault(rid, []).append((v, ch or {}))
+
+    def value_at(rid: str, version: int, name: str) -> Any:
+        """A field's stored value at a version of its record (hidden ones of a tombstone too)."""
+        value = None
+        for v, ch in history.get(rid, []):
+            if v > version:
+                break
+            if name in ch:
+                value = ch[name][1]
+        return value
+
     seq_of = {mid: s for s, _, _, _, mid, _, _ in changes if mid}
     by_record: dict[str, list[str]] = {}
     for s, rid, v, op, mid, dev, ch in changes:
@@ -825,7 +842,11 @@ def _lost_values(r: Round, server, changes, applied, conflicts) -> list[str]:  #
                         continue
                     later = sent[m2]
                     if later["op"] == "delete" or name in later["fields"]:
-                        if origin[m2] == origin[m1] or later["base"] >= version_of[m1]:
+                        # Overwritten by an edit that had seen the value: its own device's, one
+                        # based on m1's version or later, or one based on a version that held the
+                        # same value already (m1 then changed other fields, not this one).
+                        if (origin[m2] == origin[m1] or later["base"] >= version_of[m1]
+                                or value_at(rid, later["base"], name) == value):
                             seen_over = True
                             break
                 if seen_over:
@@ -834,9 +855,13 @@ def _lost_values(r: Round, server, changes, applied, conflicts) -> list[str]:  #
                                                (f == "deleted" and _holds(lost, name, value)))
                              for c_rid, f, kept, lost in conflicts)
                 if not logged:
+                    trail = [(s, v, op, origin.get(mid, mid), sent.get(mid, {}).get("base"),
+                                sent.get(mid, {}).get("hlc"), ch) for s, c_rid, v, op, mid, _, ch in changes
+                               if c_rid == rid]
                     problems.append(f"G1: {record.entity} {rid} {name}={value!r} of {origin[m1]} ({m1}) lost"
                                     f" without a conflict entry; final {record.fields.get(name)!r}"
-                                    f" deleted={record.deleted}")
+                                    f" deleted={record.deleted}; history {trail};"
+                                    f" conflicts {[c for c in conflicts if c[0] == rid]}")
     return problems
 
 
@@ -870,7 +895,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--seeds", default="1-5")
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--keep", action="store_true", help="keep each round's folder")
+    parser.add_argument("--keep", action="store_true", help="keep the folder of each round that finds a problem")
     parser.add_argument("--concurrent", action="store_true", help="let several phones sync at once")
     parser.add_argument("--rate", type=float, default=0.35, help="share of requests the proxy disturbs")
     args = parser.parse_args()
@@ -896,6 +921,10 @@ def main() -> None:
                 if databases and db:
                     databases.drop(db)
             failed += bool(problems)
+            if folder and not problems:
+                import shutil
+
+                shutil.rmtree(folder, ignore_errors=True)  # kept only when it has something to show
             print(f"seed {seed} {args.backend}: {len(problems)} problems in {time.monotonic() - started:.0f}s"
                   + (f" ({folder})" if folder else "") + f" {stats}", flush=True)
             for p in problems[:20]:
