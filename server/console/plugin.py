@@ -7,14 +7,17 @@ console's router only.
 
 from __future__ import annotations
 
-from litestar import Router
+import contextlib
+from collections.abc import AsyncIterator
+
+from litestar import Litestar, Router
 from litestar.config.app import AppConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.plugins import InitPluginProtocol
 from litestar.static_files import create_static_files_router
 
-from server.console import views_admin, views_session, views_supervise
+from server.console import stats, views_admin, views_session, views_supervise
 from server.console.auth import ConsoleUser
 from server.console.web import PREFIX, STATIC, admin_user, check_csrf, current_user, html_error
 
@@ -47,4 +50,15 @@ class ConsolePlugin(InitPluginProtocol):
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         app_config.route_handlers.extend(console_routes())
+        # After the app's own lifespan: left before it, while the engine is still open.
+        app_config.lifespan.append(_background_counts)
         return app_config
+
+
+@contextlib.asynccontextmanager
+async def _background_counts(_app: Litestar) -> AsyncIterator[None]:
+    """The dashboard's counts running in the background end with the app."""
+    try:
+        yield
+    finally:
+        await stats.stop_recounts()

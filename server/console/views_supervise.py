@@ -77,7 +77,7 @@ def _scoped_choice(value: str | None, allowed: dict) -> str | None:
 async def dashboard(request: Request, me: NamedDependency[ConsoleUser], screen: Query = None) -> Response:
     """The big screen: the closed loop's figures and charts for the user's grids."""
     _ = translator(language(request))
-    d = await stats.dashboard(sessionmaker_of(request), me, screen=screen == "1")
+    d = await stats.dashboard(sessionmaker_of(request), me)
     figures = {
         "status": charts.hbars([(_(f"case.status.{s}"), n) for s, n in d.by_status.items()], colour=charts.PALETTE[0]),
         "grid": charts.columns(
