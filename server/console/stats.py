@@ -21,7 +21,7 @@ from server.console.auth import ConsoleUser
 from server.console.web import LOCAL_TZ, local_now
 from server.db.expressions import entity_is, json_text, not_indexed
 from server.db.models import Counter as CounterRow
-from server.db.models import Grid, RecordRow
+from server.db.models import RecordRow
 from server.records.writes import CHANGE_SEQ
 from sync.hlc import format_stamp, parse_stamp
 
@@ -129,14 +129,20 @@ _years: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _recounts: set[asyncio.Task] = set()
 
 
-async def dashboard(sm: async_sessionmaker, me: ConsoleUser, now: datetime.datetime | None = None) -> Dashboard:
-    """The dashboard for ``me``: the year's figures as last counted (``counted_at`` says when;
-    see ``RECOUNT_AFTER_S``), the first follow-ups due and the silent phones as they are now."""
+async def dashboard(
+    sm: async_sessionmaker,
+    me: ConsoleUser,
+    now: datetime.datetime | None = None,
+    grid_names: dict[str, str] | None = None,
+) -> Dashboard:
+    """The dashboard for ``me`` (``grid_names``: the grids in scope, id -> name, if read already):
+    the year's figures as last counted (``counted_at`` says when; see ``RECOUNT_AFTER_S``), the
+    first follow-ups due and the silent phones as they are now."""
     now = now or local_now()
     today = now.astimezone(LOCAL_TZ).date()
     year, as_of = await _year(sm, today)
-    async with sm() as db:
-        grid_names = dict((await db.execute(queries._grid_scoped(select(Grid.id, Grid.name), Grid.id, me))).all())
+    if grid_names is None:
+        grid_names = {g.id: g.name for g in await queries.grids_in_scope(sm, me)}
     out = _scope_figures(year, me, grid_names)
     out.counted_at = as_of
     out.followups = await _first_followups(sm, me, today)

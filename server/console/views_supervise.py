@@ -77,7 +77,8 @@ def _scoped_choice(value: str | None, allowed: dict) -> str | None:
 async def dashboard(request: Request, me: NamedDependency[ConsoleUser], screen: Query = None) -> Response:
     """The big screen: the closed loop's figures and charts for the user's grids."""
     _ = translator(language(request))
-    d = await stats.dashboard(sessionmaker_of(request), me)
+    grids = await _grid_names(request, me)
+    d = await stats.dashboard(sessionmaker_of(request), me, grid_names=grids)
     figures = {
         "status": charts.hbars([(_(f"case.status.{s}"), n) for s, n in d.by_status.items()], colour=charts.PALETTE[0]),
         "grid": charts.columns(
@@ -103,7 +104,7 @@ async def dashboard(request: Request, me: NamedDependency[ConsoleUser], screen: 
         "dashboard.html",
         d=d,
         figures=figures,
-        grids=await _grid_names(request, me),
+        grids=grids,
         households=households,
         screen=screen == "1",
     )
