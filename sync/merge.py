@@ -271,8 +271,11 @@ def _update(
                     conflicts.append(Conflict(field=name, kept=incoming, lost=current, winner_hlc=stamp))
                 elif name in state.fields:
                     # Same value, later stamp: the field's winning stamp must still rise, else a
-                    # third edit stamped between the two would win or lose by arrival order.
-                    new_meta[name] = FieldMeta(new_version, stamp, origin)
+                    # third edit stamped between the two would win or lose by arrival order. Both
+                    # writers now hold the value: like a merged union it counts as changed by
+                    # nobody in particular, so the sender's next edit that has not seen this
+                    # version is concurrent with the other writer's, whose value it then logs (G1).
+                    new_meta[name] = FieldMeta(new_version, stamp, MERGED_ORIGIN)
                     changes[name] = (current, value)
                     continue
             else:
