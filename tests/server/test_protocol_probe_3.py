@@ -1,8 +1,17 @@
 """A third outside probe of the running server, written from docs/protocol.md alone (2026-12-02,
-sixth session), on SQLite and PostgreSQL, JSON and msgpack: scope changes (section 6), the case
-workflow over the wire (section 9), union fields and their caps (Changes 11, 17), the token and
-enrollment lifecycle (section 3), pull paging while others write, blob ranges, reads and uploads
-(section 7), and the error format of section 2 on every failing reply."""
+sixth session), on SQLite and PostgreSQL (two server processes where it matters), JSON and
+msgpack: scope changes (section 6), the case workflow over the wire (section 9), union fields
+and their caps (Changes 11, 17), the token and enrollment lifecycle (section 3), pull paging
+while others write, blob ranges, reads and uploads (section 7), and the error format and reply
+format of section 2 on every failing reply.
+
+Defects it found, fixed: a blob stayed readable after every record in scope let go of it (a
+photo taken off its record, a deleted visit); an Accept header's weights were ignored (q=0
+msgpack still got msgpack). Left to the owners of the code, marked xfail: a grid's catch-up cut
+short by another scope change leaves the device holding what the cut pages sent (records alive
+out of scope, or in-scope records tombstoned for good); the catch-up sends tombstones of records
+made in a grid after it left the scope; a device resolves a case without feedback.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +31,7 @@ from server.devices.tokens import make_token
 from server.records.writes import Sender, commit_mutations, server_clock
 from shared_schema.messages import Mutation
 from shared_schema.workflow import Actor
-from sync.hlc import format_stamp, parse_stamp, wall_now_ms
+from sync.hlc import HybridClock, format_stamp, parse_stamp, wall_now_ms
 from tests.conftest import run
 from tests.support.device import WireDevice
 
@@ -491,28 +500,6 @@ def test_a_code_is_spent_by_its_first_use_and_read_as_people_type_it(field):
     error_of(second, second.call("POST", "/v1/devices/enroll", body, auth=False), 403, "forbidden")
 
 
-def test_two_enrollments_racing_with_one_code_make_one_device(live_server):
-    live_server.cli("grid", "add", "所前社区第1网格", "--community", "所前社区")
-    live_server.cli("user", "add", "wang", "--role", "grid_worker", "--grid", "所前社区第1网格")
-    code = live_server.cli("enrollment", "create", "--user", "wang").stdout.strip().splitlines()[-1]
-    statuses: list[int] = []
-
-    def go() -> None:
-        with httpx.Client(base_url=live_server.url, timeout=30) as client:
-            device = WireDevice(client)
-            response = device.call("POST", "/v1/devices/enroll", {"code": code, "public_key": device.public_key_b64(),
-                                                                  "label": "p", "app_version": "1"}, auth=False)
-            statuses.append(response.status_code)
-
-    threads = [threading.Thread(target=go) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(statuses) == [201] + [403] * 5, statuses
-    assert len(live_server.cli("device", "list").stdout.strip().splitlines()) <= 2
-
-
 @BOTH
 @pytest.mark.parametrize("wipe", [False, True])
 def test_a_retired_or_revoked_device_gets_410_everywhere_and_its_user_enrolls_a_new_one(field, msgpack, wipe):
@@ -605,14 +592,33 @@ def test_two_processes_page_while_a_phone_writes_and_hold_the_union_cap_under_co
         server.cli("user", "add", "wang", "--role", "grid_worker", "--grid", "G网格")
         server.cli("user", "add", "li", "--role", "red_steward", "--grid", "G网格")
         clients = [httpx.Client(base_url=server.url, timeout=30) for _ in range(2)]
-        devices = []
-        for name, client in zip(("wang", "li"), clients, strict=True):
-            code = server.cli("enrollment", "create", "--user", name).stdout.strip().splitlines()[-1]
-            device = WireDevice(client, msgpack=name == "li")
-            device.enroll(code)
-            device.sign_in()
-            devices.append(device)
-        wang, li = devices
+        wang = WireDevice(clients[0])
+        wang.enroll(server.cli("enrollment", "create", "--user", "wang").stdout.strip().splitlines()[-1])
+        wang.sign_in()
+        # Six phones race li's one code, through both processes: one device is made.
+        code = server.cli("enrollment", "create", "--user", "li").stdout.strip().splitlines()[-1]
+        racers = [WireDevice(clients[1], msgpack=True) for _ in range(6)]
+        replies: dict[int, httpx.Response] = {}
+
+        def enroll(k: int) -> None:
+            replies[k] = racers[k].call("POST", "/v1/devices/enroll", {
+                "code": code, "public_key": racers[k].public_key_b64(), "label": "p", "app_version": "1"}, auth=False)
+
+        threads = [threading.Thread(target=enroll, args=(k,)) for k in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(r.status_code for r in replies.values()) == [201] + [403] * 5
+        [won] = [k for k, r in replies.items() if r.status_code == 201]
+        li = racers[won]
+        li.enrollment = li.decode(replies[won])
+        li.device_id = li.enrollment["device_id"]
+        li.clock = HybridClock(node=li.device_id)
+        li.sign_in()
+        listed = [line.split("\t") for line in server.cli("device", "list").stdout.splitlines() if "\t" in line]
+        assert [row[0] for row in listed if row[1] == "li"] == [li.device_id]
+        devices = [wang, li]
         stop = threading.Event()
         written: dict[str, int] = {}
 
