@@ -22,6 +22,7 @@ import functools
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -60,6 +61,8 @@ def _run(settings: Settings, job: Callable[..., Awaitable[T]]) -> T:
             await engine.dispose()
 
     _prepare_data_folder(settings.data_dir)
+    if settings.url.get_backend_name() == "sqlite":
+        _check_sqlite_opens(settings.url.database)
     try:
         return asyncio.run(main())
     except MigrationRefused as exc:
@@ -94,6 +97,21 @@ def _prepare_data_folder(data_dir: Path) -> None:
     except OSError as exc:
         raise CliFailure(f"the data folder {data_dir} cannot be written ({exc.strerror}): give --data a folder "
                          "this user can write") from None
+
+
+def _check_sqlite_opens(path: str) -> None:
+    """Open the SQLite file once with the plain driver: when aiosqlite fails to open it, its
+    thread may answer after ``asyncio.run`` has closed the loop and print a traceback of its own."""
+    try:
+        connection = sqlite3.connect(path, timeout=30)
+    except sqlite3.Error as exc:
+        raise CliFailure(f"cannot open the SQLite database {path}: {exc}") from None
+    try:
+        connection.execute("PRAGMA schema_version").close()
+    except sqlite3.Error as exc:
+        raise CliFailure(f"cannot open the SQLite database {path}: {exc}") from None
+    finally:
+        connection.close()
 
 
 def _check_can_listen(host: str, port: int) -> None:
