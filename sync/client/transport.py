@@ -272,7 +272,14 @@ class HttpTransport:
         if reply.status == 404:
             return 404, None
         self._raise_for(reply, auth_call=False)
-        return reply.status, _offset(reply)
+        offset = _offset(reply)
+        if reply.status == 200 and offset is None and "Upload-Length" not in reply.headers:
+            # A complete blob's HEAD carries Upload-Length (protocol, Changes 8). HTTP parsers take
+            # a header block the connection ended as complete, so a reply cut after its status line
+            # reads as a bare 200: taken at its word, a photo the server holds a part of would be
+            # marked uploaded, and no other phone could ever download it.
+            raise TransportError(f"HEAD /v1/blobs/{sha} was cut short: neither Upload-Length nor Upload-Offset")
+        return reply.status, offset
 
     def blob_patch(self, token: str, sha: str, offset: int, length: int, chunk: bytes) -> tuple[int, int | None]:
         """Append one chunk of an upload at ``offset`` of a blob ``length`` bytes long.
