@@ -73,7 +73,8 @@ DAY_MS = 86_400_000
 
 @dataclass
 class Fault:
-    kind: str  # pass delay cut_request cut_reply drop_reply kill_server terminate_backends kill_device
+    # pass delay cut_request cut_reply cut_headers drop_reply kill_server terminate_backends kill_device
+    kind: str
     upstream: int = 0
     amount: float = 0.0
 
@@ -185,6 +186,9 @@ class FaultProxy:
                 reply = _recv_all(upstream)
             if fault.kind == "cut_reply":
                 client.sendall(reply[: int(len(reply) * fault.amount)])
+                return
+            if fault.kind == "cut_headers":
+                client.sendall(reply[: reply.find(b"\r\n") + 2])  # the status line alone
                 return
             if fault.kind == "drop_reply":
                 return
@@ -319,8 +323,9 @@ class Backend:
     def terminate_backends(self) -> None:
         if not self.db:
             return
-        self.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                   " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        with contextlib.suppress(Exception):  # two at once may end each other's connection
+            self.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                       " WHERE datname = current_database() AND pid <> pg_backend_pid()")
 
     def accounts(self, scopes: list[list[str]]) -> tuple[dict[str, str], list[str]]:
         """Grids 甲 and 乙, a grid worker ``u<i>`` on each scope, and an enrollment code for each
@@ -422,7 +427,7 @@ class Chaos:
         upstream = self.rng.randrange(self.processes)
         if not self.on or self.rng.random() > self.rate:
             return Fault("pass", upstream)
-        kinds = ["delay", "cut_request", "cut_reply", "drop_reply", "kill_server"]
+        kinds = ["delay", "cut_request", "cut_reply", "cut_headers", "drop_reply", "kill_server"]
         if self.postgres:
             kinds.append("terminate_backends")
         if self.device_process:
@@ -781,7 +786,9 @@ def _changed_nothing(mutation: dict, result: Any) -> bool:
     if result.record is None:
         return False
     if mutation["op"] == "delete":
-        return result.record.deleted  # a second delete, stamped before the first: nothing to do
+        # A second delete stamped before the first, or a delete that lost to a later edit.
+        return result.record.deleted or any(c.field == "deleted" and c.kept is False
+                                            for c in (result.conflicts or []))
     logged = {c.field for c in (result.conflicts or [])}
     for name, value in mutation["fields"].items():
         stored = result.record.fields.get(name)
