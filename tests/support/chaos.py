@@ -789,6 +789,8 @@ def _changed_nothing(mutation: dict, result: Any) -> bool:
         # A second delete stamped before the first, or a delete that lost to a later edit.
         return result.record.deleted or any(c.field == "deleted" and c.kept is False
                                             for c in (result.conflicts or []))
+    if any(c.field == "deleted" and c.kept is True for c in (result.conflicts or [])):
+        return True  # lost to a later delete; the entry holds its fields (hidden ones it matched change nothing)
     logged = {c.field for c in (result.conflicts or [])}
     for name, value in mutation["fields"].items():
         stored = result.record.fields.get(name)
