@@ -4,7 +4,16 @@ The cursor is opaque to devices: base64url of msgpack ``{s, g, c}`` followed by 
 ``s`` is the last seq delivered, ``g`` the grids the device's scope held when it was made and
 ``c`` the state of a catch-up. When the user's grids change, the next pulls first deliver a
 catch-up: every record of the new grids, and a tombstone for every record of the grids that
-left, up to ``s``; then the ordinary feed goes on from ``s`` with the new scope.
+left (and for each such grid's own record), up to ``s``; then the ordinary feed goes on from
+``s`` with the new scope. A record made in a grid after it left was never the device's: it
+gets no tombstone either (G5).
+
+While a catch-up runs, ``g`` is the scope before it: the device fully holds ``g`` less the
+catch-up's ``removed`` grids, and may hold some records of its ``added`` grids and tombstones
+of some of its ``removed`` ones. When the grids change again before the catch-up ends, a new
+catch-up starts from what the device may hold: every grid of the new scope it does not fully
+hold comes in full, and every grid it may hold anything of and that is not in the new scope
+comes as tombstones.
 
 The server believes what a cursor says (``g`` decides which grids' records come back as
 tombstones, ``s`` where the feed goes on), so a cursor must be one the server made: the MAC is
@@ -140,13 +149,8 @@ def pull_page(
     grids = sorted(scope)
     if cursor is None:
         cursor = Cursor(s=0, g=grids)
-    known = sorted(cursor.g or [])
-    if known != grids:
-        added = sorted(scope - set(known))
-        removed = sorted(set(known) - scope)
-        catch_up = cursor.c
-        if catch_up is None or catch_up.added != added or catch_up.removed != removed:
-            catch_up = CatchUp(added=added, removed=removed, after=0)
+    catch_up = _catch_up_for(scope, cursor)
+    if catch_up is not None:
         return _catch_up_page(connection, grids, cursor.s, catch_up, limit)
     if not grids:
         return [], Cursor(s=cursor.s, g=grids), False
@@ -158,20 +162,36 @@ def pull_page(
     return [wire for _, wire in rows], Cursor(s=last, g=grids), more
 
 
+def _catch_up_for(scope: frozenset[str], cursor: Cursor) -> CatchUp | None:
+    """The catch-up a device with ``cursor`` needs to hold ``scope``, or None when it holds it."""
+    before = set(cursor.g or [])
+    ongoing = cursor.c
+    if ongoing is None:
+        if before == scope:
+            return None
+        return CatchUp(added=sorted(scope - before), removed=sorted(before - scope), after=0)
+    held_fully = before - set(ongoing.removed)
+    if held_fully | set(ongoing.added) == scope:
+        return ongoing
+    # The grids changed again mid-catch-up: the device may hold part of what the first one sent.
+    held_in_part = before | set(ongoing.added)
+    return CatchUp(added=sorted(scope - held_fully), removed=sorted(held_in_part - scope), after=0)
+
+
 def _catch_up_page(
     connection: Connection, grids: list[str], upto: int, catch_up: CatchUp, limit: int
 ) -> tuple[list[bytes], Cursor, bool]:
-    # New grids: what the ordinary feed will not bring (up to the cursor). Grids that left: every
-    # record, whenever it changed (the grid's own record changed when the user left it), as a
-    # tombstone.
+    # New grids: what the ordinary feed will not bring (up to the cursor). Grids that left: as
+    # tombstones, what the device may hold (up to the cursor), and the grid's own record whenever
+    # it changed (it changed when the user left the grid).
     rows = connection.execute(
         select(RecordRow.seq, RecordRow.wire, RecordRow.grid_id, RecordRow.entity, RecordRow.id, RecordRow.version,
                RecordRow.hlc)
         .where(
             RecordRow.seq > catch_up.after,
             or_(
-                and_(RecordRow.grid_id.in_(catch_up.added), RecordRow.seq <= upto),
-                RecordRow.grid_id.in_(catch_up.removed),
+                and_(RecordRow.grid_id.in_(catch_up.added + catch_up.removed), RecordRow.seq <= upto),
+                and_(RecordRow.grid_id.in_(catch_up.removed), RecordRow.entity == "grid"),
             ),
         )
         .order_by(RecordRow.seq)

@@ -7,10 +7,10 @@ format of section 2 on every failing reply.
 
 Defects it found, fixed: a blob stayed readable after every record in scope let go of it (a
 photo taken off its record, a deleted visit); an Accept header's weights were ignored (q=0
-msgpack still got msgpack). Left to the owners of the code, marked xfail: a grid's catch-up cut
-short by another scope change leaves the device holding what the cut pages sent (records alive
-out of scope, or in-scope records tombstoned for good); the catch-up sends tombstones of records
-made in a grid after it left the scope; a device resolves a case without feedback.
+msgpack still got msgpack); a grid's catch-up cut short by another scope change left the device
+holding what the cut pages sent (records alive out of scope, or in-scope records tombstoned for
+good); the catch-up sent tombstones of records made in a grid after it left the scope. Left to
+the owners of the code, marked xfail: a device resolves a case without feedback.
 """
 
 from __future__ import annotations
@@ -36,8 +36,6 @@ from tests.conftest import run
 from tests.support.device import WireDevice
 
 BOTH = pytest.mark.parametrize("msgpack", [False, True], ids=["json", "msgpack"])
-CATCH_UP_DEFECT = ("defect (server/records/feed.py): a grid's catch-up cut short by another scope change "
-                   "leaves the device holding what the cut pages sent")
 
 
 @pytest.fixture
@@ -143,7 +141,6 @@ def test_a_grid_added_comes_whole_and_a_grid_removed_comes_as_tombstones_page_by
     assert len(ids) == len(set(ids)), ids  # nobody wrote meanwhile: each record once
 
 
-@pytest.mark.xfail(strict=True, reason=CATCH_UP_DEFECT)
 def test_a_grid_added_then_removed_during_the_catch_up_leaves_nothing_of_it_alive(field, two_grids):
     """Section 6: the records of a grid that left the scope come as tombstones, also when the
     device received some of them in the first pages of that grid's catch-up."""
@@ -166,7 +163,6 @@ def test_a_grid_added_then_removed_during_the_catch_up_leaves_nothing_of_it_aliv
     assert alive_of_b == [], alive_of_b
 
 
-@pytest.mark.xfail(strict=True, reason=CATCH_UP_DEFECT)
 def test_a_grid_swapped_away_and_back_during_the_catch_up_brings_the_old_grid_back_alive(field, two_grids):
     """Section 6 and G3: a device whose user went from A to B, pulled one page of that catch-up
     (tombstones of A), and then had A back instead of B, must end holding A's records alive."""
@@ -186,8 +182,6 @@ def test_a_grid_swapped_away_and_back_during_the_catch_up_brings_the_old_grid_ba
     assert [r["id"] for r in households if r["deleted"]] == []
 
 
-@pytest.mark.xfail(strict=True, reason="defect (server/records/feed.py): the catch-up sends a tombstone for every "
-                                        "record of a grid that left, also those made there after it left")
 def test_records_made_in_a_grid_after_it_left_the_scope_are_not_pulled_even_as_tombstones(field, two_grids):
     """G5: 'nothing outside scope is ever pulled'. The tombstones of a grid that left are for what
     the device may hold; a record created there after it left was never in the device's scope."""
