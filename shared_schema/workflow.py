@@ -41,10 +41,27 @@ CASE_TRANSITIONS: dict[tuple[str, str], frozenset[Actor]] = {
     ("resolved", "dispatched"): frozenset({_C}),
 }
 
+# What a move by an actor must leave filled in: a device resolves a case with what was done
+# (section 9's "resolve with feedback"); a supervisor resolving on the phone's behalf may not know.
+CASE_MOVE_NEEDS: dict[tuple[str, Actor], str] = {
+    (CaseStatus.RESOLVED.value, _D): "feedback",
+}
+
 # entity -> field -> (initial states, transitions)
 WORKFLOWS: dict[str, dict[str, tuple[dict[str, frozenset[Actor]], dict[tuple[str, str], frozenset[Actor]]]]] = {
     "case": {"status": (CASE_INITIAL, CASE_TRANSITIONS)},
 }
+MOVE_NEEDS: dict[str, dict[str, dict[tuple[str, Actor], str]]] = {"case": {"status": CASE_MOVE_NEEDS}}
+
+
+def missing_for_move(entity: str, field: str, new: str, actor: Actor, fields_after: dict) -> str | None:
+    """The field a move to ``new`` by ``actor`` needs and ``fields_after`` (the record's fields as
+    the move leaves them) has empty, or None."""
+    needed = MOVE_NEEDS.get(entity, {}).get(field, {}).get((new, actor))
+    if needed is None:
+        return None
+    value = fields_after.get(needed)
+    return needed if not (isinstance(value, str) and value.strip()) else None
 
 
 def may_create_in(entity: str, field: str, state: str, actor: Actor) -> bool:

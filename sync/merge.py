@@ -25,7 +25,7 @@ import msgspec
 from shared_schema.entities import DEVICE_WRITABLE, ENTITIES, UNION_LIMITS, FieldsInvalid, validate_fields
 from shared_schema.messages import APPLIED, MERGED, REJECTED, Conflict, Mutation, MutationStatus, Record, RejectCode
 from shared_schema.rules import SERVER, TRANSITION, UNION, field_rules
-from shared_schema.workflow import Actor, may_create_in, may_transition
+from shared_schema.workflow import Actor, may_create_in, may_transition, missing_for_move
 
 # Looked up once here, not per mutation through the enum metaclass (see shared_schema.messages.APPLIED).
 _DEVICE = Actor.DEVICE
@@ -242,6 +242,12 @@ def _update(
                     state,
                     RejectCode.INVALID_TRANSITION,
                     f"{name} cannot move from {current!r} to {incoming!r}",
+                )
+            elif current != incoming and (
+                needed := missing_for_move(mutation.entity, name, incoming, actor, {**state.fields, **fields})
+            ):
+                return _reject(
+                    state, RejectCode.INVALID_TRANSITION, f"{name} moves to {incoming!r} only with {needed}"
                 )
         elif rule_ is UNION:
             if concurrent:

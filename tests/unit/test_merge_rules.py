@@ -385,6 +385,26 @@ def test_transition_is_checked_from_the_servers_current_state_not_the_devices_ba
     assert out.state is state
 
 
+
+@pytest.mark.parametrize("feedback", [None, "", " \u3000"])
+def test_a_device_resolves_a_case_only_with_feedback(feedback):
+    """Section 9: devices resolve "with feedback" (what was done), in the move or stored before."""
+    state = new_case("dispatched")
+    fields = {"status": "resolved"} if feedback is None else {"status": "resolved", "feedback": feedback}
+    out = apply(state, mutation("case", state.id, fields, base=state.version, stamp=hlc(100, "dev-b")), "dev-b")
+    assert out.status is MutationStatus.REJECTED and out.rejection.code is RejectCode.INVALID_TRANSITION
+    assert "feedback" in out.rejection.message and out.state is state
+    # A supervisor may resolve on the phone's behalf without it.
+    by_console = apply(state, mutation("case", state.id, {"status": "resolved"}, base=state.version,
+                                       stamp=hlc(100, "server")), "console:x", actor=Actor.CONSOLE, scope=None)
+    assert by_console.status is MutationStatus.APPLIED
+    # Feedback stored before (a case sent back after a first fix) is enough for the next resolve.
+    noted = apply(state, mutation("case", state.id, {"feedback": "Drain cleared"}, base=state.version,
+                                  stamp=hlc(101, "dev-b")), "dev-b").state
+    again = apply(noted, mutation("case", state.id, {"status": "resolved"}, base=noted.version,
+                                  stamp=hlc(102, "dev-b")), "dev-b")
+    assert again.status is MutationStatus.APPLIED and again.state.fields["status"] == "resolved"
+
 # ---- server fields -----------------------------------------------------------------------------
 
 
