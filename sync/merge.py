@@ -210,6 +210,9 @@ def _update(
     conflicts: list[Conflict] = []
     any_concurrent = False
     deleted = state.deleted
+    # A writer that brings back a record it saw deleted saw none of its fields (tombstones travel
+    # without them), so a set the tombstone kept is one it has not seen: its edits unite with it.
+    sets_unseen = False
 
     if state.deleted:
         concurrent_delete = _is_concurrent(state.deleted_meta, mutation.base_version, origin)
@@ -223,6 +226,7 @@ def _update(
         else:
             if concurrent_delete:
                 conflicts.append(Conflict(field=DELETED_FIELD, kept=False, lost=True, winner_hlc=stamp))
+            sets_unseen = not concurrent_delete
             deleted = False
             changes[DELETED_FIELD] = (True, False)
 
@@ -250,7 +254,7 @@ def _update(
                     state, RejectCode.INVALID_TRANSITION, f"{name} moves to {incoming!r} only with {needed}"
                 )
         elif rule_ is UNION:
-            if concurrent:
+            if concurrent or (sets_unseen and name in state.fields):
                 value = sorted(set(current or ()) | set(incoming))
                 limit = UNION_LIMITS[mutation.entity][name]
                 if len(value) > limit:
@@ -292,6 +296,12 @@ def _update(
             new_fields[name] = value
             new_meta[name] = FieldMeta(new_version, stamp, origin)
             changes[name] = (current, value)
+
+    if sets_unseen:
+        # Its next edits, sent before this version reached it, have not seen these sets either.
+        for name, meta in state.meta.items():
+            if rules.get(name) is UNION and name not in fields and name in state.fields:
+                new_meta[name] = FieldMeta(new_version, meta.hlc, MERGED_ORIGIN)
 
     status = MERGED if any_concurrent else APPLIED
     if not changes:

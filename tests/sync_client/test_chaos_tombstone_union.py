@@ -1,20 +1,19 @@
-"""A union field set on a deleted record (found by the chaos probe, seed 111 on SQLite; left for
-the lead, who owns the merge and the wire format, hence xfail).
+"""A union field set on a deleted record (found by the chaos probe, seed 111 on SQLite).
 
 A tombstone reaches phones with empty fields while the server keeps the fields hidden. A phone
 that edits a record it saw deleted brings it back with those hidden fields; its next edit of a
 ``union`` field sends the whole list as it sees it (without what was hidden), and since it was
 the set's last writer the server takes that as a removal it had seen (Changes 11): a photo the
 record held before the delete is dropped, which Changes 11 says never happens ("a photo is never
-dropped by an edit that had not seen the set as stored").
+dropped by an edit that had not seen the set as stored"). The merge now takes a set the
+tombstone kept as unseen by the writer that brings the record back, and by its next edits
+based on the tombstone: they unite with it.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import pytest
 
 from sync.client import DeviceIdentity, HttpTransport, LocalStore, PlainCipher, SyncEngine
 from tests.conftest import FieldSetup
@@ -31,7 +30,6 @@ def phone(path: Path, field: FieldSetup, user: str) -> SyncEngine:
     return engine
 
 
-@pytest.mark.xfail(strict=True, reason="tombstones carry no fields to phones; the merge replaces the hidden set")
 def test_a_photo_held_before_a_delete_survives_an_edit_made_on_the_tombstone(tmp_path: Path, field: FieldSetup):
     grid = field.grid("所前一网格")
     field.user("li", ["所前一网格"])
