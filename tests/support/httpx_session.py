@@ -8,11 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from sync.client import DeviceIdentity, HttpTransport, LocalStore, PlainCipher, SyncEngine
 from sync.client.transport import HttpReply, HttpStream
 from sync.errors import TransportError
+
+if TYPE_CHECKING:
+    from tests.conftest import FieldSetup
 
 
 class HttpxSession:
@@ -38,3 +44,13 @@ class HttpxSession:
                 yield HttpStream(response.status_code, response.headers, response.iter_bytes(piece_size))
         except httpx.HTTPError as exc:
             raise TransportError(f"{method} {url} interrupted: {exc}") from exc
+
+
+def enrolled_engine(path: Path, field: FieldSetup, user: str, **engine_options: Any) -> SyncEngine:
+    """A device engine with a plain store at ``path``, talking to ``field``'s in-process server,
+    enrolled as a phone of ``user`` (retries without waiting)."""
+    store = LocalStore(path, PlainCipher())
+    transport = HttpTransport("", session=HttpxSession(field.client))
+    engine = SyncEngine(store, transport, DeviceIdentity(store), sleep=lambda _s: None, **engine_options)
+    engine.enroll(field.code(user), label=path.parent.name, app_version="test")
+    return engine

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from sync.client import DeviceIdentity, HttpTransport, LocalStore, PlainCipher, SyncEngine
+from sync.client import SyncEngine
 from sync.client.boot_clock import BootReading
 from sync.hlc import parse_stamp, wall_now_ms
 from tests.conftest import FieldSetup
-from tests.support.httpx_session import HttpxSession
+from tests.support.httpx_session import enrolled_engine
 
 DAY_MS = 86_400_000
 
@@ -40,12 +40,7 @@ class HandSetClock:
 
 
 def phone(path: Path, field: FieldSetup, user: str, clock: HandSetClock | None = None) -> SyncEngine:
-    store = LocalStore(path, PlainCipher())
-    extra = {"wall": clock.wall, "boot_clock": clock.boot} if clock else {}
-    engine = SyncEngine(store, HttpTransport("", session=HttpxSession(field.client)), DeviceIdentity(store),
-                        sleep=lambda _s: None, **extra)
-    engine.enroll(field.code(user), label=path.parent.name, app_version="test")
-    return engine
+    return enrolled_engine(path, field, user, **({"wall": clock.wall, "boot_clock": clock.boot} if clock else {}))
 
 
 @pytest.mark.parametrize(("moved_ms", "a_edits_last"), [(365 * DAY_MS, False), (-2 * DAY_MS, True)],

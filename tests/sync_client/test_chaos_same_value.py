@@ -15,17 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from sync.client import DeviceIdentity, HttpTransport, LocalStore, PlainCipher, SyncEngine
 from tests.conftest import FieldSetup
-from tests.support.httpx_session import HttpxSession
-
-
-def phone(path: Path, field: FieldSetup, user: str) -> SyncEngine:
-    store = LocalStore(path, PlainCipher())
-    engine = SyncEngine(store, HttpTransport("", session=HttpxSession(field.client)), DeviceIdentity(store),
-                        sleep=lambda _s: None)
-    engine.enroll(field.code(user), label=path.parent.name, app_version="test")
-    return engine
+from tests.support.httpx_session import enrolled_engine as phone
 
 
 @pytest.mark.parametrize("a_stamps_first", [False, True], ids=["a-later", "a-earlier"])

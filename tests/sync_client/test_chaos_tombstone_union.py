@@ -15,19 +15,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sync.client import DeviceIdentity, HttpTransport, LocalStore, PlainCipher, SyncEngine
 from tests.conftest import FieldSetup
-from tests.support.httpx_session import HttpxSession
+from tests.support.httpx_session import enrolled_engine as phone
 
 VISITED = "2026-11-25T08:00:00+08:00"
-
-
-def phone(path: Path, field: FieldSetup, user: str) -> SyncEngine:
-    store = LocalStore(path, PlainCipher())
-    engine = SyncEngine(store, HttpTransport("", session=HttpxSession(field.client)), DeviceIdentity(store),
-                        sleep=lambda _s: None)
-    engine.enroll(field.code(user), label=path.parent.name, app_version="test")
-    return engine
 
 
 def test_a_photo_held_before_a_delete_survives_an_edit_made_on_the_tombstone(tmp_path: Path, field: FieldSetup):
