@@ -137,6 +137,7 @@ def test_a_long_list_is_counted_only_so_far_past_the_page_shown(site, monkeypatc
 
 def test_the_case_board_counts_its_columns_once_not_each(site):
     site.case(site.phone_a, site.grid_a)
+    site.call(site.field.client.app.state.sync_log.flush)
     site.browser.login("sup_a")
     with statements(site) as seen:
         assert site.browser.get("/console/cases").status_code == 200
@@ -269,6 +270,7 @@ def test_on_postgresql_an_export_is_read_along_its_index_not_sorted_before_its_f
     [home] = households(site, 1)
     visits(site, home["id"], 3)
     site.case(site.phone_a, site.grid_a)
+    site.call(site.field.client.app.state.sync_log.flush)  # the pushes' sync log rows, written in batches
     site.call(analyze, site.sessionmaker)  # the statistics autovacuum would gather: a few rows
     site.browser.login("sup_a")
     engine = site.sessionmaker.kw["bind"].sync_engine
@@ -297,6 +299,7 @@ def test_an_export_is_read_along_an_index_on_sqlite_too(site):
     [home] = households(site, 1)
     visits(site, home["id"], 3)
     site.case(site.phone_a, site.grid_a)
+    site.call(site.field.client.app.state.sync_log.flush)
     site.browser.login("sup_a")
     with statements(site) as seen:
         for path in EXPORTS:
