@@ -242,12 +242,9 @@ def test_a_device_whose_user_has_no_grids_syncs_nothing_until_a_grid_is_assigned
 
 
 @pytest.fixture
-def phone(field):
-    """A grid with two phones: wang speaks JSON, li msgpack."""
-    grid = field.grid("所前社区第1网格")
-    field.user("wang", ["所前社区第1网格"])
-    field.user("li", ["所前社区第1网格"], role="red_steward")
-    return grid, field.device("wang"), field.device("li", msgpack=True)
+def phone(two_phones):
+    """A grid with two phones: wang speaks JSON, li msgpack (tests/server/conftest.py)."""
+    return two_phones
 
 
 def test_a_device_creates_a_case_only_as_reported(phone):

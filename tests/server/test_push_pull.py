@@ -25,14 +25,6 @@ def _count(field, model, *where) -> int:  # noqa: ANN001
     return run(field.client, count)
 
 
-@pytest.fixture
-def two_phones(field):
-    grid = field.grid("所前社区第1网格")
-    field.user("wang", ["所前社区第1网格"])
-    field.user("li", ["所前社区第1网格"], role="red_steward")
-    return grid, field.device("wang"), field.device("li", msgpack=True)
-
-
 def later(mutation: dict, device, ms: int = 1000) -> dict:  # noqa: ANN001
     """The mutation re-stamped ``ms`` past anything stamped yet: which of two edits is later must
     hang neither on timing nor on how far earlier tests moved this process's server clock."""
