@@ -23,6 +23,7 @@ from sqlalchemy import (
     and_,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from server.db.expressions import Instant, entity_condition, json_text
@@ -128,7 +129,8 @@ class RecordRow(Base):
     version: Mapped[int] = mapped_column(Integer)
     hlc: Mapped[str] = mapped_column(String(84))
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
-    fields: Mapped[dict[str, Any]]
+    # jsonb on PostgreSQL: the console's indexes read fields by key (migration 0005).
+    fields: Mapped[dict[str, Any]] = mapped_column(JSON().with_variant(JSONB(), "postgresql"))
     # {field: [version, hlc, origin]}: when each field last changed, and who changed it.
     meta: Mapped[dict[str, Any]]
     deleted_meta: Mapped[list[Any] | None]
