@@ -5,9 +5,10 @@ PostgreSQL, which then prepares each length as a new statement). One parameter i
 array on PostgreSQL, a JSON array unpacked by ``json_each`` on SQLite.
 
 On PostgreSQL the array is unnested into a semi-join rather than compared with ``= ANY``: for a
-group of 2,000 mutation ids ``= ANY`` was planned as a parallel scan of every stored mutation
-(29 ms among 110,000, and a second process's CPU) or a bitmap scan (16 ms); the unnested keys are
-read one index probe each (4-6 ms), whatever the planner knows of the table.
+group of 2,000 mutation ids among 110,000 stored, ``= ANY`` was planned as a parallel scan of every
+stored mutation (29 ms, and a second process's CPU) or a bitmap scan (16 ms); the unnested keys
+are read one index probe each (4-6 ms). The planner still weighs the two ways: among a few
+thousand stored rows it may scan them all, which is then the cheaper.
 """
 
 from __future__ import annotations

@@ -8,10 +8,12 @@ import json
 
 import msgspec
 from alembic import command
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from server.db.engine import create_engine
+from server.db.expressions import Instant, json_text
 from server.db.migrate import alembic_config, check, upgrade
+from server.db.models import RecordRow
 from shared_schema.messages import Record
 
 
@@ -69,3 +71,48 @@ GRID = "0190a000-0000-7000-8000-000000000001"
 LIVE = "0190a000-0000-7000-8000-00000000000a"
 GONE = "0190a000-0000-7000-8000-00000000000b"
 HLC = "1764000000000-0000-phone"
+
+
+def test_records_written_before_0005_keep_their_fields_and_are_found_by_them(settings):
+    # 0005 turns records.fields into jsonb on PostgreSQL (SQLite keeps JSON text): every value
+    # comes back as it was written, and the console's index expressions read the converted rows.
+    fields = {"grid_id": GRID, "household_id": LIVE, "method": "door_to_door", "topics": ["停车", "噪音"],
+              "notes": "居民反映楼道灯不亮\n\"三楼\"", "visited_at": "2026-11-25T09:30:00+08:00", "score": 4.5}
+
+    def to_0004_with_a_visit(connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0004")
+        command.downgrade(config, "0004")
+        connection.execute(
+            text("INSERT INTO records (id, entity, grid_id, version, hlc, deleted, fields, meta, seq, updated_at, wire) "
+                 "VALUES (:id, 'visit', :grid, 1, :hlc, false, :fields, '{}', 1, :now, :wire)"),
+            {"id": GONE, "grid": GRID, "hlc": HLC, "fields": json.dumps(fields, ensure_ascii=False),
+             "now": datetime.datetime.now(datetime.UTC), "wire": b"\x80"},
+        )
+
+    async def migrate() -> tuple[str | None, object, list]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(settings.url)
+        try:
+            async with engine.begin() as connection:
+                await connection.run_sync(to_0004_with_a_visit)
+            await upgrade(engine)
+            async with engine.connect() as connection:
+                column_type = None
+                if connection.dialect.name == "postgresql":
+                    column_type = (await connection.execute(text(
+                        "SELECT data_type FROM information_schema.columns "
+                        "WHERE table_name = 'records' AND column_name = 'fields'"))).scalar_one()
+                stored = (await connection.execute(select(RecordRow.fields))).scalar_one()
+                found = (await connection.execute(
+                    select(RecordRow.id).where(json_text(RecordRow.fields, "household_id") == LIVE)
+                    .order_by(Instant(json_text(RecordRow.fields, "visited_at"))))).scalars().all()
+            return column_type, stored, found
+        finally:
+            await engine.dispose()
+
+    column_type, stored, found = asyncio.run(migrate())
+    assert column_type in (None, "jsonb")
+    assert stored == fields
+    assert found == [GONE]
