@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from server.blobs.store import BlobStore, OffsetMismatch, StorageFull
+from server.blobs.store import AlreadyComplete, BlobStore, OffsetMismatch, StorageFull
 from server.db.models import BlobRef, RecordRow
 from server.errors import Conflict, Invalid, Malformed, TooLarge, Unavailable
 from shared_schema.messages import MAX_BLOB_BYTES
@@ -39,7 +42,33 @@ def upload_state(store: BlobStore, sha256: str) -> UploadState:
     return UploadState(False, store.partial_size(sha256))
 
 
-_locks: dict[str, asyncio.Lock] = {}
+class _UploadLocks:
+    """One asyncio lock per blob being uploaded in this process, dropped when no request holds or
+    waits for it (a lock kept for every blob ever uploaded grew with every photo). Across
+    processes the store's own file lock serialises writers; this one keeps a second chunk of the
+    same blob from tying up a worker thread while it waits."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: collections.Counter[str] = collections.Counter()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, sha256: str) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(sha256, asyncio.Lock())
+        self._users[sha256] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[sha256] -= 1
+            if not self._users[sha256]:
+                del self._users[sha256], self._locks[sha256]
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+_upload_locks = _UploadLocks()
 
 
 async def receive_chunk(store: BlobStore, sha256: str, offset: int, length: int, data: bytes) -> tuple[bool, int]:
@@ -55,12 +84,13 @@ async def receive_chunk(store: BlobStore, sha256: str, offset: int, length: int,
         raise TooLarge(f"a blob may have at most {MAX_BLOB_BYTES} bytes")
     if offset + len(data) > length:
         raise Malformed("the chunk runs past Upload-Length")
-    lock = _locks.setdefault(sha256, asyncio.Lock())
-    async with lock:
+    async with _upload_locks.hold(sha256):
         if store.is_complete(sha256):
             return True, length
         try:
             held = await asyncio.to_thread(store.append, sha256, offset, data)
+        except AlreadyComplete:
+            return True, length
         except OffsetMismatch as exc:
             raise Conflict(f"this upload continues at offset {exc.expected}", offset=exc.expected) from None
         except StorageFull:

@@ -3,12 +3,15 @@ object store could fill the same interface later.
 
 Contract: a blob is either absent, partial (``partial_size`` bytes received, in order) or
 complete (its bytes hash to its name). ``append`` only ever extends a partial blob at its
-current end; ``finish`` checks the hash and either publishes the blob or discards it.
+current end; ``finish`` checks the hash and either publishes the blob or discards it. Both hold
+whatever number of server processes share the store: a phone whose reply was lost may send the
+same chunk again to another process while the first still writes it.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
 from pathlib import Path
@@ -31,6 +34,10 @@ class StorageFull(Exception):
 
 # Out of space, or over a quota: the same to a device, which tries the chunk again later.
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class AlreadyComplete(Exception):
+    """Another writer finished the blob while this one waited for it."""
 
 
 class OffsetMismatch(Exception):
@@ -62,37 +69,59 @@ class FileBlobStore:
             return None
 
     def append(self, sha256: str, offset: int, data: bytes) -> int:
-        """Write ``data`` at ``offset``, which must be the partial blob's end; returns the new end."""
+        """Write ``data`` at ``offset``, which must be the partial blob's end; returns the new end.
+
+        Raises:
+            OffsetMismatch: the partial blob ends elsewhere (the exception says where).
+            AlreadyComplete: the blob was finished meanwhile.
+            StorageFull: no space for the chunk (nothing of it kept).
+        """
         path = self._partial(sha256)
-        try:
+        while True:
             with open(path, "ab") as handle:
-                current = handle.tell()
+                if not _lock_current(handle, path):
+                    continue  # published or discarded while this writer waited: look again
+                if self.is_complete(sha256):
+                    if handle.tell() == 0:
+                        path.unlink(missing_ok=True)  # made by this open, after the blob was published
+                    raise AlreadyComplete(sha256)
+                # Where the file ends now, after any writer this one waited for.
+                current = handle.seek(0, os.SEEK_END)
                 if current != offset:
                     raise OffsetMismatch(current)
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+                try:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                except OSError as exc:
+                    if exc.errno not in _NO_SPACE:
+                        raise
+                    # Whatever part of the chunk reached the file goes: the upload stands where it stood.
+                    os.truncate(path, offset)
+                    raise StorageFull(f"no space left for blob {sha256}") from exc
                 return handle.tell()
-        except OSError as exc:
-            if exc.errno not in _NO_SPACE:
-                raise
-            # Whatever part of the chunk reached the file goes: the upload stands where it stood.
-            os.truncate(path, offset)
-            raise StorageFull(f"no space left for blob {sha256}") from exc
 
     def finish(self, sha256: str) -> bool:
+        """Publish the partial blob if its bytes hash to its name (discard it if not); whether
+        the blob is complete now (also when another writer published it meanwhile)."""
         path = self._partial(sha256)
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - held open, and locked, until the blob is moved
+        except FileNotFoundError:
+            return self.is_complete(sha256)
+        with handle:
+            if not _lock_current(handle, path):
+                return self.is_complete(sha256)
+            digest = hashlib.sha256()
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
-        if digest.hexdigest() != sha256:
-            path.unlink(missing_ok=True)
-            return False
-        final = self._final(sha256)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, final)
-        return True
+            if digest.hexdigest() != sha256:
+                path.unlink(missing_ok=True)
+                return False
+            final = self._final(sha256)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, final)
+            return True
 
     def discard(self, sha256: str) -> None:
         self._partial(sha256).unlink(missing_ok=True)
@@ -104,3 +133,16 @@ class FileBlobStore:
         with open(self._final(sha256), "rb") as handle:
             handle.seek(start)
             return handle.read(-1 if end is None else end - start)
+
+
+def _lock_current(handle, path: Path) -> bool:  # noqa: ANN001
+    """Take the exclusive lock on an open partial blob, across processes (the store's files are
+    the one thing they share besides the database). False when the file was published, moved or
+    removed while this writer waited: ``path`` now names another file, or none."""
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(handle.fileno())
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
