@@ -72,7 +72,7 @@ async def create_enrollment_code(sessionmaker: async_sessionmaker, user_name: st
         user = await user_by_name(session, user_name)
         if user.role not in FIELD_ROLES:
             raise AccountError("not_a_field_role",
-                               f"{user_name} is a {user.role}: only grid workers and red stewards enroll devices",
+                               f"{user_name} has the role {user.role}: only grid workers and red stewards enroll devices",
                                name=user_name)
         raw = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(12))
         code = "-".join(raw[i : i + 4] for i in range(0, 12, 4))
