@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -194,6 +195,69 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+
+@dataclass
+class Burst:
+    """What one burst of phones syncing at once measured."""
+
+    latencies: list[float]
+    errors: list[str]
+    wall: float
+    server_cpu: float
+    database_cpu: float | None
+    client_cpu: float
+
+    def latency_line(self) -> str:
+        return (f"p50 {percentile(self.latencies, .5) * 1000:.0f} ms, "
+                f"p95 {percentile(self.latencies, .95) * 1000:.0f} ms, "
+                f"p99 {percentile(self.latencies, .99) * 1000:.0f} ms, errors {len(self.errors)}, wall {self.wall:.2f} s")
+
+    def cpu_line(self) -> str:
+        database = f", PostgreSQL {self.database_cpu:.2f} s" if self.database_cpu is not None else ""
+        return (f"server {self.server_cpu:.2f} s{database}, the {len(self.latencies) + len(self.errors)} simulated "
+                f"phones {self.client_cpu:.2f} s, on 2 cores")
+
+
+def run_burst(field: list[BenchDevice], servers: list[LiveServer], with_database: bool, edits: int = 50) -> Burst:
+    """Every device makes ``edits`` new visits, then all push and pull at once (one thread each)."""
+    # CPU is counted from the moment all are released, when the edits are made.
+    at_release: dict[str, object] = {}
+
+    def released() -> None:
+        at_release.update(server=sum(server_cpu(s) for s in servers),
+                          database=database_cpu() if with_database else None,
+                          client=time.process_time(), wall=time.perf_counter())
+
+    barrier = threading.Barrier(len(field), action=released)
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    def sync_once(device: BenchDevice) -> None:
+        made = [device.mutation("visit", visit(device.grids[0], j)) for j in range(edits)]
+        barrier.wait()
+        started = time.perf_counter()
+        try:
+            device.push(made)
+            device.pull_all()
+            latencies.append(time.perf_counter() - started)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=sync_once, args=(d,)) for d in field]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return Burst(
+        latencies=latencies,
+        errors=errors,
+        wall=time.perf_counter() - at_release["wall"],
+        server_cpu=sum(server_cpu(s) for s in servers) - at_release["server"],
+        database_cpu=database_cpu_since(at_release["database"]) if with_database else None,
+        client_cpu=time.process_time() - at_release["client"],
+    )
+
+
 def run_backend(name: str, db: str | None, processes: int, records: int) -> dict[str, str]:
     figures: dict[str, str] = {}
     loop_before = reference_loop_s()
@@ -276,45 +340,11 @@ def run_backend(name: str, db: str | None, processes: int, records: int) -> dict
             # collector rescanning it in the middle of the burst (real phones have their own CPU).
             gc.collect()
             gc.freeze()
-            # CPU is counted from the moment all 200 are released, when the edits are made.
-            at_release: dict[str, object] = {}
-
-            def released() -> None:
-                at_release.update(server=sum(server_cpu(s) for s in servers), database=database_cpu(),
-                                  client=time.process_time(), wall=time.perf_counter())
-
-            barrier = threading.Barrier(len(field), action=released)
-            latencies: list[float] = []
-            errors: list[str] = []
-
-            def sync_once(device: BenchDevice) -> None:
-                edits = [device.mutation("visit", visit(device.grids[0], j)) for j in range(50)]
-                barrier.wait()
-                started = time.perf_counter()
-                try:
-                    device.push(edits)
-                    device.pull_all()
-                    latencies.append(time.perf_counter() - started)
-                except Exception as exc:  # noqa: BLE001
-                    errors.append(repr(exc))
-
-            threads = [threading.Thread(target=sync_once, args=(d,)) for d in field]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            wall = time.perf_counter() - at_release["wall"]
-            server_cpu_used = sum(server_cpu(s) for s in servers) - at_release["server"]
-            database = f", PostgreSQL {database_cpu_since(at_release['database']):.2f} s" if db else ""
-            client_cpu_used = time.process_time() - at_release["client"]
-            figures["200 devices x 50 edits at once (push + pull)"] = (
-                f"p50 {percentile(latencies, .5) * 1000:.0f} ms, p95 {percentile(latencies, .95) * 1000:.0f} ms, "
-                f"p99 {percentile(latencies, .99) * 1000:.0f} ms, errors {len(errors)}, wall {wall:.2f} s")
-            figures["  where the time went (CPU seconds)"] = (
-                f"server {server_cpu_used:.2f} s{database}, the 200 simulated phones {client_cpu_used:.2f} s, "
-                f"on 2 cores")
-            if errors:
-                figures["first error"] = errors[0]
+            burst = run_burst(field, servers, with_database=db is not None)
+            figures["200 devices x 50 edits at once (push + pull)"] = burst.latency_line()
+            figures["  where the time went (CPU seconds)"] = burst.cpu_line()
+            if burst.errors:
+                figures["first error"] = burst.errors[0]
 
             # 6. blob upload: 20 photos of 2 MB in chunks of 256 KiB
             photos = [os.urandom(2 * 2**20) for _ in range(20)]
