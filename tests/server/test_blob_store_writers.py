@@ -31,6 +31,12 @@ class OtherWriter:
         self.handle = open(self.path, "ab")  # noqa: SIM115
         fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX)
 
+    def publish(self) -> None:
+        """Its hash check passed: the partial file becomes the blob."""
+        final = self.path.parent.parent / SHA[:2] / SHA
+        final.parent.mkdir(exist_ok=True)
+        os.replace(self.path, final)
+
     def release(self) -> None:
         self.handle.close()
 
@@ -71,8 +77,7 @@ def test_two_writers_that_finish_the_same_blob_both_see_it_complete(tmp_path):
     thread, outcome = in_thread(store.finish, SHA)
     time.sleep(0.3)
     assert thread.is_alive()
-    (tmp_path / SHA[:2]).mkdir()
-    os.replace(other.path, tmp_path / SHA[:2] / SHA)  # the other process published it
+    other.publish()
     other.release()
     thread.join(5)
     assert outcome == {"value": True}
@@ -87,8 +92,7 @@ def test_a_chunk_that_waited_for_the_blob_to_be_published_leaves_no_upload_behin
     time.sleep(0.3)
     other.handle.write(REST)
     other.handle.flush()
-    (tmp_path / SHA[:2]).mkdir()
-    os.replace(other.path, tmp_path / SHA[:2] / SHA)
+    other.publish()
     other.release()
     thread.join(5)
     assert isinstance(outcome.get("error"), AlreadyComplete)
