@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import gc
 import hashlib
 import os
@@ -22,6 +23,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,7 +197,6 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-
 @dataclass
 class Burst:
     """What one burst of phones syncing at once measured."""
@@ -258,107 +259,125 @@ def run_burst(field: list[BenchDevice], servers: list[LiveServer], with_database
     )
 
 
-def run_backend(name: str, db: str | None, processes: int, records: int) -> dict[str, str]:
+@contextlib.contextmanager
+def bench_servers(backend: str) -> Iterator[tuple[dict[str, list[str]], list[LiveServer], str | None]]:
+    """Servers running on a fresh database with the bench's grids, users and enrollment codes: one
+    process on SQLite, two on PostgreSQL. Yields (the codes, the servers, the PostgreSQL URL or None)."""
+    databases = url = None
+    if backend == "postgres":
+        databases = PostgresDatabases()
+        databases.start()
+        url = databases.new()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = Settings(data_dir=Path(tmp) / "data", db=url)
+            settings.data_dir.mkdir(parents=True)
+            codes = asyncio.run(provision(settings, grids=100, users_per_grid=2))
+            if url:
+                servers = [LiveServer(Path(tmp) / f"server{i}", url) for i in range(2)]
+            else:
+                servers = [LiveServer(settings.data_dir, None)]
+            for server in servers:
+                server.start()
+            try:
+                yield codes, servers, url
+            finally:
+                for server in servers:
+                    server.kill()
+    finally:
+        if databases:
+            databases.close()
+
+
+def run_backend(backend: str, records: int) -> dict[str, str]:
     figures: dict[str, str] = {}
     loop_before = reference_loop_s()
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(data_dir=Path(tmp) / "data", db=db)
-        settings.data_dir.mkdir(parents=True)
-        codes = asyncio.run(provision(settings, grids=100, users_per_grid=2))
-        servers = [LiveServer(Path(tmp) / f"server{i}", db) for i in range(processes)]
-        if db is None:
-            servers = [LiveServer(settings.data_dir, None)]
-        for s in servers:
-            s.start()
+    with bench_servers(backend) as (codes, servers, db):
         urls = [s.url for s in servers]
-        try:
-            writer = BenchDevice(urls[0], codes["big"][0])
-            reader = BenchDevice(urls[-1], codes["big"][1])
-            rival = BenchDevice(urls[0], codes["big"][2])
-            grid = writer.grids[0]
+        writer = BenchDevice(urls[0], codes["big"][0])
+        reader = BenchDevice(urls[-1], codes["big"][1])
+        rival = BenchDevice(urls[0], codes["big"][2])
+        grid = writer.grids[0]
 
-            # 1. push throughput: 10,000 visit mutations in batches of 500
-            batches = [[writer.mutation("visit", visit(grid, i * 500 + j)) for j in range(500)] for i in range(20)]
-            # The 10,000 mutations, all made beforehand, are some 200,000 objects in this process: a
-            # full collection of them (80 ms, seen once per run) is the client's time, not the server's.
-            gc.collect()
-            gc.freeze()
+        # 1. push throughput: 10,000 visit mutations in batches of 500
+        batches = [[writer.mutation("visit", visit(grid, i * 500 + j)) for j in range(500)] for i in range(20)]
+        # The 10,000 mutations, all made beforehand, are some 200,000 objects in this process: a
+        # full collection of them (80 ms, seen once per run) is the client's time, not the server's.
+        gc.collect()
+        gc.freeze()
+        started = time.perf_counter()
+        for batch in batches:
+            writer.push(batch)
+        elapsed = time.perf_counter() - started
+        figures["push 10,000 visits (batches of 500)"] = f"{10_000 / elapsed:,.0f} mutations/s ({elapsed:.2f} s)"
+
+        # seed up to `records` records in the grid, then a cold pull of all of them
+        remaining = records - 10_000
+        n = 0
+        while remaining > 0:
+            size = min(500, remaining)
+            writer.push([writer.mutation("household", household(grid, n + j)) for j in range(size)])
+            n += size
+            remaining -= size
+        with MemoryWatch([s.process.pid for s in servers]) as memory:
             started = time.perf_counter()
-            for batch in batches:
-                writer.push(batch)
+            pulled = reader.pull_all(limit=1000)
             elapsed = time.perf_counter() - started
-            figures["push 10,000 visits (batches of 500)"] = f"{10_000 / elapsed:,.0f} mutations/s ({elapsed:.2f} s)"
+        figures[f"cold pull of {pulled:,} records (pages of 1000)"] = (
+            f"{pulled / elapsed:,.0f} records/s ({elapsed:.2f} s)")
+        figures["server peak RSS during the cold pull"] = f"{memory.peak / 2**20:.0f} MB (largest process)"
 
-            # seed up to `records` records in the grid, then a cold pull of all of them
-            remaining = records - 10_000
-            n = 0
-            while remaining > 0:
-                size = min(500, remaining)
-                writer.push([writer.mutation("household", household(grid, n + j)) for j in range(size)])
-                n += size
-                remaining -= size
-            with MemoryWatch([s.process.pid for s in servers]) as memory:
-                started = time.perf_counter()
-                pulled = reader.pull_all(limit=1000)
-                elapsed = time.perf_counter() - started
-            figures[f"cold pull of {pulled:,} records (pages of 1000)"] = (
-                f"{pulled / elapsed:,.0f} records/s ({elapsed:.2f} s)")
-            figures["server peak RSS during the cold pull"] = f"{memory.peak / 2**20:.0f} MB (largest process)"
-
-            # 3. incremental pull: 100 changes among `records`
-            timings = []
-            for round_ in range(5):
-                writer.push([writer.mutation("visit", visit(grid, 10**6 + round_ * 100 + j)) for j in range(100)])
-                started = time.perf_counter()
-                got = reader.pull_all(limit=1000)
-                timings.append(time.perf_counter() - started)
-                assert got == 100, got
-            figures[f"incremental pull of 100 changes among {pulled:,}"] = (
-                f"median {statistics.median(timings) * 1000:.1f} ms, max {max(timings) * 1000:.1f} ms")
-
-            # 4. 1,000 conflicting mutations: the rival edits the same 1,000 fields from the same base
-            targets = [writer.mutation("household", household(grid, 900_000 + j)) for j in range(1000)]
-            writer.push(targets[:500])
-            writer.push(targets[500:])
-            writer.push([writer.mutation("household", {"notes": "writer"}, t.id, 1) for t in targets[:500]])
-            writer.push([writer.mutation("household", {"notes": "writer"}, t.id, 1) for t in targets[500:]])
-            conflicting = [rival.mutation("household", {"notes": "rival"}, t.id, 1) for t in targets]
+        # 3. incremental pull: 100 changes among `records`
+        timings = []
+        for round_ in range(5):
+            writer.push([writer.mutation("visit", visit(grid, 10**6 + round_ * 100 + j)) for j in range(100)])
             started = time.perf_counter()
-            merged = 0
-            for i in range(0, 1000, 500):
-                merged += sum(r.status.value == "merged" for r in rival.push(conflicting[i:i + 500]).results)
-            elapsed = time.perf_counter() - started
-            figures["1,000 conflicting mutations"] = (
-                f"{1000 / elapsed:,.0f} mutations/s ({elapsed * 1000:.0f} ms), {merged} merged")
+            got = reader.pull_all(limit=1000)
+            timings.append(time.perf_counter() - started)
+            assert got == 100, got
+        figures[f"incremental pull of 100 changes among {pulled:,}"] = (
+            f"median {statistics.median(timings) * 1000:.1f} ms, max {max(timings) * 1000:.1f} ms")
 
-            # 5. 200 devices, each syncing 50 edits at once
-            field = [BenchDevice(urls[i % len(urls)], code) for i, code in enumerate(codes["field"])]
-            for device in field:
-                device.pull_all()
-            # This process still holds what the reader pulled (100,000 records' versions): the
-            # simulated phones, which share the server's two cores, should not pay for the
-            # collector rescanning it in the middle of the burst (real phones have their own CPU).
-            gc.collect()
-            gc.freeze()
-            burst = run_burst(field, servers, with_database=db is not None)
-            figures["200 devices x 50 edits at once (push + pull)"] = burst.latency_line()
-            figures["  where the time went (CPU seconds)"] = burst.cpu_line()
-            if burst.errors:
-                figures["first error"] = burst.errors[0]
+        # 4. 1,000 conflicting mutations: the rival edits the same 1,000 fields from the same base
+        targets = [writer.mutation("household", household(grid, 900_000 + j)) for j in range(1000)]
+        writer.push(targets[:500])
+        writer.push(targets[500:])
+        writer.push([writer.mutation("household", {"notes": "writer"}, t.id, 1) for t in targets[:500]])
+        writer.push([writer.mutation("household", {"notes": "writer"}, t.id, 1) for t in targets[500:]])
+        conflicting = [rival.mutation("household", {"notes": "rival"}, t.id, 1) for t in targets]
+        started = time.perf_counter()
+        merged = 0
+        for i in range(0, 1000, 500):
+            merged += sum(r.status.value == "merged" for r in rival.push(conflicting[i:i + 500]).results)
+        elapsed = time.perf_counter() - started
+        figures["1,000 conflicting mutations"] = (
+            f"{1000 / elapsed:,.0f} mutations/s ({elapsed * 1000:.0f} ms), {merged} merged")
 
-            # 6. blob upload: 20 photos of 2 MB in chunks of 256 KiB
-            photos = [os.urandom(2 * 2**20) for _ in range(20)]
-            started = time.perf_counter()
-            for photo in photos:
-                digest = hashlib.sha256(photo).hexdigest()
-                for offset in range(0, len(photo), 256 * 1024):
-                    writer.transport.blob_patch(writer.token, digest, offset, len(photo),
-                                                photo[offset:offset + 256 * 1024])
-            elapsed = time.perf_counter() - started
-            figures["blob upload (20 x 2 MB, 256 KiB chunks)"] = f"{40 / elapsed:.1f} MB/s"
-        finally:
-            for s in servers:
-                s.kill()
+        # 5. 200 devices, each syncing 50 edits at once
+        field = [BenchDevice(urls[i % len(urls)], code) for i, code in enumerate(codes["field"])]
+        for device in field:
+            device.pull_all()
+        # This process still holds what the reader pulled (100,000 records' versions): the
+        # simulated phones, which share the server's two cores, should not pay for the
+        # collector rescanning it in the middle of the burst (real phones have their own CPU).
+        gc.collect()
+        gc.freeze()
+        burst = run_burst(field, servers, with_database=db is not None)
+        figures["200 devices x 50 edits at once (push + pull)"] = burst.latency_line()
+        figures["  where the time went (CPU seconds)"] = burst.cpu_line()
+        if burst.errors:
+            figures["first error"] = burst.errors[0]
+
+        # 6. blob upload: 20 photos of 2 MB in chunks of 256 KiB
+        photos = [os.urandom(2 * 2**20) for _ in range(20)]
+        started = time.perf_counter()
+        for photo in photos:
+            digest = hashlib.sha256(photo).hexdigest()
+            for offset in range(0, len(photo), 256 * 1024):
+                writer.transport.blob_patch(writer.token, digest, offset, len(photo),
+                                            photo[offset:offset + 256 * 1024])
+        elapsed = time.perf_counter() - started
+        figures["blob upload (20 x 2 MB, 256 KiB chunks)"] = f"{40 / elapsed:.1f} MB/s"
     figures["machine speed: a fixed 10M-step Python loop"] = (
         f"{loop_before:.2f} s before the run, {reference_loop_s():.2f} s after")
     return figures
@@ -370,20 +389,10 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=100_000)
     args = parser.parse_args()
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    titles = {"sqlite": "SQLite (WAL), one server process", "postgres": "PostgreSQL, two server processes"}
     for backend in backends:
-        if backend == "sqlite":
-            figures = run_backend("SQLite, 1 server process", None, 1, args.records)
-            title = "SQLite (WAL), one server process"
-        else:
-            databases = PostgresDatabases()
-            databases.start()
-            url = databases.new()
-            try:
-                figures = run_backend("PostgreSQL", url, 2, args.records)
-            finally:
-                databases.close()
-            title = "PostgreSQL, two server processes"
-        print(f"\n== {title} ==")
+        figures = run_backend(backend, args.records)
+        print(f"\n== {titles[backend]} ==")
         for key, value in figures.items():
             print(f"  {key:<48} {value}")
 

@@ -21,20 +21,14 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sync_bench import BenchDevice, household, percentile, provision, run_burst  # noqa: E402
-
-from server.settings import Settings  # noqa: E402
-from tests.support.databases import PostgresDatabases  # noqa: E402
-from tests.support.servers import LiveServer  # noqa: E402
+from sync_bench import BenchDevice, bench_servers, household, percentile, run_burst  # noqa: E402
 
 _TABLE_SCANS = ("SELECT relname, seq_scan, seq_tup_read, idx_scan, n_tup_ins FROM pg_stat_user_tables "
                 "WHERE seq_scan > 0 OR idx_scan > 0 ORDER BY seq_tup_read DESC")
@@ -65,65 +59,41 @@ def main() -> None:
     parser.add_argument("--table-scans", action="store_true")
     args = parser.parse_args()
 
-    databases = url = None
-    if args.backend == "postgres":
-        databases = PostgresDatabases()
-        databases.start()
-        url = databases.new()
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            settings = Settings(data_dir=Path(tmp) / "data", db=url)
-            settings.data_dir.mkdir(parents=True)
-            codes = asyncio.run(provision(settings, grids=100, users_per_grid=2))
-            if url:
-                servers = [LiveServer(Path(tmp) / f"server{i}", url) for i in range(2)]
-            else:
-                servers = [LiveServer(settings.data_dir, None)]
-            for server in servers:
-                server.start()
-            try:
-                urls = [s.url for s in servers]
-                if args.seed:
-                    writer = BenchDevice(urls[0], codes["big"][0])
-                    for n in range(0, args.seed, 500):
-                        size = min(500, args.seed - n)
-                        writer.push([writer.mutation("household", household(writer.grids[0], n + j))
-                                     for j in range(size)])
-                field = [BenchDevice(urls[i % len(urls)], code) for i, code in enumerate(codes["field"])]
-                for device in field:
-                    device.pull_all()
-                spies = []
-                if args.py_spy:
-                    args.py_spy.mkdir(parents=True, exist_ok=True)
-                    spies = [subprocess.Popen(
-                        [_py_spy(), "record", "--nonblocking", "-r", "200", "-f", "raw",
-                         "-o", str(args.py_spy / f"server{i}.txt"), "-p", str(s.process.pid)],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i, s in enumerate(servers)]
-                    time.sleep(1)
-                if url and args.table_scans:
-                    _postgres(url, "SELECT pg_stat_reset()")
-                p99s = []
-                for round_ in range(args.rounds):
-                    gc.collect()
-                    gc.freeze()
-                    burst = run_burst(field, servers, with_database=url is not None)
-                    p99s.append(percentile(burst.latencies, .99))
-                    print(f"round {round_}: {burst.latency_line()}; {burst.cpu_line()}", flush=True)
-                for spy in spies:
-                    spy.send_signal(signal.SIGINT)
-                    spy.wait()
-                print(f"median p99 over {args.rounds} rounds: {statistics.median(p99s) * 1000:.0f} ms")
-                if url and args.table_scans:
-                    time.sleep(1)  # the servers' backends report their counts within a second or so
-                    for row in _postgres(url, _TABLE_SCANS):
-                        print("  " + "  ".join(f"{key} {value}" for key, value in row.items()))
-            finally:
-                for server in servers:
-                    server.kill()
-    finally:
-        if databases:
-            databases.close()
-
+    with bench_servers(args.backend) as (codes, servers, url):
+        urls = [s.url for s in servers]
+        if args.seed:
+            writer = BenchDevice(urls[0], codes["big"][0])
+            for n in range(0, args.seed, 500):
+                size = min(500, args.seed - n)
+                writer.push([writer.mutation("household", household(writer.grids[0], n + j)) for j in range(size)])
+        field = [BenchDevice(urls[i % len(urls)], code) for i, code in enumerate(codes["field"])]
+        for device in field:
+            device.pull_all()
+        spies = []
+        if args.py_spy:
+            args.py_spy.mkdir(parents=True, exist_ok=True)
+            spies = [subprocess.Popen(
+                [_py_spy(), "record", "--nonblocking", "-r", "200", "-f", "raw",
+                 "-o", str(args.py_spy / f"server{i}.txt"), "-p", str(s.process.pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i, s in enumerate(servers)]
+            time.sleep(1)
+        if url and args.table_scans:
+            _postgres(url, "SELECT pg_stat_reset()")
+        p99s = []
+        for round_ in range(args.rounds):
+            gc.collect()
+            gc.freeze()
+            burst = run_burst(field, servers, with_database=url is not None)
+            p99s.append(percentile(burst.latencies, .99))
+            print(f"round {round_}: {burst.latency_line()}; {burst.cpu_line()}", flush=True)
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+            spy.wait()
+        print(f"median p99 over {args.rounds} rounds: {statistics.median(p99s) * 1000:.0f} ms")
+        if url and args.table_scans:
+            time.sleep(1)  # the servers' backends report their counts within a second or so
+            for row in _postgres(url, _TABLE_SCANS):
+                print("  " + "  ".join(f"{key} {value}" for key, value in row.items()))
 
 if __name__ == "__main__":
     main()

@@ -41,7 +41,9 @@ class OtherWriter:
         self.handle.close()
 
 
-def in_thread(fn, *args):  # noqa: ANN001, ANN202
+def started_behind(fn, *args):  # noqa: ANN001, ANN202
+    """``fn(*args)`` in a thread of its own, given time to reach the lock the other writer holds;
+    the thread and, once it ends, its outcome (``value`` or ``error``)."""
     outcome: dict = {}
 
     def run() -> None:
@@ -52,14 +54,14 @@ def in_thread(fn, *args):  # noqa: ANN001, ANN202
 
     thread = threading.Thread(target=run)
     thread.start()
+    time.sleep(0.3)
     return thread, outcome
 
 
 def test_a_chunk_sent_again_while_the_first_is_written_is_not_written_twice(tmp_path):
     store = FileBlobStore(tmp_path)
     other = OtherWriter(store)
-    thread, outcome = in_thread(store.append, SHA, 0, CHUNK)
-    time.sleep(0.3)
+    thread, outcome = started_behind(store.append, SHA, 0, CHUNK)
     assert thread.is_alive(), "the second writer must wait for the first"
     other.handle.write(CHUNK)  # the first writer's copy of the same chunk
     other.release()
@@ -74,8 +76,7 @@ def test_two_writers_that_finish_the_same_blob_both_see_it_complete(tmp_path):
     store = FileBlobStore(tmp_path)
     store.append(SHA, 0, BLOB)
     other = OtherWriter(store)
-    thread, outcome = in_thread(store.finish, SHA)
-    time.sleep(0.3)
+    thread, outcome = started_behind(store.finish, SHA)
     assert thread.is_alive()
     other.publish()
     other.release()
@@ -88,8 +89,7 @@ def test_a_chunk_that_waited_for_the_blob_to_be_published_leaves_no_upload_behin
     store = FileBlobStore(tmp_path)
     store.append(SHA, 0, CHUNK)
     other = OtherWriter(store)
-    thread, outcome = in_thread(store.append, SHA, len(CHUNK), REST)
-    time.sleep(0.3)
+    thread, outcome = started_behind(store.append, SHA, len(CHUNK), REST)
     other.handle.write(REST)
     other.handle.flush()
     other.publish()
@@ -104,8 +104,7 @@ def test_a_chunk_that_waited_for_a_discarded_upload_starts_it_again(tmp_path):
     store = FileBlobStore(tmp_path)
     store.append(SHA, 0, CHUNK)
     other = OtherWriter(store)
-    thread, outcome = in_thread(store.append, SHA, len(CHUNK), REST)
-    time.sleep(0.3)
+    thread, outcome = started_behind(store.append, SHA, len(CHUNK), REST)
     other.path.unlink()  # the other process's hash check failed: the upload was discarded
     other.release()
     thread.join(5)
