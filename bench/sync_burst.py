@@ -57,6 +57,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--py-spy", type=Path, dest="py_spy")
     parser.add_argument("--table-scans", action="store_true")
+    parser.add_argument("--pause", type=float, default=1.5,
+                        help="seconds between rounds, so that each starts on a server at rest (as the bench's does)")
     args = parser.parse_args()
 
     with bench_servers(args.backend) as (codes, servers, url):
@@ -81,6 +83,7 @@ def main() -> None:
             _postgres(url, "SELECT pg_stat_reset()")
         p99s = []
         for round_ in range(args.rounds):
+            time.sleep(args.pause)
             gc.collect()
             gc.freeze()
             burst = run_burst(field, servers, with_database=url is not None)

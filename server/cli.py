@@ -220,7 +220,8 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     # closes it fails with a reset (the engine retries it, but it costs a round of backoff).
     try:
         uvicorn.run("server.asgi:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning", timeout_graceful_shutdown=5, timeout_keep_alive=75)
+                    log_level="warning", timeout_graceful_shutdown=5, timeout_keep_alive=75,
+                    http="server.http_protocol:CoalescingHttpToolsProtocol")
     except SystemExit as exc:
         if exc.code != 3:  # uvicorn's "Application startup failed", after logging the error
             raise
