@@ -16,9 +16,10 @@ _deleted_meta_decoder = msgspec.json.Decoder(FieldMeta | None)
 
 # The columns ``state_from_stored`` reads, in its order.
 STORED_COLUMNS = ("entity", "id", "grid_id", "version", "hlc", "deleted", "fields", "meta", "deleted_meta")
-# The columns ``record_row`` fills, in the table's order (updated_at is given per transaction).
-RECORD_COLUMNS = ("id", "entity", "grid_id", "version", "hlc", "deleted", "fields", "meta", "deleted_meta", "seq",
-                  "wire")
+# The columns ``record_row`` fills, then the seq of the change the row shows (updated_at is given
+# per transaction).
+RECORD_COLUMNS = ("id", "entity", "grid_id", "version", "hlc", "deleted", "fields", "meta", "deleted_meta", "wire",
+                  "seq")
 
 
 def state_from_stored(row: tuple) -> RecordState:
@@ -45,8 +46,8 @@ def _from_json(value: Any, decoder: msgspec.json.Decoder, type_: Any) -> Any:
     return msgspec.convert(value, type_)
 
 
-def record_row(state: RecordState, seq: int) -> tuple:
-    """The values of ``RECORD_COLUMNS`` for ``state`` as of change ``seq``, as the driver takes
+def record_row(state: RecordState) -> tuple:
+    """The values of ``RECORD_COLUMNS`` but the last (seq) for ``state``, as the driver takes
     them. ``meta`` encodes its FieldMeta Structs as arrays (``[version, hlc, origin]``)."""
     return (
         state.id,
@@ -58,6 +59,5 @@ def record_row(state: RecordState, seq: int) -> tuple:
         json_text(state.fields),
         json_text(state.meta),
         json_text(state.deleted_meta),
-        seq,
         _wire_encoder.encode(state.to_record()),
     )

@@ -216,15 +216,25 @@ def _collector_paused() -> Iterator[None]:
 
 
 class _Merged:
-    """What a group of mutations does, before it has seqs: its results, and its rows."""
+    """What a group of mutations does, before it has seqs: its results, and its rows.
+
+    The rows are whole but for their seq, which is the change counter's value (read under its
+    lock) plus the change's place in the group: on PostgreSQL they are built before the lock is
+    taken, so the lock is held only to write them (every other process's write waits on it)."""
 
     def __init__(self, read_versions: dict[str, int], new_mids: list[str]):
         self.read_versions = read_versions  # every record read, by id: its version then
         self.new_mids = new_mids  # the mutation ids that were not stored yet
         self.results: list[list[Result]] = []
-        # One per accepted change, in order: the change-log row without its seq, and the record.
-        self.changes: list[tuple[str, tuple]] = []
+        # One per accepted change, in order: the change-log row without its seq (the k-th change's
+        # seq is the counter's value plus k).
+        self.changes: list[tuple] = []
         self.final: dict[str, RecordState] = {}  # the changed records, as the group leaves them
+        self.last_change: dict[str, int] = {}  # by record id: the place of its last change (from 1)
+        # The changed records' rows without their seq, with the place of the change they show:
+        # records stored before, with their id last (an UPDATE's key), and new ones.
+        self.updated_rows: list[tuple[int, tuple]] = []
+        self.new_rows: list[tuple[int, tuple]] = []
         self.conflicts: list[tuple] = []
         self.applied: list[tuple] = []
         self.blob_refs: list[dict] = []
@@ -241,23 +251,22 @@ class _Merged:
             id_: version for id_, version in self.read_versions.items() if version
         }
 
+    def build_rows(self) -> None:
+        """The changed records' rows, as the group leaves them (see the class)."""
+        for record_id, state in self.final.items():
+            place = self.last_change[record_id]
+            if self.read_versions.get(record_id):
+                self.updated_rows.append((place, record_row(state) + (record_id,)))
+            else:
+                self.new_rows.append((place, record_row(state)))
+
     def write(self, connection: Connection, seq: int) -> None:
-        """Give each change the next seq after ``seq`` and write every row."""
-        first_seq = seq
-        last_seq: dict[str, int] = {}
-        log_rows = []
-        for record_id, row in self.changes:
-            seq += 1
-            last_seq[record_id] = seq
-            log_rows.append((seq, *row))
+        """Give the k-th change the seq ``seq`` + k and write every row."""
+        log_rows = [(*row, seq + place) for place, row in enumerate(self.changes, 1)]
+        changed = [(*row[:-1], seq + place, row[-1]) for place, row in self.updated_rows]
+        new = [(*row, seq + place) for place, row in self.new_rows]
         records = RecordRow.__table__
         now = datetime.datetime.now(datetime.UTC)
-        changed, new = [], []
-        for record_id, state in self.final.items():
-            if self.read_versions.get(record_id):
-                changed.append(record_row(state, last_seq[record_id]) + (record_id,))
-            else:
-                new.append(record_row(state, last_seq[record_id]))
         update_rows(connection, records, RECORD_COLUMNS, changed, updated_at=now)
         insert_rows(connection, records, RECORD_COLUMNS, new, updated_at=now)
         insert_rows(connection, ChangeLogEntry.__table__, _LOG_COLUMNS, log_rows, received_at=now)
@@ -265,8 +274,8 @@ class _Merged:
         insert_rows(connection, AppliedMutation.__table__, _APPLIED_COLUMNS, self.applied, received_at=now)
         if self.blob_refs:
             connection.execute(insert_ignoring_duplicates(connection.dialect.name, BlobRef), self.blob_refs)
-        if seq != first_seq:
-            _SET_COUNTER.rows(connection, new_value=seq)
+        if self.changes:
+            _SET_COUNTER.rows(connection, new_value=seq + len(self.changes))
 
 
 def _merge(connection: Connection, requests: list[tuple[list[Mutation], Sender]]) -> _Merged:
@@ -318,8 +327,9 @@ def _merge(connection: Connection, requests: list[tuple[list[Mutation], Sender]]
             if outcome.changed:
                 states[mutation.id] = merged.final[mutation.id] = state
                 changes = outcome.changes
-                merged.changes.append((state.id, (state.id, state.entity, state.grid_id, state.version, mutation.op,
-                                                  stamp, original, mid, device_id, user_id, json_text(changes))))
+                merged.changes.append((state.id, state.entity, state.grid_id, state.version, mutation.op, stamp,
+                                       original, mid, device_id, user_id, json_text(changes)))
+                merged.last_change[state.id] = len(merged.changes)
                 if "photos" in changes and "photos" in UNION_FIELDS.get(state.entity, ()):
                     merged.blob_refs.extend(
                         {"sha256": sha, "record_id": state.id, "grid_id": state.grid_id}
@@ -336,14 +346,15 @@ def _merge(connection: Connection, requests: list[tuple[list[Mutation], Sender]]
                                    _result_encoder.encode(result)))
     if latest_seen is not None:
         clock.observe(latest_seen)
+    merged.build_rows()
     return merged
 
 
 # A status as the driver binds it (a plain str), without MutationStatus's ``.value`` property.
 _STATUS_TEXT = {status: status.value for status in MutationStatus}
 
-_LOG_COLUMNS = ("seq", "record_id", "entity", "grid_id", "version", "op", "hlc", "original_hlc", "mid", "device_id",
-                "user_id", "changes")
+_LOG_COLUMNS = ("record_id", "entity", "grid_id", "version", "op", "hlc", "original_hlc", "mid", "device_id",
+                "user_id", "changes", "seq")
 _CONFLICT_COLUMNS = ("record_id", "entity", "grid_id", "field", "kept", "lost", "winner_hlc", "mid", "device_id",
                      "user_id")
 _APPLIED_COLUMNS = ("mid", "device_id", "record_id", "status", "result")
