@@ -28,6 +28,7 @@ import pytest
 from client.phone.camera import PlyerCamera
 from client.services import diary
 from client.vault import Vault
+from sync.client.cipher import AesGcmCipher
 from sync.client.identity import META_PRIVATE_KEY
 from sync.client.store import LocalStore
 from tests.client.conftest import PIN, Office, PhotoCamera, make_setup, photo_bytes
@@ -90,7 +91,10 @@ class Secrets:
         self.texts.update(t for t in texts if t)
 
     def add_photo(self, what: str, data: bytes) -> None:
-        # Slices from inside the JPEG's scan, varied enough never to occur by chance.
+        # The JPEG's first 20 bytes (its start and the header of its first segment), and slices from
+        # inside its scan, varied enough never to occur by chance. Not the 3-byte start marker
+        # alone: sealed bytes hold it by chance (a 40 KB photo's sealed file, once in 400).
+        self.raw[f"{what}: the start of its JPEG"] = data[:20]
         for at in (len(data) // 3, len(data) // 2, 2 * len(data) // 3):
             piece = data[at : at + 48]
             if len(set(piece)) > 24:
@@ -108,9 +112,24 @@ class Secrets:
                 if any(text.encode(encoding) in data for encoding in ("utf-8", "utf-16-le")):
                     found.append((str(path), text))
             found += [(str(path), what) for what, piece in self.raw.items() if piece in data]
-            if b"\xff\xd8\xff" in data:
-                found.append((str(path), "the start of a JPEG"))
+            if data.startswith(b"\xff\xd8\xff"):
+                found.append((str(path), "a JPEG file"))
         return found
+
+
+def test_the_finder_sees_a_photo_kept_in_plain_whole_or_inside_another_file(tmp_path):
+    photo = photo_bytes(1600, 1200, color=(3, 1, 4))  # one colour: no slice of its scan is varied enough
+    (tmp_path / "photo").write_bytes(photo)
+    (tmp_path / "pages").write_bytes(os.urandom(5000) + photo[:4000] + os.urandom(5000))
+    (tmp_path / "sealed").write_bytes(AesGcmCipher(bytes(32)).encrypt(photo, b"blob"))
+    secrets = Secrets()
+    secrets.add_photo("the photo", photo)
+    found = secrets.found_in(written_files(tmp_path))
+    assert {(Path(path).name, what) for path, what in found} == {
+        ("photo", "the photo: the start of its JPEG"),
+        ("photo", "a JPEG file"),
+        ("pages", "the photo: the start of its JPEG"),
+    }
 
 
 def written_files(*roots: Path) -> dict[Path, bytes]:
