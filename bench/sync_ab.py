@@ -24,7 +24,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sync_bench import BenchDevice, bench_servers, household, percentile, run_burst  # noqa: E402
+from sync_bench import (  # noqa: E402
+    BenchDevice,
+    bench_servers,
+    caught_up_field,
+    percentile,
+    run_burst,
+    seed_households,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,21 +39,12 @@ ROOT = Path(__file__).resolve().parent.parent
 @contextlib.contextmanager
 def side(backend: str, code_dir: Path, seed: int):
     """Servers running ``code_dir``'s code, with the bench's devices enrolled and caught up."""
-    with contextlib.chdir(code_dir):  # the servers run ``python -m server.cli`` from here
-        servers_cm = bench_servers(backend)
-        codes, servers, url = servers_cm.__enter__()
-    try:
+    with contextlib.ExitStack() as stack:
+        with contextlib.chdir(code_dir):  # the servers run ``python -m server.cli`` from here
+            codes, servers, url = stack.enter_context(bench_servers(backend))
         urls = [s.url for s in servers]
-        writer = BenchDevice(urls[0], codes["big"][0])
-        for n in range(0, seed, 500):
-            size = min(500, seed - n)
-            writer.push([writer.mutation("household", household(writer.grids[0], n + j)) for j in range(size)])
-        field = [BenchDevice(urls[i % len(urls)], code) for i, code in enumerate(codes["field"])]
-        for device in field:
-            device.pull_all()
-        yield field, servers, url
-    finally:
-        servers_cm.__exit__(None, None, None)
+        seed_households(BenchDevice(urls[0], codes["big"][0]), seed)
+        yield caught_up_field(codes, urls), servers, url
 
 
 def main() -> None:

@@ -116,6 +116,21 @@ async def provision(settings: Settings, grids: int, users_per_grid: int) -> dict
     return codes
 
 
+def seed_households(writer: BenchDevice, count: int) -> None:
+    """Push ``count`` households into the writer's first grid, 500 a push."""
+    for n in range(0, count, 500):
+        writer.push([writer.mutation("household", household(writer.grids[0], n + j))
+                     for j in range(min(500, count - n))])
+
+
+def caught_up_field(codes: dict[str, list[str]], urls: list[str]) -> list[BenchDevice]:
+    """The field devices of the 200-phone burst, spread over the servers, each with all its grid holds."""
+    field = [BenchDevice(urls[i % len(urls)], code) for i, code in enumerate(codes["field"])]
+    for device in field:
+        device.pull_all()
+    return field
+
+
 class MemoryWatch:
     """Peak resident memory of the server processes (and their children), sampled every 20 ms."""
 
@@ -312,13 +327,7 @@ def run_backend(backend: str, records: int) -> dict[str, str]:
         figures["push 10,000 visits (batches of 500)"] = f"{10_000 / elapsed:,.0f} mutations/s ({elapsed:.2f} s)"
 
         # seed up to `records` records in the grid, then a cold pull of all of them
-        remaining = records - 10_000
-        n = 0
-        while remaining > 0:
-            size = min(500, remaining)
-            writer.push([writer.mutation("household", household(grid, n + j)) for j in range(size)])
-            n += size
-            remaining -= size
+        seed_households(writer, records - 10_000)
         with MemoryWatch([s.process.pid for s in servers]) as memory:
             started = time.perf_counter()
             pulled = reader.pull_all(limit=1000)
@@ -354,9 +363,7 @@ def run_backend(backend: str, records: int) -> dict[str, str]:
             f"{1000 / elapsed:,.0f} mutations/s ({elapsed * 1000:.0f} ms), {merged} merged")
 
         # 5. 200 devices, each syncing 50 edits at once
-        field = [BenchDevice(urls[i % len(urls)], code) for i, code in enumerate(codes["field"])]
-        for device in field:
-            device.pull_all()
+        field = caught_up_field(codes, urls)
         # This process still holds what the reader pulled (100,000 records' versions): the
         # simulated phones, which share the server's two cores, should not pay for the
         # collector rescanning it in the middle of the burst (real phones have their own CPU).

@@ -28,7 +28,14 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sync_bench import BenchDevice, bench_servers, household, percentile, run_burst  # noqa: E402
+from sync_bench import (  # noqa: E402
+    BenchDevice,
+    bench_servers,
+    caught_up_field,
+    percentile,
+    run_burst,
+    seed_households,
+)
 
 _TABLE_SCANS = ("SELECT relname, seq_scan, seq_tup_read, idx_scan, n_tup_ins FROM pg_stat_user_tables "
                 "WHERE seq_scan > 0 OR idx_scan > 0 ORDER BY seq_tup_read DESC")
@@ -63,14 +70,8 @@ def main() -> None:
 
     with bench_servers(args.backend) as (codes, servers, url):
         urls = [s.url for s in servers]
-        if args.seed:
-            writer = BenchDevice(urls[0], codes["big"][0])
-            for n in range(0, args.seed, 500):
-                size = min(500, args.seed - n)
-                writer.push([writer.mutation("household", household(writer.grids[0], n + j)) for j in range(size)])
-        field = [BenchDevice(urls[i % len(urls)], code) for i, code in enumerate(codes["field"])]
-        for device in field:
-            device.pull_all()
+        seed_households(BenchDevice(urls[0], codes["big"][0]), args.seed)
+        field = caught_up_field(codes, urls)
         spies = []
         if args.py_spy:
             args.py_spy.mkdir(parents=True, exist_ok=True)

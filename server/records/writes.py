@@ -229,8 +229,9 @@ class _Merged:
         # One per accepted change, in order: the change-log row without its seq (the k-th change's
         # seq is the counter's value plus k).
         self.changes: list[tuple] = []
-        self.final: dict[str, RecordState] = {}  # the changed records, as the group leaves them
-        self.last_change: dict[str, int] = {}  # by record id: the place of its last change (from 1)
+        # The changed records as the group leaves them, by id, with the place of their last change
+        # (from 1).
+        self.final: dict[str, tuple[int, RecordState]] = {}
         # The changed records' rows without their seq, with the place of the change they show:
         # records stored before, with their id last (an UPDATE's key), and new ones.
         self.updated_rows: list[tuple[int, tuple]] = []
@@ -253,8 +254,7 @@ class _Merged:
 
     def build_rows(self) -> None:
         """The changed records' rows, as the group leaves them (see the class)."""
-        for record_id, state in self.final.items():
-            place = self.last_change[record_id]
+        for record_id, (place, state) in self.final.items():
             if self.read_versions.get(record_id):
                 self.updated_rows.append((place, record_row(state) + (record_id,)))
             else:
@@ -325,11 +325,11 @@ def _merge(connection: Connection, requests: list[tuple[list[Mutation], Sender]]
                                      scope=scope)
             state = outcome.state
             if outcome.changed:
-                states[mutation.id] = merged.final[mutation.id] = state
+                states[mutation.id] = state
                 changes = outcome.changes
                 merged.changes.append((state.id, state.entity, state.grid_id, state.version, mutation.op, stamp,
                                        original, mid, device_id, user_id, json_text(changes)))
-                merged.last_change[state.id] = len(merged.changes)
+                merged.final[mutation.id] = (len(merged.changes), state)
                 if "photos" in changes and "photos" in UNION_FIELDS.get(state.entity, ()):
                     merged.blob_refs.extend(
                         {"sha256": sha, "record_id": state.id, "grid_id": state.grid_id}
