@@ -1,8 +1,9 @@
-"""The 200-phone burst on two versions of the server, in alternating rounds, to tell a change's
-effect from this machine's drift (its speed moves by a third within minutes, more than most
-changes are worth).
+"""The 200-phone burst (or one writer's push of 10,000 visits) on two versions of the server, in
+alternating rounds, to tell a change's effect from this machine's drift (its speed moves by a
+third within minutes, more than most changes are worth).
 
-    .venv/bin/python bench/sync_ab.py --old REV [--backend sqlite|postgres] [--rounds 8] [--seed 100000]
+    .venv/bin/python bench/sync_ab.py --old REV [--backend sqlite|postgres] [--measure burst|push]
+                                      [--rounds 8] [--seed 100000]
 
 The old server runs from a checkout of REV (made in a temporary folder), the new one from this
 working tree; each has its own database, seeded alike. Rounds go old, new, new, old, old, new, ...
@@ -31,6 +32,7 @@ from sync_bench import (  # noqa: E402
     percentile,
     run_burst,
     seed_households,
+    timed_push,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,14 +45,16 @@ def side(backend: str, code_dir: Path, seed: int):
         with contextlib.chdir(code_dir):  # the servers run ``python -m server.cli`` from here
             codes, servers, url = stack.enter_context(bench_servers(backend))
         urls = [s.url for s in servers]
-        seed_households(BenchDevice(urls[0], codes["big"][0]), seed)
-        yield caught_up_field(codes, urls), servers, url
+        writer = BenchDevice(urls[0], codes["big"][0])
+        seed_households(writer, seed)
+        yield writer, caught_up_field(codes, urls), servers, url
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--old", required=True, help="the git revision to compare this working tree with")
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--measure", choices=["burst", "push"], default="burst")
     parser.add_argument("--rounds", type=int, default=8, help="rounds per side")
     parser.add_argument("--seed", type=int, default=100_000)
     parser.add_argument("--pause", type=float, default=1.5)
@@ -63,24 +67,34 @@ def main() -> None:
         try:
             with side(args.backend, old_dir, args.seed) as old, side(args.backend, ROOT, args.seed) as new:
                 sides = {"old": old, "new": new}
-                figures: dict[str, list[tuple[float, float]]] = {"old": [], "new": []}
+                figures: dict[str, list[float]] = {"old": [], "new": []}  # push rates or burst p99s
+                cpus: dict[str, list[float]] = {"old": [], "new": []}  # the burst's server+database CPU
                 order = [("old", "new") if i % 2 == 0 else ("new", "old") for i in range(args.rounds)]
                 for pair in order:
                     for name in pair:
                         time.sleep(args.pause)
-                        field, servers, url = sides[name]
+                        writer, field, servers, url = sides[name]
                         gc.collect()
+                        if args.measure == "push":
+                            rate = 10_000 / timed_push(writer)
+                            figures[name].append(rate)
+                            print(f"{name}: push {rate:,.0f} mutations/s", flush=True)
+                            continue
                         burst = run_burst(field, servers, with_database=url is not None)
-                        cpu = burst.server_cpu + (burst.database_cpu or 0.0)
-                        figures[name].append((percentile(burst.latencies, .99), cpu))
+                        figures[name].append(percentile(burst.latencies, .99))
+                        cpus[name].append(burst.server_cpu + (burst.database_cpu or 0.0))
                         print(f"{name}: {burst.latency_line()}; {burst.cpu_line()}", flush=True)
-                for name in ("old", "new"):
-                    p99s = [p for p, _ in figures[name]]
-                    cpus = [c for _, c in figures[name]]
-                    print(f"{name}: median p99 {statistics.median(p99s) * 1000:.0f} ms, "
-                          f"median server+database CPU {statistics.median(cpus):.2f} s")
-                wins = sum(n[0] < o[0] for o, n in zip(figures["old"], figures["new"]))
-                print(f"new's p99 below old's in {wins} of {args.rounds} paired rounds")
+                if args.measure == "push":
+                    for name in ("old", "new"):
+                        print(f"{name}: median push {statistics.median(figures[name]):,.0f} mutations/s")
+                    wins = sum(n > o for o, n in zip(figures["old"], figures["new"]))
+                    print(f"new's push above old's in {wins} of {args.rounds} paired rounds")
+                else:
+                    for name in ("old", "new"):
+                        print(f"{name}: median p99 {statistics.median(figures[name]) * 1000:.0f} ms, "
+                              f"median server+database CPU {statistics.median(cpus[name]):.2f} s")
+                    wins = sum(n < o for o, n in zip(figures["old"], figures["new"]))
+                    print(f"new's p99 below old's in {wins} of {args.rounds} paired rounds")
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old_dir)], check=False)
 

@@ -45,17 +45,13 @@ def insert_rows(
     """
     if not rows:
         return
-    dialect = connection.dialect
-    sql, names, order, defaults = _compiled(dialect, table, columns, tuple(same))
-    fixed = tuple(_converted(dialect, table, name, value) for name, value in same.items()) + defaults
-    if order is None:
-        parameters = [row + fixed for row in rows] if fixed else rows
-    else:
-        parameters = [order(row + fixed) for row in rows]
-    if dialect.name == "sqlite":
+    if connection.dialect.name == "sqlite":
+        sql, _, parameters = _insert_parameters(connection.dialect, table, columns, rows, same)
         _insert_multirow(connection, sql, parameters)
     else:
-        _insert_copied(connection, table, names, parameters)
+        connection.connection.dbapi_connection.run_async(
+            lambda driver: copy_rows(driver, connection.dialect, table, columns, rows, **same)
+        )
 
 
 def update_rows(connection: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple], **same: Any) -> None:
@@ -63,10 +59,47 @@ def update_rows(connection: Connection, table: Table, columns: tuple[str, ...], 
     ``columns`` (as in ``insert_rows``) followed by the key; ``same`` as in ``insert_rows``."""
     if not rows:
         return
-    dialect = connection.dialect
+    sql, parameters = _update_parameters(connection.dialect, table, columns, rows, same)
+    connection.exec_driver_sql(sql, parameters)
+
+
+async def copy_rows(
+    driver: Any, dialect: Dialect, table: Table, columns: tuple[str, ...], rows: list[tuple], **same: Any
+) -> None:
+    """``insert_rows`` on PostgreSQL, awaited on the asyncpg connection itself: the rows go in by
+    COPY (asyncpg's binary copy). An executemany is a round of bind and execute per row, whose
+    server-side work cost as much as the insert itself."""
+    if rows:
+        _, names, parameters = _insert_parameters(dialect, table, columns, rows, same)
+        await driver.copy_records_to_table(table.name, records=parameters, columns=names)
+
+
+async def update_rows_on_driver(
+    driver: Any, dialect: Dialect, table: Table, columns: tuple[str, ...], rows: list[tuple], **same: Any
+) -> None:
+    """``update_rows`` on PostgreSQL, awaited on the asyncpg connection itself."""
+    if rows:
+        sql, parameters = _update_parameters(dialect, table, columns, rows, same)
+        await driver.executemany(sql, parameters)
+
+
+def _insert_parameters(
+    dialect: Dialect, table: Table, columns: tuple[str, ...], rows: list[tuple], same: dict[str, Any]
+) -> tuple[str, tuple[str, ...], list[tuple]]:
+    """The INSERT's SQL, its parameters' column names and each row's parameters in their order."""
+    sql, names, order, defaults = _compiled(dialect, table, columns, tuple(same))
+    fixed = tuple(_converted(dialect, table, name, value) for name, value in same.items()) + defaults
+    if order is None:
+        return sql, names, [row + fixed for row in rows] if fixed else rows
+    return sql, names, [order(row + fixed) for row in rows]
+
+
+def _update_parameters(
+    dialect: Dialect, table: Table, columns: tuple[str, ...], rows: list[tuple], same: dict[str, Any]
+) -> tuple[str, list[tuple]]:
     sql, order = _compiled_update(dialect, table, columns, tuple(same))
     fixed = tuple(_converted(dialect, table, name, value) for name, value in same.items())
-    connection.exec_driver_sql(sql, [order(row[:-1] + fixed + row[-1:]) for row in rows])
+    return sql, [order(row[:-1] + fixed + row[-1:]) for row in rows]
 
 
 def _insert_multirow(connection: Connection, sql: str, parameters: list[tuple]) -> None:
@@ -83,14 +116,6 @@ def _insert_multirow(connection: Connection, sql: str, parameters: list[tuple]) 
                            tuple(itertools.chain.from_iterable(chunk)))
     finally:
         cursor.close()
-
-
-def _insert_copied(connection: Connection, table: Table, names: tuple[str, ...], parameters: list[tuple]) -> None:
-    # PostgreSQL: the rows go in by COPY (asyncpg's binary copy). An executemany is a round of
-    # bind and execute per row, whose server-side work cost as much as the insert itself.
-    connection.connection.dbapi_connection.run_async(
-        lambda driver: driver.copy_records_to_table(table.name, records=parameters, columns=names)
-    )
 
 
 @functools.cache

@@ -19,15 +19,24 @@ import secrets
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from server.db import units
 from server.db.driver_sql import DriverStatement
-from server.db.inserts import insert_ignoring_duplicates, insert_rows, json_text, update_rows
+from server.db.inserts import (
+    copy_rows,
+    insert_ignoring_duplicates,
+    insert_rows,
+    json_text,
+    update_rows,
+    update_rows_on_driver,
+)
 from server.db.keys import key_list, one_of
 from server.db.models import AppliedMutation, BlobRef, ChangeLogEntry, ConflictEntry, Counter, RecordRow
 from server.records.state import RECORD_COLUMNS, STORED_COLUMNS, record_row, state_from_stored
@@ -173,14 +182,21 @@ def _apply_on_session(session: Session, requests: list[tuple[list[Mutation], Sen
 
 
 def apply_requests(connection: Connection, requests: list[tuple[list[Mutation], Sender]]) -> list[list[Result]]:
-    """Apply several writers' mutations in one pass: one read of what is stored, one insert per
-    table, whatever the number of requests; each request keeps its order and gets its results.
+    """Apply several writers' mutations in one pass: one read of what is stored, then one
+    insert per table (and chunk), whatever the number of requests; each request keeps its order
+    and gets its results.
 
-    On PostgreSQL the merge runs before the change counter's lock is taken, so that another
-    server process's group can commit meanwhile; under the lock, two lookups check that nothing
-    the merge read has changed since (else it runs again, under the lock). Seqs are handed out
-    under the lock either way (G4). On SQLite the transaction holds the database's write lock
-    from its start (BEGIN IMMEDIATE), so the merge simply runs under it.
+    Seqs are handed out under the change counter's lock, so in commit order (G4). On SQLite
+    the transaction holds the database's write lock from its start (BEGIN IMMEDIATE), so the
+    group takes the counter and merges under it. On PostgreSQL it depends on whether another
+    server process is writing:
+
+    - the lock is free: the group takes it and merges, and its rows go to the database a chunk
+      at a time while the next chunk merges (``_ChunkPipe``), so that PostgreSQL's inserts and
+      this process's merging overlap instead of taking turns;
+    - another process holds it: the group merges while it waits, so that its merge overlaps the
+      other's write. Under the lock, two lookups check that nothing the merge read has changed
+      since (else it merges again, under the lock).
     """
     with _collector_paused():
         # The group's rows and states are freed when _apply_group returns, before the collector
@@ -192,12 +208,27 @@ def _apply_group(connection: Connection, requests: list[tuple[list[Mutation], Se
     if connection.dialect.name != "postgresql":
         [(seq,)] = _LOCK_COUNTER.rows(connection)
         merged = _merge(connection, requests)
+        _write_chunk(connection, merged.take(None, seq))
+    elif len(requests) == 1 and (locked := _LOCK_COUNTER_IF_FREE.rows(connection)):
+        [(seq,)] = locked
+        pipe = _ChunkPipe(connection, seq)
+        try:
+            merged = _merge(connection, requests, pipe)
+            pipe.send(merged.take(None, seq))
+            pipe.wait()
+        except BaseException:
+            pipe.abandon()
+            raise
     else:
         merged = _merge(connection, requests)
         [(seq,)] = _LOCK_COUNTER.rows(connection)
         if not merged.still_current(connection):
             merged = _merge(connection, requests)
-    merged.write(connection, seq)
+        _write_chunk(connection, merged.take(None, seq))
+    if merged.blob_refs:
+        connection.execute(insert_ignoring_duplicates(connection.dialect.name, BlobRef), merged.blob_refs)
+    if merged.changes:
+        _SET_COUNTER.rows(connection, new_value=seq + len(merged.changes))
     return merged.results
 
 
@@ -215,30 +246,101 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+@dataclass
+class _Chunk:
+    """Rows of a group ready to be written: every table's rows as the driver takes them."""
+
+    updated_records: list[tuple]  # RECORD_COLUMNS, then the id (an UPDATE's key)
+    new_records: list[tuple]
+    changes: list[tuple]
+    conflicts: list[tuple]
+    applied: list[tuple]
+    at: datetime.datetime
+
+
+def _write_chunk(connection: Connection, chunk: _Chunk) -> None:
+    records = RecordRow.__table__
+    update_rows(connection, records, RECORD_COLUMNS, chunk.updated_records, updated_at=chunk.at)
+    insert_rows(connection, records, RECORD_COLUMNS, chunk.new_records, updated_at=chunk.at)
+    insert_rows(connection, ChangeLogEntry.__table__, _LOG_COLUMNS, chunk.changes, received_at=chunk.at)
+    insert_rows(connection, ConflictEntry.__table__, _CONFLICT_COLUMNS, chunk.conflicts, created_at=chunk.at)
+    insert_rows(connection, AppliedMutation.__table__, _APPLIED_COLUMNS, chunk.applied, received_at=chunk.at)
+
+
+async def _write_chunk_on_driver(driver: Any, dialect: Dialect, chunk: _Chunk) -> None:
+    records = RecordRow.__table__
+    await update_rows_on_driver(driver, dialect, records, RECORD_COLUMNS, chunk.updated_records, updated_at=chunk.at)
+    await copy_rows(driver, dialect, records, RECORD_COLUMNS, chunk.new_records, updated_at=chunk.at)
+    await copy_rows(driver, dialect, ChangeLogEntry.__table__, _LOG_COLUMNS, chunk.changes, received_at=chunk.at)
+    await copy_rows(driver, dialect, ConflictEntry.__table__, _CONFLICT_COLUMNS, chunk.conflicts, created_at=chunk.at)
+    await copy_rows(driver, dialect, AppliedMutation.__table__, _APPLIED_COLUMNS, chunk.applied, received_at=chunk.at)
+
+
+# A chunk this many mutations long goes to PostgreSQL while the next merges. Between chunks the
+# merge lets the event loop run every YIELD_EVERY mutations, so that the chunk's statements (a
+# round trip each) follow one another. More, smaller chunks overlap more but cost more: on this
+# kind of machine a statement's round trip costs some 200 us of CPU.
+CHUNK_MUTATIONS = 100
+YIELD_EVERY = 10
+
+
+class _ChunkPipe:
+    """Sends a group's chunks on the transaction's asyncpg connection, each in a task of its own,
+    so that the caller (the merge, in SQLAlchemy's greenlet) goes on while PostgreSQL writes.
+    One chunk at a time: a chunk is sent once the one before it is written."""
+
+    def __init__(self, connection: Connection, seq: int):
+        self.seq = seq  # the counter's value, under its lock
+        self._connection = connection.connection.dbapi_connection
+        self._dialect = connection.dialect
+        self._writing: asyncio.Task | None = None
+
+    def send(self, chunk: _Chunk) -> None:
+        self.wait()
+        self._writing = self._connection.run_async(lambda driver: self._started(driver, chunk))
+
+    async def _started(self, driver: Any, chunk: _Chunk) -> asyncio.Task:
+        return asyncio.ensure_future(_write_chunk_on_driver(driver, self._dialect, chunk))
+
+    def let_run(self) -> None:
+        """Let the chunk being written take its next step (the event loop runs once)."""
+        if self._writing is not None:
+            self._connection.run_async(lambda _: asyncio.sleep(0))
+
+    def wait(self) -> None:
+        """Wait until the chunk sent last is written; raise what writing it raised."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            self._connection.run_async(lambda _: writing)
+
+    def abandon(self) -> None:
+        """After an error elsewhere: wait for the chunk in flight, whatever it raises, so that
+        the connection is free for the rollback."""
+        with contextlib.suppress(Exception):
+            self.wait()
+
+
 class _Merged:
-    """What a group of mutations does, before it has seqs: its results, and its rows.
+    """What a group of mutations does: its results, and its rows, handed out in chunks.
 
-    The rows are whole but for their seq, which is the change counter's value (read under its
-    lock) plus the change's place in the group: on PostgreSQL they are built before the lock is
-    taken, so the lock is held only to write them (every other process's write waits on it)."""
+    The rows have no seq until they are handed out: a change's seq is the counter's value
+    (read under its lock) plus the change's place in the group. A record's row is ready once no
+    later mutation of the group names it."""
 
-    def __init__(self, read_versions: dict[str, int], new_mids: list[str]):
-        self.read_versions = read_versions  # every record read, by id: its version then
+    def __init__(self, read_versions: dict[str, int], new_mids: list[str], last_use: dict[str, int]):
+        self.read_versions = read_versions  # every record read, by id: its version then (0: not stored)
         self.new_mids = new_mids  # the mutation ids that were not stored yet
+        self.last_use = last_use  # record id: the place of the last mutation naming it (from 1)
+        self.at = datetime.datetime.now(datetime.UTC)
         self.results: list[list[Result]] = []
-        # One per accepted change, in order: the change-log row without its seq (the k-th change's
-        # seq is the counter's value plus k).
-        self.changes: list[tuple] = []
-        # The changed records as the group leaves them, by id, with the place of their last change
-        # (from 1).
+        self.changes: list[tuple] = []  # change-log rows without their seq, in order
+        # The changed records not yet handed out, by id: the place of their last change (from 1),
+        # their state.
         self.final: dict[str, tuple[int, RecordState]] = {}
-        # The changed records' rows without their seq, with the place of the change they show:
-        # records stored before, with their id last (an UPDATE's key), and new ones.
-        self.updated_rows: list[tuple[int, tuple]] = []
-        self.new_rows: list[tuple[int, tuple]] = []
         self.conflicts: list[tuple] = []
         self.applied: list[tuple] = []
         self.blob_refs: list[dict] = []
+        self._taken = (0, 0, 0)  # how many changes, conflicts and applied rows are handed out
 
     def still_current(self, connection: Connection) -> bool:
         """Whether what the merge read is still what is stored (no other writer since)."""
@@ -252,38 +354,36 @@ class _Merged:
             id_: version for id_, version in self.read_versions.items() if version
         }
 
-    def build_rows(self) -> None:
-        """The changed records' rows, as the group leaves them (see the class)."""
-        for record_id, (place, state) in self.final.items():
+    def take(self, place: int | None, seq: int) -> _Chunk:
+        """The rows not handed out yet of the mutations before ``place`` (of all when None),
+        the k-th change of the group given the seq ``seq`` + k."""
+        updated, new = [], []
+        for record_id in [id_ for id_ in self.final if place is None or self.last_use[id_] < place]:
+            changed_at, state = self.final.pop(record_id)
             if self.read_versions.get(record_id):
-                self.updated_rows.append((place, record_row(state) + (record_id,)))
+                updated.append((*record_row(state), seq + changed_at, record_id))
             else:
-                self.new_rows.append((place, record_row(state)))
-
-    def write(self, connection: Connection, seq: int) -> None:
-        """Give the k-th change the seq ``seq`` + k and write every row."""
-        log_rows = [(*row, seq + place) for place, row in enumerate(self.changes, 1)]
-        changed = [(*row[:-1], seq + place, row[-1]) for place, row in self.updated_rows]
-        new = [(*row, seq + place) for place, row in self.new_rows]
-        records = RecordRow.__table__
-        now = datetime.datetime.now(datetime.UTC)
-        update_rows(connection, records, RECORD_COLUMNS, changed, updated_at=now)
-        insert_rows(connection, records, RECORD_COLUMNS, new, updated_at=now)
-        insert_rows(connection, ChangeLogEntry.__table__, _LOG_COLUMNS, log_rows, received_at=now)
-        insert_rows(connection, ConflictEntry.__table__, _CONFLICT_COLUMNS, self.conflicts, created_at=now)
-        insert_rows(connection, AppliedMutation.__table__, _APPLIED_COLUMNS, self.applied, received_at=now)
-        if self.blob_refs:
-            connection.execute(insert_ignoring_duplicates(connection.dialect.name, BlobRef), self.blob_refs)
-        if self.changes:
-            _SET_COUNTER.rows(connection, new_value=seq + len(self.changes))
+                new.append((*record_row(state), seq + changed_at))
+        changes, conflicts, applied = self._taken
+        self._taken = (len(self.changes), len(self.conflicts), len(self.applied))
+        log_rows = [(*row, seq + changed_at) for changed_at, row in enumerate(self.changes[changes:], changes + 1)]
+        return _Chunk(updated, new, log_rows, self.conflicts[conflicts:], self.applied[applied:], self.at)
 
 
-def _merge(connection: Connection, requests: list[tuple[list[Mutation], Sender]]) -> _Merged:
+def _merge(
+    connection: Connection, requests: list[tuple[list[Mutation], Sender]], pipe: _ChunkPipe | None = None
+) -> _Merged:
     dialect = connection.dialect.name
     mids = list({m.mid for mutations, _ in requests for m in mutations})
     stored: dict[str, tuple[str | None, Result]] = {}  # mid: the device that sent it, its first result
     for mid, device, blob in _STORED_RESULTS[dialect].rows(connection, keys=key_list(dialect, mids)):
         stored[mid] = (device, _result_decoder.decode(blob))
+    last_use: dict[str, int] = {}
+    place = 0
+    for mutations, _ in requests:
+        for mutation in mutations:
+            place += 1
+            last_use[mutation.id] = place
     ids = list({m.id for mutations, _ in requests for m in mutations if m.mid not in stored})
     states: dict[str, RecordState] = {}
     if ids:
@@ -291,11 +391,12 @@ def _merge(connection: Connection, requests: list[tuple[list[Mutation], Sender]]
             states[row[1]] = state_from_stored(row)
     # 0 stands for "not stored": the check under the lock expects it still absent.
     merged = _Merged({id_: (states[id_].version if id_ in states else 0) for id_ in ids},
-                     [mid for mid in mids if mid not in stored])
+                     [mid for mid in mids if mid not in stored], last_use)
     clock = server_clock()
     # Stamps sort as strings: one comparison against the latest acceptable stamp replaces parsing each.
     too_far = format_stamp(wall_now_ms() + MAX_CLOCK_SKEW_MS + 1, 0, "")
     latest_seen = None
+    place = 0
     for mutations, sender in requests:
         results: list[Result] = []
         merged.results.append(results)
@@ -307,6 +408,12 @@ def _merge(connection: Connection, requests: list[tuple[list[Mutation], Sender]]
             sender.user_id,
         )
         for mutation in mutations:
+            place += 1
+            if pipe is not None:
+                if place % CHUNK_MUTATIONS == 0:
+                    pipe.send(merged.take(place, pipe.seq))
+                elif place % YIELD_EVERY == 0:
+                    pipe.let_run()
             mid = mutation.mid
             if mid in stored:
                 sent_by, first = stored[mid]
@@ -346,7 +453,6 @@ def _merge(connection: Connection, requests: list[tuple[list[Mutation], Sender]]
                                    _result_encoder.encode(result)))
     if latest_seen is not None:
         clock.observe(latest_seen)
-    merged.build_rows()
     return merged
 
 
@@ -362,6 +468,10 @@ _APPLIED_COLUMNS = ("mid", "device_id", "record_id", "status", "result")
 
 # Every write transaction runs these: compiled once, run on the driver (server.db.driver_sql).
 _LOCK_COUNTER = DriverStatement(select(Counter.value).where(Counter.name == CHANGE_SEQ).with_for_update())
+# The counter if no other transaction holds its lock (then locked), else no row (PostgreSQL).
+_LOCK_COUNTER_IF_FREE = DriverStatement(
+    select(Counter.value).where(Counter.name == CHANGE_SEQ).with_for_update(skip_locked=True)
+)
 _SET_COUNTER = DriverStatement(
     update(Counter).where(Counter.name == CHANGE_SEQ).values(value=bindparam("new_value"))
 )
