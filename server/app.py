@@ -76,7 +76,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> Litestar:
         state.read_sessionmaker = read_session_factory(engine)
         state.token_secret = await load_token_secret(sessionmaker)
         state.cursor_key = cursor_key(state.token_secret)
-        await units.open_readers(engine)
+        await units.open_pools(engine)
         state.blob_store = FileBlobStore(settings.blob_dir)
         state.sync_log = SyncLog(engine)
         state.sync_log.start()

@@ -21,13 +21,18 @@ import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.db.engine import READ_ONLY, create_postgres_read_engine, create_sqlite_thread_engine
+from server.db.engine import (
+    READ_ONLY,
+    create_postgres_read_engine,
+    create_postgres_write_engine,
+    create_sqlite_thread_engine,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -86,6 +91,7 @@ class _SqliteThreads:
 
 _sqlite: weakref.WeakKeyDictionary[AsyncEngine, _SqliteThreads] = weakref.WeakKeyDictionary()
 _postgres_readers: weakref.WeakKeyDictionary[AsyncEngine, AsyncEngine] = weakref.WeakKeyDictionary()
+_postgres_writers: weakref.WeakKeyDictionary[AsyncEngine, AsyncEngine] = weakref.WeakKeyDictionary()
 
 
 def _threads(engine: AsyncEngine) -> _SqliteThreads | None:
@@ -103,8 +109,20 @@ async def write(engine: AsyncEngine, unit: Callable[Concatenate[Connection, P], 
     if it raises. On SQLite the transaction takes the write lock at BEGIN."""
     threads = _threads(engine)
     if threads is None:
-        async with engine.begin() as connection:
-            return await connection.run_sync(_dropping_dead_connection, unit, *args)
+        writer = _postgres_pool(_postgres_writers, engine, create_postgres_write_engine)
+        # A pooled connection that had died (PostgreSQL restarted) fails the unit before its
+        # commit, so nothing of it was written, and it runs again on the next connection; after
+        # a restart every pooled one is dead, and the last try is on a new connection. A commit
+        # that fails is not run again: it may have been written.
+        for _ in range(writer.pool.size()):
+            try:
+                return await _write_on_pool(writer, unit, *args)
+            except _LostBeforeCommit:
+                continue
+        try:
+            return await _write_on_pool(writer, unit, *args)
+        except _LostBeforeCommit as lost:
+            raise lost.error from None
 
     def in_transaction() -> T:
         with threads.writer.begin() as connection:
@@ -121,7 +139,7 @@ async def read(engine: AsyncEngine, unit: Callable[Concatenate[Connection, P], T
     run on the event loop's thread."""
     threads = _threads(engine)
     if threads is None:
-        reader = _postgres_reader(engine)
+        reader = _postgres_pool(_postgres_readers, engine, create_postgres_read_engine)
         # A pooled connection that had died (PostgreSQL restarted) is dropped, and a read only
         # reads, so it runs again on the next one; after a restart every pooled one is dead,
         # and the last try is on a new connection.
@@ -137,6 +155,22 @@ async def read(engine: AsyncEngine, unit: Callable[Concatenate[Connection, P], T
         return unit(connection, *args)
     finally:
         connection.rollback()  # ends SQLAlchemy's autobegun transaction; SQLite had none open
+
+
+class _LostBeforeCommit(Exception):
+    def __init__(self, error: DBAPIError):
+        super().__init__(str(error))
+        self.error = error
+
+
+async def _write_on_pool(writer: AsyncEngine, unit: Callable[Concatenate[Connection, P], T], *args: P.args) -> T:
+    async with writer.begin() as connection:
+        try:
+            return await connection.run_sync(_dropping_dead_connection, unit, *args)
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise _LostBeforeCommit(exc) from exc
+            raise
 
 
 async def _read_on_pool(reader: AsyncEngine, unit: Callable[Concatenate[Connection, P], T], *args: P.args) -> T:
@@ -166,22 +200,26 @@ def _dropping_dead_connection(connection: Connection, unit: Callable[Concatenate
         raise DBAPIError(None, None, exc, connection_invalidated=True) from exc
 
 
-async def open_readers(engine: AsyncEngine) -> None:
-    """Open the PostgreSQL read pool's connections now, at start, rather than in the first burst
-    of requests, where each new backend's start (10-15 ms of CPU) delayed them. Nothing on SQLite."""
+async def open_pools(engine: AsyncEngine) -> None:
+    """Open the PostgreSQL read and write pools' connections now, at start, rather than in the
+    first burst of requests, where each new backend's start (10-15 ms of CPU) delayed them.
+    Nothing on SQLite."""
     if _threads(engine) is not None:
         return
-    reader = _postgres_reader(engine)
     async with contextlib.AsyncExitStack() as held:
-        for _ in range(reader.pool.size()):
-            await held.enter_async_context(reader.connect())
+        for pools, create in ((_postgres_readers, create_postgres_read_engine),
+                              (_postgres_writers, create_postgres_write_engine)):
+            pool = _postgres_pool(pools, engine, create)
+            for _ in range(pool.pool.size()):
+                await held.enter_async_context(pool.connect())
 
 
-def _postgres_reader(engine: AsyncEngine) -> AsyncEngine:
-    reader = _postgres_readers.get(engine)
-    if reader is None:
-        reader = _postgres_readers[engine] = create_postgres_read_engine(engine.url)
-    return reader
+def _postgres_pool(pools: weakref.WeakKeyDictionary, engine: AsyncEngine,
+                   create: Callable[[Any], AsyncEngine]) -> AsyncEngine:
+    pool = pools.get(engine)
+    if pool is None:
+        pool = pools[engine] = create(engine.url)
+    return pool
 
 
 async def _in_thread(executor: ThreadPoolExecutor, call: Callable[[], T]) -> T:
@@ -195,7 +233,8 @@ async def dispose(engine: AsyncEngine) -> None:
     threads = _sqlite.pop(engine, None)
     if threads is not None:
         threads.close()
-    reader = _postgres_readers.pop(engine, None)
-    if reader is not None:
-        await reader.dispose()
+    for pools in (_postgres_readers, _postgres_writers):
+        pool = pools.pop(engine, None)
+        if pool is not None:
+            await pool.dispose()
 

@@ -1,5 +1,5 @@
 """Units of work: on SQLite, reads on the event loop's own connection and writes on the writer thread;
-on PostgreSQL, reads on a fixed pool opened at start."""
+on PostgreSQL, reads and writes on fixed pools opened at start, with no ping before use."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ async def _started(postgres_url: str) -> AsyncIterator[AsyncEngine]:
     """An engine as the app starts it: the read pool opened."""
     engine = create_engine(database_url(postgres_url, None))
     try:
-        await units.open_readers(engine)
+        await units.open_pools(engine)
         yield engine
     finally:
         await units.dispose(engine)
@@ -90,5 +90,54 @@ def test_a_read_on_postgresql_survives_the_database_dropping_every_connection(po
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                     " WHERE datname = current_database() AND pid <> pg_backend_pid()")
             assert not set(await _backend_pids(engine, 5)) & before
+
+    asyncio.run(scenario())
+
+
+def _write_note(connection: Connection) -> int:
+    connection.exec_driver_sql("INSERT INTO notes VALUES ('入户走访')")
+    return connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+
+
+@pytest.mark.postgres
+def test_a_write_on_postgresql_survives_the_database_dropping_every_connection(postgres_url: str) -> None:
+    # The write pool has no ping before use (three round trips a push): a connection that died idle
+    # fails the unit's first statement, and the unit runs again, whole and once, on a new one.
+    async def scenario() -> None:
+        async with _started(postgres_url) as engine:
+            await units.write(engine, _make_table)
+            writer = units._postgres_writers[engine]
+            pings = []
+            ping = writer.dialect.do_ping
+            writer.dialect.do_ping = lambda connection: pings.append(connection) or ping(connection)
+            before = {await units.write(engine, _write_note) for _ in range(3)}
+            async with engine.connect() as admin:
+                await admin.exec_driver_sql(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            after = await units.write(engine, _write_note)
+            assert after not in before
+            assert await units.read(engine, _notes) == ["入户走访"] * 5
+            assert pings == []
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.postgres
+def test_a_write_that_fails_for_another_reason_runs_once_and_leaves_nothing(postgres_url: str) -> None:
+    runs = []
+
+    def half_then_fails(connection: Connection) -> None:
+        runs.append(connection)
+        connection.exec_driver_sql("INSERT INTO notes VALUES ('巡查')")
+        connection.exec_driver_sql("INSERT INTO no_such_table VALUES (1)")
+
+    async def scenario() -> None:
+        async with _started(postgres_url) as engine:
+            await units.write(engine, _make_table)
+            with pytest.raises(Exception, match="no_such_table"):
+                await units.write(engine, half_then_fails)
+            assert len(runs) == 1
+            assert await units.read(engine, _notes) == ["入户走访"]
 
     asyncio.run(scenario())
