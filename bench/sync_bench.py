@@ -102,12 +102,14 @@ async def provision(settings: Settings, grids: int, users_per_grid: int) -> dict
     for i in range(grids):
         grid = await accounts.add_grid(sm, f"网格{i:03d}", f"社区{i // 10}")
         names.append(grid.name)
-    codes: dict[str, list[str]] = {"big": [], "field": []}
+    codes: dict[str, list[str]] = {"big": [], "field": [], "pushers": []}
     await accounts.create_user(sm, "bigwriter", "grid_worker", [names[0]])
     await accounts.create_user(sm, "bigreader", "red_steward", [names[0]])
     await accounts.create_user(sm, "rival", "grid_worker", [names[0]])
     for user in ("bigwriter", "bigreader", "rival"):
         codes["big"].append(await devices.create_enrollment_code(sm, user, 3600))
+    for _ in range(PUSHERS):
+        codes["pushers"].append(await devices.create_enrollment_code(sm, "bigwriter", 3600))
     for i in range(grids * users_per_grid):
         name = f"field{i:03d}"
         await accounts.create_user(sm, name, "grid_worker", [names[i % grids]])
@@ -134,6 +136,36 @@ def timed_push(writer: BenchDevice, batches: int = 20, size: int = 500) -> float
     started = time.perf_counter()
     for batch in made:
         writer.push(batch)
+    elapsed = time.perf_counter() - started
+    gc.unfreeze()
+    return elapsed
+
+
+PUSHERS = 4
+
+
+def timed_push_at_once(pushers: list[BenchDevice], batches: int = 5, size: int = 500) -> float:
+    """Seconds until every pusher has pushed ``batches`` batches of ``size`` new visits, all
+    pushing at once (one thread each), each its batches one after another."""
+    grid = pushers[0].grids[0]
+    made = {device: [[device.mutation("visit", visit(grid, i * size + j)) for j in range(size)]
+                     for i in range(batches)] for device in pushers}
+    gc.collect()
+    gc.freeze()
+    barrier = threading.Barrier(len(pushers) + 1)
+
+    def push_all(device: BenchDevice) -> None:
+        barrier.wait()
+        for batch in made[device]:
+            device.push(batch)
+
+    threads = [threading.Thread(target=push_all, args=(device,)) for device in pushers]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
     elapsed = time.perf_counter() - started
     gc.unfreeze()
     return elapsed
@@ -333,9 +365,14 @@ def run_backend(backend: str, records: int) -> dict[str, str]:
         # 1. push throughput: 10,000 visit mutations in batches of 500
         elapsed = timed_push(writer)
         figures["push 10,000 visits (batches of 500)"] = f"{10_000 / elapsed:,.0f} mutations/s ({elapsed:.2f} s)"
+        # The same 10,000 from 4 devices at once, spread over the server processes: what the
+        # server takes in when more than one phone pushes (the line above waits on each reply).
+        pushers = [BenchDevice(urls[i % len(urls)], code) for i, code in enumerate(codes["pushers"])]
+        elapsed = timed_push_at_once(pushers)
+        figures[f"  the same from {PUSHERS} devices at once"] = f"{10_000 / elapsed:,.0f} mutations/s ({elapsed:.2f} s)"
 
-        # seed up to `records` records in the grid, then a cold pull of all of them
-        seed_households(writer, records - 10_000)
+        # seed up to `records` records in the grid (20,000 visits are there), then a cold pull of all of them
+        seed_households(writer, records - 20_000)
         with MemoryWatch([s.process.pid for s in servers]) as memory:
             started = time.perf_counter()
             pulled = reader.pull_all(limit=1000)
