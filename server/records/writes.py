@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, Table, bindparam, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
@@ -259,21 +259,30 @@ class _Chunk:
 
 
 def _write_chunk(connection: Connection, chunk: _Chunk) -> None:
-    records = RecordRow.__table__
-    update_rows(connection, records, RECORD_COLUMNS, chunk.updated_records, updated_at=chunk.at)
-    insert_rows(connection, records, RECORD_COLUMNS, chunk.new_records, updated_at=chunk.at)
-    insert_rows(connection, ChangeLogEntry.__table__, _LOG_COLUMNS, chunk.changes, received_at=chunk.at)
-    insert_rows(connection, ConflictEntry.__table__, _CONFLICT_COLUMNS, chunk.conflicts, created_at=chunk.at)
-    insert_rows(connection, AppliedMutation.__table__, _APPLIED_COLUMNS, chunk.applied, received_at=chunk.at)
+    if connection.dialect.name == "postgresql":
+        connection.connection.dbapi_connection.run_async(
+            lambda driver: _write_chunk_on_driver(driver, connection.dialect, chunk))
+        return
+    for table, columns, rows, same, by_key in _chunk_tables(chunk):
+        (update_rows if by_key else insert_rows)(connection, table, columns, rows, **same)
 
 
 async def _write_chunk_on_driver(driver: Any, dialect: Dialect, chunk: _Chunk) -> None:
+    for table, columns, rows, same, by_key in _chunk_tables(chunk):
+        await (update_rows_on_driver if by_key else copy_rows)(driver, dialect, table, columns, rows, **same)
+
+
+def _chunk_tables(chunk: _Chunk) -> list[tuple[Table, tuple[str, ...], list[tuple], dict[str, Any], bool]]:
+    """What a chunk writes, in order: (table, columns, rows, the values the same for every row,
+    whether the rows are UPDATEs by key)."""
     records = RecordRow.__table__
-    await update_rows_on_driver(driver, dialect, records, RECORD_COLUMNS, chunk.updated_records, updated_at=chunk.at)
-    await copy_rows(driver, dialect, records, RECORD_COLUMNS, chunk.new_records, updated_at=chunk.at)
-    await copy_rows(driver, dialect, ChangeLogEntry.__table__, _LOG_COLUMNS, chunk.changes, received_at=chunk.at)
-    await copy_rows(driver, dialect, ConflictEntry.__table__, _CONFLICT_COLUMNS, chunk.conflicts, created_at=chunk.at)
-    await copy_rows(driver, dialect, AppliedMutation.__table__, _APPLIED_COLUMNS, chunk.applied, received_at=chunk.at)
+    return [
+        (records, RECORD_COLUMNS, chunk.updated_records, {"updated_at": chunk.at}, True),
+        (records, RECORD_COLUMNS, chunk.new_records, {"updated_at": chunk.at}, False),
+        (ChangeLogEntry.__table__, _LOG_COLUMNS, chunk.changes, {"received_at": chunk.at}, False),
+        (ConflictEntry.__table__, _CONFLICT_COLUMNS, chunk.conflicts, {"created_at": chunk.at}, False),
+        (AppliedMutation.__table__, _APPLIED_COLUMNS, chunk.applied, {"received_at": chunk.at}, False),
+    ]
 
 
 # A chunk this many mutations long goes to PostgreSQL while the next merges. Between chunks the
