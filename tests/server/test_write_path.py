@@ -45,14 +45,20 @@ class _HeldElsewhere:
         return []
 
 
-@pytest.mark.postgres
-def test_a_record_another_process_changed_during_the_merge_is_merged_again(field, monkeypatch):
+def _two_phones_and_a_household(field):  # noqa: ANN001, ANN202
+    """wang's and li's phones on one grid, and a household wang has pushed."""
     grid = field.grid("所前社区第1网格")
     field.user("wang", ["所前社区第1网格"])
     field.user("li", ["所前社区第1网格"])
     wang, li = field.device("wang"), field.device("li")
     home = wang.mutation("household", fields={"grid_id": grid, "address": "台苑新村3幢", "head_name": "顾"})
     wang.push([home])
+    return grid, wang, li, home
+
+
+@pytest.mark.postgres
+def test_a_record_another_process_changed_during_the_merge_is_merged_again(field, monkeypatch):
+    _, wang, li, home = _two_phones_and_a_household(field)
     li.pull_all()
     engine = field.client.app.state.engine
     li_edit = Mutation(**li.mutation("household", home["id"], {"phone": "13800000001"}))
@@ -108,12 +114,7 @@ def _database_counts(engine) -> dict:  # noqa: ANN001
 
 @pytest.mark.postgres
 def test_a_push_written_in_chunks_as_it_merges_leaves_what_one_write_would(field, monkeypatch):
-    grid = field.grid("所前社区第1网格")
-    field.user("wang", ["所前社区第1网格"])
-    field.user("li", ["所前社区第1网格"])
-    wang, li = field.device("wang"), field.device("li")
-    stored = wang.mutation("household", fields={"grid_id": grid, "address": "台苑新村3幢", "head_name": "顾"})
-    wang.push([stored])
+    grid, wang, li, stored = _two_phones_and_a_household(field)
     li.push([li.mutation("household", stored["id"], {"phone": "13800000001"}, base_version=1)])
     engine = field.client.app.state.engine
     before = field.client.blocking_portal.call(_database_counts(engine))
