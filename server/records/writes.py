@@ -339,7 +339,8 @@ class _Merged:
     def __init__(self, read_versions: dict[str, int], new_mids: list[str], last_use: dict[str, int]):
         self.read_versions = read_versions  # every record read, by id: its version then (0: not stored)
         self.new_mids = new_mids  # the mutation ids that were not stored yet
-        self.last_use = last_use  # record id: the place of the last mutation naming it (from 1)
+        # Record id: the place of the last mutation naming it (from 1); only when written in chunks.
+        self.last_use = last_use
         self.at = datetime.datetime.now(datetime.UTC)
         self.results: list[list[Result]] = []
         self.changes: list[tuple] = []  # change-log rows without their seq, in order
@@ -367,7 +368,8 @@ class _Merged:
         """The rows not handed out yet of the mutations before ``place`` (of all when None),
         the k-th change of the group given the seq ``seq`` + k."""
         updated, new = [], []
-        for record_id in [id_ for id_ in self.final if place is None or self.last_use[id_] < place]:
+        ready = list(self.final) if place is None else [id_ for id_ in self.final if self.last_use[id_] < place]
+        for record_id in ready:
             changed_at, state = self.final.pop(record_id)
             if self.read_versions.get(record_id):
                 updated.append((*record_row(state), seq + changed_at, record_id))
@@ -388,10 +390,8 @@ def _merge(
     for mid, device, blob in _STORED_RESULTS[dialect].rows(connection, keys=key_list(dialect, mids)):
         stored[mid] = (device, _result_decoder.decode(blob))
     last_use: dict[str, int] = {}
-    place = 0
-    for mutations, _ in requests:
-        for mutation in mutations:
-            place += 1
+    if pipe is not None:  # only a chunk asks which records no later mutation of the group names
+        for place, mutation in enumerate((m for mutations, _ in requests for m in mutations), 1):
             last_use[mutation.id] = place
     ids = list({m.id for mutations, _ in requests for m in mutations if m.mid not in stored})
     states: dict[str, RecordState] = {}
