@@ -110,19 +110,9 @@ async def write(engine: AsyncEngine, unit: Callable[Concatenate[Connection, P], 
     threads = _threads(engine)
     if threads is None:
         writer = _postgres_pool(_postgres_writers, engine, create_postgres_write_engine)
-        # A pooled connection that had died (PostgreSQL restarted) fails the unit before its
-        # commit, so nothing of it was written, and it runs again on the next connection; after
-        # a restart every pooled one is dead, and the last try is on a new connection. A commit
-        # that fails is not run again: it may have been written.
-        for _ in range(writer.pool.size()):
-            try:
-                return await _write_on_pool(writer, unit, *args)
-            except _LostBeforeCommit:
-                continue
-        try:
-            return await _write_on_pool(writer, unit, *args)
-        except _LostBeforeCommit as lost:
-            raise lost.error from None
+        # A connection that had died fails the unit before its commit, so nothing of it was
+        # written: it runs again. A commit that fails is not run again: it may have been written.
+        return await _on_live_connection(writer, writer.begin, unit, *args)
 
     def in_transaction() -> T:
         with threads.writer.begin() as connection:
@@ -140,16 +130,7 @@ async def read(engine: AsyncEngine, unit: Callable[Concatenate[Connection, P], T
     threads = _threads(engine)
     if threads is None:
         reader = _postgres_pool(_postgres_readers, engine, create_postgres_read_engine)
-        # A pooled connection that had died (PostgreSQL restarted) is dropped, and a read only
-        # reads, so it runs again on the next one; after a restart every pooled one is dead,
-        # and the last try is on a new connection.
-        for _ in range(reader.pool.size()):
-            try:
-                return await _read_on_pool(reader, unit, *args)
-            except DBAPIError as exc:
-                if not exc.connection_invalidated:
-                    raise
-        return await _read_on_pool(reader, unit, *args)
+        return await _on_live_connection(reader, reader.connect, unit, *args)
     connection = threads.loop_reader()
     try:
         return unit(connection, *args)
@@ -157,25 +138,36 @@ async def read(engine: AsyncEngine, unit: Callable[Concatenate[Connection, P], T
         connection.rollback()  # ends SQLAlchemy's autobegun transaction; SQLite had none open
 
 
-class _LostBeforeCommit(Exception):
+class _ConnectionLost(Exception):
     def __init__(self, error: DBAPIError):
         super().__init__(str(error))
         self.error = error
 
 
-async def _write_on_pool(writer: AsyncEngine, unit: Callable[Concatenate[Connection, P], T], *args: P.args) -> T:
-    async with writer.begin() as connection:
+async def _on_live_connection(pool: AsyncEngine, opened: Callable[[], Any],
+                              unit: Callable[Concatenate[Connection, P], T], *args: P.args) -> T:
+    """Run ``unit`` on a connection of ``pool`` (``opened``: its ``connect`` or ``begin``). A pooled
+    connection that had died (PostgreSQL restarted) is dropped and the unit runs again on the
+    next one; after a restart every pooled one is dead, and the last try is on a new connection."""
+    for _ in range(pool.pool.size()):
+        try:
+            return await _run_on(opened, unit, *args)
+        except _ConnectionLost:
+            continue
+    try:
+        return await _run_on(opened, unit, *args)
+    except _ConnectionLost as lost:
+        raise lost.error from None
+
+
+async def _run_on(opened: Callable[[], Any], unit: Callable[Concatenate[Connection, P], T], *args: P.args) -> T:
+    async with opened() as connection:
         try:
             return await connection.run_sync(_dropping_dead_connection, unit, *args)
         except DBAPIError as exc:
             if exc.connection_invalidated:
-                raise _LostBeforeCommit(exc) from exc
+                raise _ConnectionLost(exc) from exc
             raise
-
-
-async def _read_on_pool(reader: AsyncEngine, unit: Callable[Concatenate[Connection, P], T], *args: P.args) -> T:
-    async with reader.connect() as connection:
-        return await connection.run_sync(_dropping_dead_connection, unit, *args)
 
 
 def _dropping_dead_connection(connection: Connection, unit: Callable[Concatenate[Connection, P], T],
