@@ -11,6 +11,7 @@ import enum
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
@@ -20,6 +21,9 @@ from server.accounts.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, 
 from server.db.models import Grid, RecordRow, User, UserGrid
 from server.records.writes import SERVER, apply_in_transaction, server_clock
 from shared_schema.messages import Mutation
+
+
+_Named = TypeVar("_Named", User, Grid)
 
 
 class Role(str, enum.Enum):
@@ -45,8 +49,15 @@ class AccountError(ValueError):
         self.params = params
 
 
+def fold_name(name: str | None) -> str:
+    """A user, grid or community name as it is stored and looked up: compatibility characters
+    as their plain forms (NFKC), so that "１号网格" typed in an input method's fullwidth mode is
+    the grid "1号网格", and "ｗａｎｇ" the user "wang"; no spaces around it."""
+    return unicodedata.normalize("NFKC", name or "").strip()
+
+
 def _check_name(name: str, what: str) -> str:
-    name = (name or "").strip()
+    name = fold_name(name)
     if not name or len(name) > 100:
         raise AccountError(f"{what}_name_length", f"a {what} name must have 1 to 100 characters")
     # Control and format characters (NUL, a right-to-left override) make a name that reads as
@@ -87,11 +98,19 @@ async def _name_taken_is_refused(taken: AccountError) -> AsyncIterator[None]:
 
 
 async def grids_by_name(session: AsyncSession, names: list[str]) -> list[Grid]:
-    found = {g.name: g for g in (await session.execute(select(Grid).where(Grid.name.in_(names)))).scalars()}
-    missing = [n for n in names if n not in found]
+    """The grids of these names, as typed or folded (``fold_name``), in the order given; a name
+    given twice is one grid."""
+    wanted = set(names) | {fold_name(n) for n in names}
+    found = {g.name: g for g in (await session.execute(select(Grid).where(Grid.name.in_(wanted)))).scalars()}
+    missing = [n for n in names if _named(found, n) is None]
     if missing:
         raise AccountError("no_grid", f"no grid named {', '.join(map(repr, missing))}", names="、".join(missing))
-    return [found[n] for n in names]
+    return list({g.id: g for g in (_named(found, n) for n in names)}.values())
+
+
+def _named(found: dict[str, _Named], name: str) -> _Named | None:
+    # The name as typed first: a name stored before names were folded is found as it was written.
+    return found.get(name) or found.get(fold_name(name))
 
 
 async def create_user(
@@ -137,8 +156,14 @@ async def set_password(sessionmaker: async_sessionmaker, user_name: str, passwor
         user.password_hash = hash_password(password)
 
 
+async def find_user(session: AsyncSession, name: str) -> User | None:
+    """The user of this name, as typed or folded (``fold_name``)."""
+    found = {u.name: u for u in await session.scalars(select(User).where(User.name.in_({name, fold_name(name)})))}
+    return _named(found, name)
+
+
 async def user_by_name(session: AsyncSession, name: str) -> User:
-    user = await session.scalar(select(User).where(User.name == name))
+    user = await find_user(session, name)
     if user is None:
         raise AccountError("no_user", f"no user named {name!r}", name=name)
     return user

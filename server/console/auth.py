@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from server.accounts.passwords import hash_password, verify_password
-from server.accounts.service import Role
+from server.accounts.service import Role, find_user, fold_name
 from server.db.models import ServerSecret, User, UserGrid
 
 SESSION_COOKIE = "fl_session"
@@ -135,7 +135,7 @@ async def user_from_session(sessionmaker: async_sessionmaker, key: bytes, token:
 async def authenticate(sessionmaker: async_sessionmaker, name: str, password: str) -> User | None:
     """The user whose name and password match and who may use the console, else None."""
     async with sessionmaker() as db:
-        user = await db.scalar(select(User).where(User.name == name))
+        user = await find_user(db, name)
     ok = verify_password(user.password_hash if user and user.password_hash else _DUMMY_HASH, password)
     if not ok or user is None or not user.password_hash or not user.active or user.role not in CONSOLE_ROLES:
         return None
@@ -148,6 +148,11 @@ def new_csrf_token() -> str:
 
 def csrf_matches(cookie: str | None, submitted: str | None) -> bool:
     return bool(cookie) and bool(submitted) and hmac.compare_digest(cookie.encode(), submitted.encode())
+
+
+def _throttle_key(name: str, address: str) -> tuple[str, str]:
+    # Every spelling that signs in as one user counts against that user: "ｗａｎｇ" is "wang".
+    return fold_name(name).lower(), address
 
 
 class LoginThrottle:
@@ -173,14 +178,14 @@ class LoginThrottle:
     def wait_s(self, name: str, address: str, now: float | None = None) -> float:
         """Seconds until this name may try again from this address (0: now)."""
         now = time.monotonic() if now is None else now
-        recent = self._recent((name.lower(), address), now)
+        recent = self._recent(_throttle_key(name, address), now)
         if len(recent) < self.limit:
             return 0.0
         return max(0.0, recent[0] + self.window_s - now)
 
     def failed(self, name: str, address: str, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        key = (name.lower(), address)
+        key = _throttle_key(name, address)
         self._recent(key, now)
         self._failures.setdefault(key, []).append(now)
         if len(self._failures) > 10_000:  # bounded: forget the oldest keys
@@ -188,4 +193,4 @@ class LoginThrottle:
                 del self._failures[stale]
 
     def succeeded(self, name: str, address: str) -> None:
-        self._failures.pop((name.lower(), address), None)
+        self._failures.pop(_throttle_key(name, address), None)

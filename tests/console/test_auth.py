@@ -150,6 +150,13 @@ def test_repeated_wrong_passwords_are_slowed_down_for_that_name(site):
     assert site.browser.login("sup_b").status_code == 303  # another name is not held up
 
 
+def test_a_fullwidth_spelling_of_a_name_signs_in_and_counts_against_the_same_name(site):
+    assert site.browser.login("ｓｕｐ＿ａ").status_code == 303  # typed in an input method's fullwidth mode
+    for spelling in ("sup_a", "ｓｕｐ＿ａ", " sup_a", "ｓｕｐ_a", "sup_a"):
+        assert site.browser.login(spelling, "wrong-password").status_code == 401
+    assert site.browser.login("ｓｕｐ＿ａ", PASSWORD).status_code == 429
+
+
 def test_the_throttle_forgets_old_failures_and_a_success_clears_it():
     from server.console.auth import LoginThrottle
 
