@@ -252,6 +252,7 @@ class DeviceStateRefused(AccountError):
 
 
 async def _set_status(sessionmaker: async_sessionmaker, device_id: str, status: str, wipe: bool) -> Device:
+    device_id = device_id.strip().lower()  # ids are lowercase UUIDs; one read off a screen may not be
     async with sessionmaker() as session, session.begin():
         # Locked on PostgreSQL (SQLite's write transaction holds the database already): a wipe and a
         # retire ordered at once must not both read "active", or the retire would keep the wipe flag
