@@ -10,7 +10,7 @@ import contextlib
 import enum
 import unicodedata
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TypeVar
 
 from sqlalchemy import delete, func, select
@@ -97,9 +97,10 @@ async def _name_taken_is_refused(taken: AccountError) -> AsyncIterator[None]:
         raise taken from None
 
 
-async def grids_by_name(session: AsyncSession, names: list[str]) -> list[Grid]:
-    """The grids of these names, as typed or folded (``fold_name``), in the order given; a name
-    given twice is one grid."""
+async def grids_by_name(session: AsyncSession, names: Sequence[str]) -> list[Grid]:
+    """The grids of these names, as typed or folded (``fold_name``), in the order given; a grid
+    named twice, in one spelling or two, comes once."""
+    names = list(dict.fromkeys(names))
     wanted = set(names) | {fold_name(n) for n in names}
     found = {g.name: g for g in (await session.execute(select(Grid).where(Grid.name.in_(wanted)))).scalars()}
     missing = [n for n in names if _named(found, n) is None]
@@ -132,7 +133,7 @@ async def create_user(
         # Names that differ only in case would be two logins a person cannot tell apart.
         if await session.scalar(select(User.id).where(func.lower(User.name) == name.lower())):
             raise taken
-        grids = await grids_by_name(session, list(dict.fromkeys(grid_names)))
+        grids = await grids_by_name(session, grid_names)
         user = User(id=str(uuid.uuid4()), name=name, role=role,
                     password_hash=hash_password(password) if password else None)
         session.add(user)
@@ -145,7 +146,7 @@ async def set_grids(sessionmaker: async_sessionmaker, user_name: str, grid_names
     """Replace the grids a user works in (the user's devices then pull the new scope)."""
     async with sessionmaker() as session, session.begin():
         user = await user_by_name(session, user_name)
-        grids = await grids_by_name(session, list(dict.fromkeys(grid_names)))
+        grids = await grids_by_name(session, grid_names)
         await _assign(session, user.id, [g.id for g in grids])
 
 
